@@ -1,0 +1,155 @@
+// The backend seam. The model never loops over numbers: it allocates tensors and calls these
+// coarse, fused kernels, each with an explicit backward. Every backend (reference, cpu, cuda)
+// implements this one interface; the reference backend is the oracle the others are tested against.
+//
+// Conventions
+// - A tensor is row-major. Kernels that take "rows × cols" treat a tensor as 2-D:
+//   rows = product of all dims but the last, cols = the last dim.
+// - Activations are token-major: [T, C] with T = batch × seqLen tokens, sequence b at rows
+//   b·N … b·N+N−1. Attention inputs are [B, N, heads·d] (head h occupies columns h·d … h·d+d−1).
+// - Outputs are passed in, preallocated by the caller (no hidden allocation in the hot loop);
+//   `accumulate` adds into the output instead of overwriting it.
+// - Small integer inputs (token ids, targets, positions, masks) are host Int32Arrays; a device
+//   backend uploads them itself.
+// - f32 is the default dtype. bf16 tensors hold raw bfloat16 bits; they appear as weights (the B
+//   operand of matmul, the embedding table) and are computed with fp32 accumulation.
+
+export type DType = 'f32' | 'bf16';
+
+export interface Tensor {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly size: number;
+}
+
+export interface MatmulOptions {
+  /** A is stored as [K, M] and used transposed. */
+  transA?: boolean;
+  /** B is stored as [N, K] and used transposed (the nn.Linear form y = x Wᵀ). */
+  transB?: boolean;
+  /** C += A·B instead of C = A·B. */
+  accumulate?: boolean;
+}
+
+export interface AdamWOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step count, for bias correction. */
+  step: number;
+  /** Multiplies the gradient before use (gradient clipping, accumulation averaging). */
+  gradScale: number;
+}
+
+export interface Backend {
+  readonly name: string;
+  /** One line describing the kernels in use (ISA, threads, fallbacks). */
+  describe(): string;
+
+  // ---- memory -------------------------------------------------------------------------------
+  empty(shape: readonly number[], dtype?: DType): Tensor;
+  zeros(shape: readonly number[], dtype?: DType): Tensor;
+  /** Copy host data in (f32 data → bf16 tensor rounds to nearest even). */
+  upload(data: Float32Array, shape: readonly number[], dtype?: DType): Tensor;
+  /** Upload raw bfloat16 bits as a bf16 tensor. */
+  uploadBF16(bits: Uint16Array, shape: readonly number[]): Tensor;
+  /** Copy out as float32 (bf16 is widened). */
+  download(t: Tensor): Float32Array;
+  /** A tensor sharing `t`'s storage: rows [rowStart, rowStart+rowCount) of its 2-D view. */
+  rows(t: Tensor, rowStart: number, rowCount: number): Tensor;
+  /** Same storage, new shape with the same element count. */
+  reshape(t: Tensor, shape: readonly number[]): Tensor;
+  /** out[i] = src[rowIdx[i]] over 2-D rows (e.g. the last token of each sequence). */
+  gatherRows(out: Tensor, src: Tensor, rowIdx: Int32Array): void;
+  /** dst ← src (same size; converts between dtypes). */
+  copy(dst: Tensor, src: Tensor): void;
+  fill(t: Tensor, value: number): void;
+  /** Release storage now (optional for garbage-collected backends). */
+  free(t: Tensor): void;
+
+  // ---- dense ----------------------------------------------------------------------------------
+  /** C[M,N] (+)= op(A)[M,K] · op(B)[K,N]. A and C are f32; B may be bf16. */
+  matmul(c: Tensor, a: Tensor, b: Tensor, opts?: MatmulOptions): void;
+  /** y += x (same size). */
+  addInPlace(y: Tensor, x: Tensor): void;
+  /** x *= s. */
+  scaleInPlace(x: Tensor, s: number): void;
+  /** Σ x² over the whole tensor, as float64. */
+  sumSquares(x: Tensor): number;
+
+  // ---- embedding ----------------------------------------------------------------------------
+  /** out[t] = scale · table[ids[t]]. */
+  embedding(out: Tensor, table: Tensor, ids: Int32Array, scale: number): void;
+  /** dTable[ids[t]] += scale · dOut[t], skipping rows whose id is `paddingIdx`. */
+  embeddingBackward(dTable: Tensor, dOut: Tensor, ids: Int32Array, scale: number, paddingIdx: number): void;
+
+  // ---- SimpleRMSNorm: y = x / sqrt(mean(x²) + eps), no weight --------------------------------
+  /** Per row; writes y and rstd[row] = 1/sqrt(mean(x²)+eps). */
+  srmsnorm(y: Tensor, rstd: Tensor, x: Tensor, eps: number): void;
+  /** dx (+)= rstd · (dy − y · mean(dy ⊙ y)), from the saved output y and rstd. */
+  srmsnormBackward(dx: Tensor, dy: Tensor, y: Tensor, rstd: Tensor, accumulate: boolean): void;
+
+  // ---- gated linear attention pieces ---------------------------------------------------------
+  /**
+   * From the fused projection qkvu [T, 4H] (column blocks q̃ | k̃ | ṽ | u, heads of width dh):
+   * q = lrpe(silu(q̃)), k = lrpe(silu(k̃)) into [T, nh·dk]; v = ṽ into [T, H], zeroed where
+   * vMask[t] = 0. With theta (nh·dh values) dk = 2·dh: per head [x⊙cos(θ·p), x⊙sin(θ·p)] with
+   * p = positions[t]; without theta dk = dh.
+   */
+  glaQKV(q: Tensor, k: Tensor, v: Tensor, qkvu: Tensor, heads: number,
+         theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void;
+  /** Backward of glaQKV: writes columns [0, 3H) of dqkvu; dTheta (+)= ∂/∂θ when theta is given. */
+  glaQKVBackward(dqkvu: Tensor, dTheta: Tensor | null, dq: Tensor, dk: Tensor, dv: Tensor,
+                 qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null,
+                 vMask: Int32Array | null): void;
+  /**
+   * Causal linear attention with per-head exponential decay λ_h, for B sequences of N tokens:
+   * o_t = λ^{t+1}·q_t·S_in + Σ_{j≤t} λ^{t−j} (q_t·k_j) v_j, and the carried state
+   * S_out = λ^N·S_in + Σ_j λ^{N−1−j} k_jᵀ v_j. q, k: [B, N, nh·dk]; v, o: [B, N, nh·dv];
+   * state: [B, nh, dk, dv] or null (zero in, not written). `blockSize` is the Lightning block
+   * length (masked products inside a block, the state carried between blocks); N = 1 is the
+   * recurrent decode step. With `slots`, sequence b reads and writes state row slots[b] (a state
+   * pool [S, nh, dk, dv] shared by the sequences of a continuous batch).
+   */
+  lightningForward(o: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array,
+                   state: Tensor | null, blockSize: number, slots?: Int32Array | null): void;
+  /** Backward of lightningForward from a zero initial state: dq, dk, dv (overwritten). */
+  lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
+                    decay: Float64Array, blockSize: number): void;
+  /** a = srms(o) ⊙ u, with u = columns [3H, 4H) of qkvu and the norm over the whole row of o. */
+  normGate(a: Tensor, rstd: Tensor, o: Tensor, qkvu: Tensor, eps: number): void;
+  /** Backward of normGate: dO (overwritten) and columns [3H, 4H) of dqkvu. */
+  normGateBackward(dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor): void;
+
+  // ---- SGLU: m = h[:, :G] ⊙ h[:, G:] ----------------------------------------------------------
+  sgluGate(m: Tensor, h: Tensor): void;
+  sgluGateBackward(dh: Tensor, dm: Tensor, h: Tensor): void;
+
+  // ---- loss ----------------------------------------------------------------------------------
+  /**
+   * Softmax cross-entropy per row of logits [T, V] against targets[t] (−100 = ignored).
+   * Returns the summed loss over non-ignored rows and their count. When dLogits is given it
+   * receives (softmax − onehot)·gradScale for counted rows and 0 for ignored ones (it may alias
+   * logits).
+   */
+  crossEntropy(logits: Tensor, targets: Int32Array, dLogits: Tensor | null, gradScale: number): { loss: number; count: number };
+
+  // ---- optimiser ------------------------------------------------------------------------------
+  /** One AdamW step (decoupled weight decay) on param with grad; m, v are f32 moments. */
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, opts: AdamWOptions): void;
+}
+
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/** rows × cols of a tensor's 2-D view. */
+export function dims2(t: Tensor): [number, number] {
+  const cols = t.shape.length ? t.shape[t.shape.length - 1]! : 1;
+  return [cols ? t.size / cols : 0, cols];
+}

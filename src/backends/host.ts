@@ -1,0 +1,110 @@
+// Tensors that live in host memory (reference and cpu backends): a typed array plus a shape.
+// f32 tensors hold a Float32Array; bf16 tensors hold the raw bits in a Uint16Array.
+import type { DType, Tensor } from './backend.ts';
+import { numel } from './backend.ts';
+import { ShapeError } from '../errors.ts';
+
+export class HostTensor implements Tensor {
+  readonly size: number;
+  constructor(
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly data: Float32Array | Uint16Array,
+  ) {
+    this.size = numel(shape);
+    if (data.length !== this.size) throw new ShapeError(`tensor [${shape.join(', ')}] needs ${this.size} elements, storage has ${data.length}`);
+  }
+}
+
+export function host(t: Tensor): HostTensor {
+  if (!(t instanceof HostTensor)) throw new TypeError('expected a host tensor (reference or cpu backend)');
+  return t;
+}
+export function f32(t: Tensor): Float32Array {
+  const h = host(t);
+  if (h.dtype !== 'f32') throw new ShapeError(`expected an f32 tensor, got ${h.dtype} [${h.shape.join(', ')}]`);
+  return h.data as Float32Array;
+}
+
+const cvtBuf = new Float32Array(1);
+const cvtBits = new Uint32Array(cvtBuf.buffer);
+/** float32 → bfloat16 bits, round to nearest even, NaN kept quiet. */
+export function f32ToBF16Bits(x: number): number {
+  cvtBuf[0] = x;
+  const u = cvtBits[0]!;
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) | 0x40) & 0xffff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+export function bf16BitsToF32(b: number): number {
+  cvtBits[0] = b << 16;
+  return cvtBuf[0]!;
+}
+export function toBF16(src: Float32Array): Uint16Array {
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < src.length; i++) out[i] = f32ToBF16Bits(src[i]!);
+  return out;
+}
+export function fromBF16(src: Uint16Array): Float32Array {
+  const out = new Float32Array(src.length);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
+  return out;
+}
+
+/** Read element i of a host tensor as a number, whatever its dtype. */
+export function valueAt(t: HostTensor, i: number): number {
+  return t.dtype === 'bf16' ? bf16BitsToF32(t.data[i]!) : t.data[i]!;
+}
+
+/** The memory half of a host backend, shared by the reference and cpu backends. */
+export abstract class HostMemory {
+  empty(shape: readonly number[], dtype: DType = 'f32'): HostTensor {
+    const n = numel(shape);
+    return new HostTensor([...shape], dtype, dtype === 'bf16' ? new Uint16Array(n) : new Float32Array(n));
+  }
+  zeros(shape: readonly number[], dtype: DType = 'f32'): HostTensor {
+    return this.empty(shape, dtype);
+  }
+  upload(data: Float32Array, shape: readonly number[], dtype: DType = 'f32'): HostTensor {
+    if (data.length !== numel(shape)) throw new ShapeError(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
+    return new HostTensor([...shape], dtype, dtype === 'bf16' ? toBF16(data) : Float32Array.from(data));
+  }
+  uploadBF16(bits: Uint16Array, shape: readonly number[]): HostTensor {
+    return new HostTensor([...shape], 'bf16', Uint16Array.from(bits));
+  }
+  download(t: Tensor): Float32Array {
+    const h = host(t);
+    return h.dtype === 'bf16' ? fromBF16(h.data as Uint16Array) : Float32Array.from(h.data as Float32Array);
+  }
+  rows(t: Tensor, rowStart: number, rowCount: number): HostTensor {
+    const h = host(t);
+    const cols = h.shape[h.shape.length - 1] ?? 1;
+    const total = h.size / cols;
+    if (rowStart < 0 || rowCount < 0 || rowStart + rowCount > total)
+      throw new ShapeError(`rows(${rowStart}, ${rowCount}) out of range for ${total} rows`);
+    const data = h.data.subarray(rowStart * cols, (rowStart + rowCount) * cols);
+    return new HostTensor([rowCount, cols], h.dtype, data);
+  }
+  reshape(t: Tensor, shape: readonly number[]): HostTensor {
+    const h = host(t);
+    return new HostTensor([...shape], h.dtype, h.data);
+  }
+  gatherRows(out: Tensor, src: Tensor, rowIdx: Int32Array): void {
+    const o = host(out), s = host(src);
+    const cols = s.shape[s.shape.length - 1]!;
+    if (o.dtype !== s.dtype || o.size !== rowIdx.length * cols) throw new ShapeError('gatherRows: output does not match');
+    for (let i = 0; i < rowIdx.length; i++) o.data.set(s.data.subarray(rowIdx[i]! * cols, (rowIdx[i]! + 1) * cols), i * cols);
+  }
+  copy(dst: Tensor, src: Tensor): void {
+    const d = host(dst), s = host(src);
+    if (d.size !== s.size) throw new ShapeError(`copy: ${s.size} elements into ${d.size}`);
+    if (d.dtype === s.dtype) d.data.set(s.data);
+    else if (d.dtype === 'f32') (d.data as Float32Array).set(fromBF16(s.data as Uint16Array));
+    else (d.data as Uint16Array).set(toBF16(s.data as Float32Array));
+  }
+  fill(t: Tensor, value: number): void {
+    const h = host(t);
+    h.data.fill(h.dtype === 'bf16' ? f32ToBF16Bits(value) : value);
+  }
+  free(_t: Tensor): void { /* garbage collected */ }
+}
