@@ -25,12 +25,14 @@ export class ReferenceBackend extends HostMemory implements Backend {
     need((opts.transA ? ac : ar) === M, `matmul: A gives ${opts.transA ? ac : ar} rows, C has ${M}`);
     need((opts.transB ? bc : br) === K, `matmul: inner dims ${K} vs ${opts.transB ? bc : br}`);
     need((opts.transB ? br : bc) === N, `matmul: B gives ${opts.transB ? br : bc} cols, C has ${N}`);
-    const bAt = opts.transB ? (k: number, n: number) => valueAt(B, n * bc + k) : (k: number, n: number) => valueAt(B, k * bc + n);
-    const aAt = opts.transA ? (m: number, k: number) => A[k * ac + m]! : (m: number, k: number) => A[m * ac + k]!;
+    // op(A) as [M, K] and op(B)ᵀ as [N, K], both float64, then plain dot products.
+    const At = new Float64Array(M * K), Bt = new Float64Array(N * K);
+    for (let m = 0; m < M; m++) for (let k = 0; k < K; k++) At[m * K + k] = opts.transA ? A[k * ac + m]! : A[m * ac + k]!;
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) Bt[n * K + k] = valueAt(B, opts.transB ? n * bc + k : k * bc + n);
     for (let m = 0; m < M; m++)
       for (let n = 0; n < N; n++) {
         let s = 0;
-        for (let k = 0; k < K; k++) s += aAt(m, k) * bAt(k, n);
+        for (let k = 0; k < K; k++) s += At[m * K + k]! * Bt[n * K + k]!;
         C[m * N + n] = opts.accumulate ? C[m * N + n]! + s : s;
       }
   }

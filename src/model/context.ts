@@ -1,0 +1,18 @@
+// What every layer call needs besides its parameters: the backend, the batch geometry, the
+// positions and padding mask of the tokens, and the Lightning block size.
+import type { Backend } from '../backends/backend.ts';
+
+export const NORM_EPS = 1e-6;
+
+export interface StepContext {
+  be: Backend;
+  /** Sequences in the batch and tokens per sequence in this call (T = B·N rows). */
+  B: number;
+  N: number;
+  /** Absolute position of every token (LRPE), length T. */
+  positions: Int32Array;
+  /** 1 = real token, 0 = padding (v is zeroed there, spec §7); null = no padding. */
+  vMask: Int32Array | null;
+  /** Lightning Attention block length. */
+  blockSize: number;
+}

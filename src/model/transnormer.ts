@@ -1,0 +1,205 @@
+// TransNormerLLM: embedding → L × (GLA token mixer, SGLU channel mixer) → SRMSNorm → head.
+// Written once against the Backend interface. Three ways to run it, all exact:
+//  - forward/backward: the parallel training form (Lightning blocks, zero initial state);
+//  - prefill: the block form with a carried recurrent state (any chunking);
+//  - decode: one token per sequence, the O(1) recurrent step.
+import type { Backend, DType, Tensor } from '../backends/backend.ts';
+import type { ModelConfig } from '../config/index.ts';
+import { dims, embedScale, layerDecay } from '../config/index.ts';
+import { UsageError } from '../errors.ts';
+import { allocParams, initParams, paramTensors, type Params } from './params.ts';
+import type { StepContext } from './context.ts';
+import { glaBackward, glaForward, type GlaActs, type GlaShape } from './gla.ts';
+import { sgluBackward, sgluForward, type SgluActs } from './sglu.ts';
+import { headBackward, headForward, shiftedTargets } from './head.ts';
+import { embeddingBackward, embeddingForward } from './embedding.ts';
+
+export interface ModelOptions {
+  /** Lightning Attention block length (default 64). */
+  blockSize?: number;
+}
+
+/** The recurrent state of B sequences: per layer [B, nh, dk, dh], plus each sequence's next position. */
+export interface ModelState {
+  readonly batch: number;
+  readonly layers: Tensor[];
+  readonly positions: Int32Array;
+}
+
+export interface TrainOptions {
+  /** Recompute each layer in the backward instead of keeping its activations. */
+  checkpoint?: boolean;
+  /** Multiplies the loss gradient (e.g. 1/accumulation steps). */
+  gradScale?: number;
+}
+
+interface LayerTape { x?: Tensor; gla?: GlaActs; sglu?: SgluActs }
+
+export class TnlModel {
+  readonly blockSize: number;
+  private readonly shapes: GlaShape[];
+
+  constructor(readonly config: ModelConfig, readonly be: Backend, readonly params: Params, opts: ModelOptions = {}) {
+    this.blockSize = opts.blockSize ?? 64;
+    const { nh, H, dh } = dims(config);
+    this.shapes = config.linear_use_lrpe_list.map((_, l) => ({ heads: nh, H, dh, decay: layerDecay(config, l) }));
+  }
+
+  /** A randomly initialised model (the reference's init), deterministic by seed. */
+  static random(be: Backend, config: ModelConfig, seed = 0, dtype: DType = 'f32', opts: ModelOptions = {}): TnlModel {
+    const p = allocParams(be, config, 'f32');
+    initParams(be, p, config, mulberry32(seed));
+    const model = new TnlModel(config, be, p, opts);
+    return dtype === 'f32' ? model : model.withDType(dtype);
+  }
+
+  /** The same weights in another dtype (matrices only; θ stays f32). */
+  withDType(dtype: DType): TnlModel {
+    const src = this.params, be = this.be;
+    const conv = (t: Tensor) => { if (t.dtype === dtype) return t; const o = be.empty(t.shape, dtype); be.copy(o, t); return o; };
+    const p: Params = {
+      embed: conv(src.embed), head: src.head ? conv(src.head) : null,
+      layers: src.layers.map((l) => ({ qkvu: conv(l.qkvu), out: conv(l.out), theta: l.theta, w12: conv(l.w12), w3: conv(l.w3) })),
+    };
+    return new TnlModel(this.config, be, p, { blockSize: this.blockSize });
+  }
+
+  get dtype(): DType { return this.params.embed.dtype; }
+  private get headWeight(): Tensor { return this.params.head ?? this.params.embed; }
+
+  private ctx(B: number, N: number, positions: Int32Array, vMask: Int32Array | null): StepContext {
+    return { be: this.be, B, N, positions, vMask, blockSize: this.blockSize };
+  }
+
+  private checkIds(ids: Int32Array, B: number, N: number): void {
+    if (ids.length !== B * N) throw new UsageError(`expected ${B}×${N} = ${B * N} token ids, got ${ids.length}`);
+    const V = this.config.vocab_size;
+    for (const id of ids) if (id < 0 || id >= V) throw new UsageError(`token id ${id} is outside the vocabulary [0, ${V})`);
+  }
+
+  /** x = scale·E[ids], then every layer; returns the final residual stream [T, D] (and the tape when asked). */
+  private trunk(ids: Int32Array, ctx: StepContext, states: Tensor[] | null, tape: LayerTape[] | null, checkpoint: boolean, slots: Int32Array | null = null): Tensor {
+    const { be } = this;
+    const x = be.empty([ctx.B * ctx.N, this.config.decoder_embed_dim]);
+    embeddingForward(be, x, this.params.embed, ids, embedScale(this.config));
+    this.params.layers.forEach((lp, l) => {
+      if (tape && checkpoint) { const keep = be.empty(x.shape); be.copy(keep, x); tape.push({ x: keep }); }
+      const gla = glaForward(ctx, lp, this.shapes[l]!, x, states ? states[l]! : null, slots);
+      const sglu = sgluForward(ctx, lp, x);
+      if (tape && !checkpoint) tape.push({ gla, sglu });
+    });
+    return x;
+  }
+
+  /** Logits [B·N, V] for every position, by the parallel (training) form. */
+  forward(ids: Int32Array, B: number, N: number, vMask: Int32Array | null = null): Tensor {
+    this.checkIds(ids, B, N);
+    const x = this.trunk(ids, this.ctx(B, N, trainPositions(B, N), vMask), null, null, false);
+    return headForward(this.be, x, this.headWeight).logits;
+  }
+
+  /**
+   * Mean next-token cross-entropy of ids (labels default to ids; −100 ignored) and its gradient,
+   * accumulated into `grads` (allocate with allocGrads; zero it between steps).
+   */
+  lossAndGrads(ids: Int32Array, B: number, N: number, grads: Params, labels: Int32Array | null = null, opts: TrainOptions = {}): { loss: number; count: number } {
+    this.checkIds(ids, B, N);
+    const { be, params, config } = this;
+    const checkpoint = opts.checkpoint ?? false;
+    const ctx = this.ctx(B, N, trainPositions(B, N), null);
+    const tape: LayerTape[] = [];
+    const x = this.trunk(ids, ctx, null, tape, checkpoint);
+    const { logits, acts } = headForward(be, x, this.headWeight);
+    const targets = shiftedTargets(labels ?? ids, B, N);
+    let count = 0;
+    for (const t of targets) if (t !== -100) count++;
+    if (count === 0) return { loss: NaN, count: 0 };
+    const { loss } = be.crossEntropy(logits, targets, logits, (opts.gradScale ?? 1) / count);
+    const dx = be.empty(x.shape);
+    headBackward(be, dx, grads.head ?? grads.embed, this.headWeight, logits, acts);
+    for (let l = params.layers.length - 1; l >= 0; l--) {
+      let t = tape[l]!;
+      if (checkpoint) {
+        const xr = t.x!;
+        const gla = glaForward(ctx, params.layers[l]!, this.shapes[l]!, xr, null);
+        const sglu = sgluForward(ctx, params.layers[l]!, xr);
+        t = { gla, sglu };
+      }
+      sgluBackward(ctx, params.layers[l]!, grads.layers[l]!, t.sglu!, dx);
+      glaBackward(ctx, params.layers[l]!, grads.layers[l]!, this.shapes[l]!, t.gla!, dx);
+      tape[l] = {};
+    }
+    embeddingBackward(be, grads.embed, dx, ids, embedScale(config), config.pad_token_id);
+    return { loss: loss / count, count };
+  }
+
+  /** Zeroed f32 gradients laid out like the parameters. */
+  allocGrads(): Params {
+    return allocParams(this.be, this.config, 'f32');
+  }
+  zeroGrads(g: Params): void {
+    for (const t of paramTensors(g)) this.be.fill(t, 0);
+  }
+
+  // ---- inference ------------------------------------------------------------------------------
+
+  /** A fresh (zero) recurrent state for `batch` sequences: its size never grows with the context. */
+  newState(batch: number): ModelState {
+    const { nh, dh } = dims(this.config);
+    const layers = this.params.layers.map((l) => this.be.zeros([batch, nh, l.theta ? 2 * dh : dh, dh]));
+    return { batch, layers, positions: new Int32Array(batch) };
+  }
+
+  /**
+   * Block prefill of B sequences of N tokens each, continuing `state` (chunked prefill is exact).
+   * vMask marks padding (0) for left-padded batches. Returns logits of the last position of each
+   * sequence [B, V], or of every position [B·N, V] with `allLogits`.
+   */
+  prefill(ids: Int32Array, B: number, N: number, state: ModelState, opts: { vMask?: Int32Array | null; allLogits?: boolean } = {}): Tensor {
+    this.checkIds(ids, B, N);
+    if (state.batch !== B) throw new UsageError(`state holds ${state.batch} sequences, prefill got ${B}`);
+    const positions = new Int32Array(B * N);
+    for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) positions[b * N + n] = state.positions[b]! + n;
+    const x = this.trunk(ids, this.ctx(B, N, positions, opts.vMask ?? null), state.layers, null, false);
+    for (let b = 0; b < B; b++) state.positions[b] = state.positions[b]! + N;
+    if (opts.allLogits) return headForward(this.be, x, this.headWeight).logits;
+    const last = this.be.empty([B, this.config.decoder_embed_dim]);
+    this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
+    return headForward(this.be, last, this.headWeight).logits;
+  }
+
+  /** One recurrent step: the next token of each sequence → logits [B, V]. */
+  decode(ids: Int32Array, state: ModelState): Tensor {
+    return this.prefill(ids, state.batch, 1, state);
+  }
+
+  /**
+   * One recurrent step for sequences held in a state pool (continuous batching): ids[i] continues
+   * the sequence whose state is pool row slots[i], at position positions[i].
+   */
+  decodeSlots(ids: Int32Array, pool: Tensor[], slots: Int32Array, positions: Int32Array): Tensor {
+    const B = ids.length;
+    this.checkIds(ids, B, 1);
+    const x = this.trunk(ids, this.ctx(B, 1, positions, null), pool, null, false, slots);
+    return headForward(this.be, x, this.headWeight).logits;
+  }
+}
+
+/** Positions 0..N−1 for each of B sequences. */
+export function trainPositions(B: number, N: number): Int32Array {
+  const p = new Int32Array(B * N);
+  for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) p[b * N + n] = n;
+  return p;
+}
+
+/** A small, fast, seedable PRNG (uniform in [0, 1)). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
