@@ -1,0 +1,14 @@
+// The `tnl` program: one thin file per command under src/cli/.
+import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import * as info from './info.ts';
+import * as generate from './generate.ts';
+import * as logits from './logits.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const program = new Command('tnl')
+  .description('TransNormerLLM in TypeScript: run, train and serve TNL models')
+  .version(pkg.version)
+  .showHelpAfterError();
+for (const cmd of [info, generate, logits]) cmd.register(program);
+await program.parseAsync(process.argv);
