@@ -127,13 +127,23 @@ class SplitWriter {
     private readonly shardTokens: number,
     dtype: ShardDtype,
   ) {
-    this.buf = dtype === 'uint16' ? new Uint16Array(shardTokens) : new Uint32Array(shardTokens);
+    // Grown on demand up to shardTokens, so that small corpora and val splits stay small.
+    const initial = Math.min(shardTokens, 1 << 16);
+    this.buf = dtype === 'uint16' ? new Uint16Array(initial) : new Uint32Array(initial);
+  }
+
+  private grow(): void {
+    const size = Math.min(this.shardTokens, this.buf.length * 2);
+    const next = this.buf instanceof Uint16Array ? new Uint16Array(size) : new Uint32Array(size);
+    next.set(this.buf);
+    this.buf = next;
   }
 
   push(ids: ArrayLike<number>): void {
     let i = 0;
     while (i < ids.length) {
-      const n = Math.min(ids.length - i, this.shardTokens - this.fill);
+      if (this.fill === this.buf.length) this.grow();
+      const n = Math.min(ids.length - i, this.buf.length - this.fill);
       for (let j = 0; j < n; j++) this.buf[this.fill + j] = ids[i + j];
       this.fill += n;
       i += n;
