@@ -98,6 +98,13 @@ export class TnlModel {
     return headForward(this.be, x, this.headWeight).logits;
   }
 
+  /** Mean next-token cross-entropy (forward only; labels default to ids, −100 ignored). */
+  loss(ids: Int32Array, B: number, N: number, labels: Int32Array | null = null): { loss: number; count: number } {
+    const logits = this.forward(ids, B, N);
+    const r = this.be.crossEntropy(logits, shiftedTargets(labels ?? ids, B, N), null, 1);
+    return { loss: r.count ? r.loss / r.count : NaN, count: r.count };
+  }
+
   /**
    * Mean next-token cross-entropy of ids (labels default to ids; −100 ignored) and its gradient,
    * accumulated into `grads` (allocate with allocGrads; zero it between steps).
