@@ -1,0 +1,334 @@
+// AVX-512 (F/BW/VL/DQ + FMA) fp32 kernels: a 12×32 micro-kernel (24 zmm accumulators), packing,
+// and the small-M streaming kernels. The whole file is compiled for that target; gemm.cc selects
+// this table only when the CPU has it.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2,bmi,bmi2,f16c")
+
+#include "gemm_internal.h"
+
+namespace tnl {
+namespace gemm {
+namespace {
+
+constexpr int MR = 12, NV = 2, NR = 16 * NV;
+
+inline __mmask16 mask16(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xffff)
+                 : (n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1));
+}
+
+// Writes an MR_×(16·NV_) accumulator tile to C (mr rows, nr columns), adding when `add`.
+template <int MR_, int NV_>
+inline void store_tile(__m512 (&acc)[MR_][NV_], float* c, int64_t ldc, int mr, int nr, bool add) {
+  if (nr == 16 * NV_) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR_; r++) {
+      if (r >= mr) break;
+      float* cr = c + r * ldc;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV_; v++) {
+        __m512 x = acc[r][v];
+        if (add) x = _mm512_add_ps(_mm512_loadu_ps(cr + 16 * v), x);
+        _mm512_storeu_ps(cr + 16 * v, x);
+      }
+    }
+  } else {
+    __mmask16 m[NV_];
+    for (int v = 0; v < NV_; v++) m[v] = mask16(nr - 16 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR_; r++) {
+      if (r >= mr) break;
+      float* cr = c + r * ldc;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV_; v++) {
+        __m512 x = acc[r][v];
+        if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], cr + 16 * v), x);
+        _mm512_mask_storeu_ps(cr + 16 * v, m[v], x);
+      }
+    }
+  }
+}
+
+template <int MR_, int NV_>
+void kern_t(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
+            bool add) {
+  __m512 acc[MR_][NV_];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR_; r++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV_; v++) acc[r][v] = _mm512_setzero_ps();
+  for (int r = 0; r < mr; r++) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 bv[NV_];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV_; v++) bv[v] = _mm512_load_ps(b + 16 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR_; r++) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV_; v++) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+    a += MR_;
+    b += 16 * NV_;
+  }
+  store_tile<MR_, NV_>(acc, c, ldc, mr, nr, add);
+}
+
+void kern(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
+          bool add) {
+  kern_t<MR, NV>(kc, a, b, c, ldc, mr, nr, add);
+}
+
+// 16×16 transpose of zmm rows (r[i] holds row i) into columns.
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+
+// ---- packing -------------------------------------------------------------------------------
+void pack_a(float* dst, const float* A, int64_t lda, bool transA, int64_t mc, int64_t kc) {
+  if (transA) {
+    for (int64_t i = 0; i < mc; i += MR) {
+      const int64_t mr = imin(MR, mc - i);
+      const __mmask16 m = mask16(mr);
+      float* d = dst + i * kc;
+      const float* s = A + i;
+      for (int64_t k = 0; k < kc; k++)
+        _mm512_mask_storeu_ps(d + k * MR, 0x0fff, _mm512_maskz_loadu_ps(m, s + k * lda));
+    }
+    return;
+  }
+  // Rows → k-major panel: 16×16 transposes (rows past mr are zero), 12 lanes stored per k.
+  for (int64_t i = 0; i < mc; i += MR) {
+    const int64_t mr = imin(MR, mc - i);
+    float* d = dst + i * kc;
+    const float* s = A + i * lda;
+    int64_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+      __m512 r[16];
+      for (int q = 0; q < 16; q++) r[q] = q < mr ? _mm512_loadu_ps(s + q * lda + k) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(d + (k + q) * MR, 0x0fff, r[q]);
+    }
+    if (k < kc) {
+      const __mmask16 mk = mask16(kc - k);
+      __m512 r[16];
+      for (int q = 0; q < 16; q++) r[q] = q < mr ? _mm512_maskz_loadu_ps(mk, s + q * lda + k) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int q = 0; k + q < kc; q++) _mm512_mask_storeu_ps(d + (k + q) * MR, 0x0fff, r[q]);
+    }
+  }
+}
+
+template <typename T>
+inline __m512 load16(const T* p, __mmask16 m) {
+  if constexpr (sizeof(T) == 2) {
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm512_maskz_loadu_ps(m, p);
+  }
+}
+template <typename T>
+inline __m512 load16(const T* p) {
+  if constexpr (sizeof(T) == 2) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm512_loadu_ps(p);
+  }
+}
+
+template <typename T>
+void pack_b_t(float* dst, const T* B, int64_t ldb, bool transB, int64_t nc, int64_t kc) {
+  for (int64_t j = 0; j < nc; j += NR) {
+    const int64_t nr = imin(NR, nc - j);
+    float* d = dst + j * kc;
+    if (!transB) {
+      const T* s = B + j;
+      if (nr == NR) {
+        for (int64_t k = 0; k < kc; k++) {
+          const T* sk = s + k * ldb;
+          _mm512_store_ps(d + k * NR, load16(sk));
+          _mm512_store_ps(d + k * NR + 16, load16(sk + 16));
+        }
+      } else {
+        const __mmask16 m0 = mask16(nr), m1 = mask16(nr - 16);
+        for (int64_t k = 0; k < kc; k++) {
+          const T* sk = s + k * ldb;
+          _mm512_store_ps(d + k * NR, load16(sk, m0));
+          _mm512_store_ps(d + k * NR + 16, load16(sk + 16, m1));
+        }
+      }
+      continue;
+    }
+    // transB: columns j..j+NR of op(B) are rows of the stored B; transpose 16×16 blocks.
+    for (int h = 0; h < NV; h++) {
+      const int64_t c0 = h * 16;
+      const int64_t rows = imin(16, nr - c0);  // may be ≤ 0
+      int64_t k = 0;
+      for (; k + 16 <= kc; k += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+          r[i] = i < rows ? load16(B + (j + c0 + i) * ldb + k) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int i = 0; i < 16; i++) _mm512_store_ps(d + (k + i) * NR + c0, r[i]);
+      }
+      if (k < kc) {
+        const __mmask16 mk = mask16(kc - k);
+        __m512 r[16];
+        for (int i = 0; i < 16; i++)
+          r[i] = i < rows ? load16(B + (j + c0 + i) * ldb + k, mk) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int i = 0; k + i < kc; i++) _mm512_store_ps(d + (k + i) * NR + c0, r[i]);
+      }
+    }
+  }
+}
+
+void pack_b(float* d, const float* B, int64_t ldb, bool t, int64_t nc, int64_t kc) {
+  pack_b_t(d, B, ldb, t, nc, kc);
+}
+void pack_b16(float* d, const uint16_t* B, int64_t ldb, bool t, int64_t nc, int64_t kc) {
+  pack_b_t(d, B, ldb, t, nc, kc);
+}
+
+// ---- small M -------------------------------------------------------------------------------
+// transB: C[m, n] = Σ_k A[m,k]·B[n,k]; G rows of B at a time, each streamed once.
+template <int MM, int G, typename T>
+inline void dot_block(int64_t n, int64_t K, const float* A, const T* B, int64_t ldb, float* C,
+                      int64_t ldc, bool add) {
+  __m512 acc[MM][G];
+  for (int m = 0; m < MM; m++)
+    for (int g = 0; g < G; g++) acc[m][g] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) {
+    __m512 av[MM];
+    for (int m = 0; m < MM; m++) av[m] = _mm512_loadu_ps(A + m * K + k);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; g++) {
+      const __m512 bv = load16(B + (n + g) * ldb + k);
+      for (int m = 0; m < MM; m++) acc[m][g] = _mm512_fmadd_ps(av[m], bv, acc[m][g]);
+    }
+  }
+  if (k < K) {
+    const __mmask16 mk = mask16(K - k);
+    __m512 av[MM];
+    for (int m = 0; m < MM; m++) av[m] = _mm512_maskz_loadu_ps(mk, A + m * K + k);
+    for (int g = 0; g < G; g++) {
+      const __m512 bv = load16(B + (n + g) * ldb + k, mk);
+      for (int m = 0; m < MM; m++) acc[m][g] = _mm512_fmadd_ps(av[m], bv, acc[m][g]);
+    }
+  }
+  for (int m = 0; m < MM; m++)
+    for (int g = 0; g < G; g++) {
+      const float s = _mm512_reduce_add_ps(acc[m][g]);
+      float* c = C + m * ldc + n + g;
+      *c = add ? *c + s : s;
+    }
+}
+
+template <int MM, typename T>
+void small_tb(int64_t n0, int64_t n1, int64_t K, const float* A, const T* B, int64_t ldb, float* C,
+              int64_t ldc, bool add) {
+  constexpr int G = MM == 1 ? 8 : MM == 2 ? 6 : MM <= 4 ? 4 : 2;
+  int64_t n = n0;
+  for (; n + G <= n1; n += G) dot_block<MM, G>(n, K, A, B, ldb, C, ldc, add);
+  for (; n < n1; n++) dot_block<MM, 1>(n, K, A, B, ldb, C, ldc, add);
+}
+
+// not transB: C[m, n0:n1] = Σ_k A[m,k]·B[k, n0:n1]; 16·V columns at a time.
+template <int MM, typename T>
+void small_nb(int64_t n0, int64_t n1, int64_t K, const float* A, const T* B, int64_t ldb, float* C,
+              int64_t ldc, bool add) {
+  constexpr int V = MM <= 4 ? 4 : 2;
+  for (int64_t n = n0; n < n1; n += 16 * V) {
+    __mmask16 mk[V];
+    for (int v = 0; v < V; v++) mk[v] = mask16(n1 - n - 16 * v);
+    __m512 acc[MM][V];
+    for (int m = 0; m < MM; m++)
+      for (int v = 0; v < V; v++) acc[m][v] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k++) {
+      __m512 bv[V];
+      for (int v = 0; v < V; v++) bv[v] = load16(B + k * ldb + n + 16 * v, mk[v]);
+      for (int m = 0; m < MM; m++) {
+        const __m512 a = _mm512_set1_ps(A[m * K + k]);
+        for (int v = 0; v < V; v++) acc[m][v] = _mm512_fmadd_ps(a, bv[v], acc[m][v]);
+      }
+    }
+    for (int m = 0; m < MM; m++)
+      for (int v = 0; v < V; v++) {
+        float* c = C + m * ldc + n + 16 * v;
+        __m512 x = acc[m][v];
+        if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(mk[v], c), x);
+        _mm512_mask_storeu_ps(c, mk[v], x);
+      }
+  }
+}
+
+template <typename T>
+void small_t(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, const T* B, int64_t ldb,
+             bool transB, float* C, int64_t ldc, bool add) {
+#define TNL_SMALL_CASE(MM)                                    \
+  case MM:                                                    \
+    if (transB) small_tb<MM>(n0, n1, K, A, B, ldb, C, ldc, add); \
+    else small_nb<MM>(n0, n1, K, A, B, ldb, C, ldc, add);        \
+    return;
+  switch (M) {
+    TNL_SMALL_CASE(1)
+    TNL_SMALL_CASE(2)
+    TNL_SMALL_CASE(3)
+    TNL_SMALL_CASE(4)
+    TNL_SMALL_CASE(5)
+    TNL_SMALL_CASE(6)
+    TNL_SMALL_CASE(7)
+    TNL_SMALL_CASE(8)
+    default:
+      small_scalar(M, n0, n1, K, A, B, ldb, transB, C, ldc, add);
+  }
+#undef TNL_SMALL_CASE
+}
+
+void small_f32(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, const float* B,
+               int64_t ldb, bool t, float* C, int64_t ldc, bool add) {
+  small_t(M, n0, n1, K, A, B, ldb, t, C, ldc, add);
+}
+void small_bf16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, const uint16_t* B,
+                int64_t ldb, bool t, float* C, int64_t ldc, bool add) {
+  small_t(M, n0, n1, K, A, B, ldb, t, C, ldc, add);
+}
+
+}  // namespace
+
+const Isa isa_avx512 = {"avx512", MR, NR, kern, pack_a, pack_b, pack_b16, small_f32, small_bf16};
+
+}  // namespace gemm
+}  // namespace tnl
+
+#pragma GCC pop_options
