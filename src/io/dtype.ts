@@ -143,8 +143,9 @@ function f16ToF32Table(): Float32Array {
 
 /** f16 bit patterns → f32 (exact). */
 export function f16ToF32Array(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
-  const t = f16ToF32Table();
-  for (let i = 0; i < src.length; i++) out[i] = t[src[i]!]!;
+  const t = new Uint32Array(f16ToF32Table().buffer); // bit copies: NaN payloads exact
+  const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let i = 0; i < src.length; i++) o[i] = t[src[i]!]!;
   return out;
 }
 
@@ -189,5 +190,22 @@ export function f32ToF16Array(src: Float32Array, out: Uint16Array = new Uint16Ar
 /** f64 array → f32 (Math.fround, round to nearest even). */
 export function f64ToF32Array(src: Float64Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   for (let i = 0; i < src.length; i++) out[i] = src[i]!;
+  return out;
+}
+
+/** Widen `n` 16-bit patterns stored in the upper half of `buf` (bytes [2n, 4n)) to f32 in place,
+ *  filling the whole buffer: reading a file straight into that half and converting there needs
+ *  4 bytes per value instead of 6. Forward order is safe: writing value i (bytes [4i, 4i+4))
+ *  never reaches a pattern not yet read (value i+1 sits at byte 2n+2i+2 ≥ 4i+4 for i < n). */
+export function widen16InPlace(buf: ArrayBuffer, n: number, kind: 'BF16' | 'F16'): Float32Array {
+  const src = new Uint16Array(buf, 2 * n, n);
+  const out = new Float32Array(buf, 0, n);
+  const o = new Uint32Array(buf, 0, n);
+  if (kind === 'BF16') {
+    for (let i = 0; i < n; i++) o[i] = src[i]! << 16;
+  } else {
+    const t = new Uint32Array(f16ToF32Table().buffer);
+    for (let i = 0; i < n; i++) o[i] = t[src[i]!]!;
+  }
   return out;
 }

@@ -10,7 +10,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
 import yauzl from 'yauzl';
 import { FormatError } from '../errors.ts';
-import { DTYPE_SIZE, numelOf, viewAs, type DType } from './dtype.ts';
+import { DTYPE_SIZE, numelOf, viewAs, widen16InPlace, type DType } from './dtype.ts';
 import { PyTuple, PyGlobal, StorageRef, STORAGE_DTYPES, TensorRef, typeName, unpickle } from './pickle.ts';
 import { convertTensor, unknownTensor, type FloatTarget, type FloatTensor, type Tensor, type TensorInfo, type TensorReader } from './reader.ts';
 import { readFully } from './safetensors.ts';
@@ -190,6 +190,15 @@ export class PytorchCheckpoint implements TensorReader {
   }
 
   readAs<T extends FloatTarget>(name: string, target: T): FloatTensor<T> {
+    const t = this.ref(name);
+    const { dtype } = t.storage;
+    const n = numelOf(t.shape);
+    if (target === 'f32' && (dtype === 'BF16' || dtype === 'F16') && !this.bigEndian && n > 0 && isContiguous(t.shape, t.stride)) {
+      // read the 16-bit patterns into the upper half of the f32 result and widen in place
+      const buf = new ArrayBuffer(4 * n);
+      this.entryBytes(this.storageEntry(t.storage, name), t.offset * 2, n * 2, name, new Uint8Array(buf, 2 * n, 2 * n));
+      return { dtype: target, shape: t.shape.slice(), data: widen16InPlace(buf, n, dtype) } as FloatTensor<T>;
+    }
     return convertTensor(this.read(name), target, `${this.path}: tensor '${name}'`);
   }
 
@@ -206,13 +215,13 @@ export class PytorchCheckpoint implements TensorReader {
     return t;
   }
 
-  /** Bytes [start, start+len) of an entry's uncompressed content, in a fresh (aligned) buffer. */
-  private entryBytes(e: ZipEntryInfo, start: number, len: number, what = e.name): Uint8Array {
+  /** Bytes [start, start+len) of an entry's uncompressed content, in a fresh (aligned) buffer or in `into`. */
+  private entryBytes(e: ZipEntryInfo, start: number, len: number, what = e.name, into?: Uint8Array): Uint8Array {
     if (this.fd === null) throw new FormatError(`${this.path}: file was closed`);
     if (start + len > e.uncompressedSize) throw new FormatError(`${this.path}: '${what}': bytes [${start}, ${start + len}) beyond the ${e.uncompressedSize}-byte entry ${e.name}`);
     const dataStart = this.dataStart(e);
     if (e.method === 0) {
-      const out = new Uint8Array(new ArrayBuffer(len));
+      const out = into ?? new Uint8Array(new ArrayBuffer(len));
       readFully(this.fd, out, dataStart + start, this.path, `'${what}' (zip entry ${e.name})`);
       return out;
     }
@@ -226,7 +235,7 @@ export class PytorchCheckpoint implements TensorReader {
       throw new FormatError(`${this.path}: zip entry ${e.name} does not inflate: ${(err as Error).message}`);
     }
     if (raw.length !== e.uncompressedSize) throw new FormatError(`${this.path}: zip entry ${e.name} inflates to ${raw.length} bytes, expected ${e.uncompressedSize}`);
-    const out = new Uint8Array(new ArrayBuffer(len));
+    const out = into ?? new Uint8Array(new ArrayBuffer(len));
     out.set(raw.subarray(start, start + len));
     return out;
   }

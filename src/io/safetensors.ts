@@ -10,7 +10,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { FormatError, ShapeError } from '../errors.ts';
 import { writeFileAtomicStream } from './atomic.ts';
 import {
-  DTYPE_SIZE, f32ToBf16Array, f32ToF16Array, isDType, numelOf, viewAs,
+  DTYPE_SIZE, f32ToBf16Array, f32ToF16Array, isDType, numelOf, viewAs, widen16InPlace,
   type AnyTensorArray, type DType,
 } from './dtype.ts';
 import { convertTensor, unknownTensor, type FloatTarget, type FloatTensor, type Tensor, type TensorInfo, type TensorReader } from './reader.ts';
@@ -83,6 +83,14 @@ export class SafetensorsFile implements TensorReader {
   }
 
   readAs<T extends FloatTarget>(name: string, target: T): FloatTensor<T> {
+    const e = this.entry(name);
+    if (target === 'f32' && (e.dtype === 'BF16' || e.dtype === 'F16')) {
+      // read the 16-bit patterns into the upper half of the f32 result and widen in place
+      const n = e.nbytes / 2;
+      const buf = new ArrayBuffer(4 * n);
+      readFully(this.fdOrThrow(), new Uint8Array(buf, 2 * n, 2 * n), e.begin, this.path, name);
+      return { dtype: target, shape: e.shape.slice(), data: widen16InPlace(buf, n, e.dtype) } as FloatTensor<T>;
+    }
     return convertTensor(this.read(name), target, `${this.path}: tensor '${name}'`);
   }
 
@@ -200,13 +208,17 @@ function describe(x: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // writer
 
+export type TensorData = AnyTensorArray | Float32Array;
+
 /** One tensor to write. For F16/BF16, `data` may be raw bit patterns (Uint16Array) or a
- *  Float32Array, which is then rounded to nearest even while writing. */
+ *  Float32Array, which is then rounded to nearest even while writing. `data` may also be a
+ *  function producing the array when its turn comes, so that a whole model never needs to be
+ *  in memory at once (its result is checked then, and dropped after it is written). */
 export interface TensorToWrite {
   name: string;
   dtype: DType;
   shape: readonly number[];
-  data: AnyTensorArray | Float32Array;
+  data: TensorData | (() => TensorData);
 }
 export type TensorsToWrite = TensorToWrite[] | Record<string, Omit<TensorToWrite, 'name'>>;
 
@@ -220,15 +232,22 @@ const EXPECTED_ARRAY: Record<DType, string[]> = {
   I8: ['Int8Array', 'Uint8Array'], U8: ['Uint8Array', 'Int8Array', 'Uint8ClampedArray'], BOOL: ['Uint8Array'],
 };
 
-/** Check a tensor to write: known dtype, typed array of that dtype, length matching the shape. */
+/** Check a tensor to write: known dtype and shape, and (unless produced lazily) a typed array of
+ *  that dtype whose length matches the shape. */
 export function checkTensorToWrite(t: TensorToWrite, what: string): void {
   if (!isDType(t.dtype)) throw new ShapeError(`${what}: unknown dtype ${JSON.stringify(t.dtype)}`);
   if (!Array.isArray(t.shape) || !t.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
     throw new ShapeError(`${what}: shape must be non-negative integers, got ${JSON.stringify(t.shape)}`);
-  const ctor = (t.data as { constructor?: { name?: string } })?.constructor?.name ?? typeof t.data;
-  if (!EXPECTED_ARRAY[t.dtype].includes(ctor)) throw new ShapeError(`${what}: dtype ${t.dtype} needs ${EXPECTED_ARRAY[t.dtype].join(' or ')}, got ${ctor}`);
+  if (typeof t.data !== 'function') checkData(t, t.data, what);
+}
+
+function checkData(t: TensorToWrite, data: unknown, what: string): asserts data is TensorData {
+  const ctor = (data as { constructor?: { name?: string } } | null)?.constructor?.name ?? typeof data;
+  if (!ArrayBuffer.isView(data) || !EXPECTED_ARRAY[t.dtype].includes(ctor))
+    throw new ShapeError(`${what}: dtype ${t.dtype} needs ${EXPECTED_ARRAY[t.dtype].join(' or ')}, got ${ctor}`);
   const numel = numelOf(t.shape);
-  if (t.data.length !== numel) throw new ShapeError(`${what}: shape [${t.shape.join(', ')}] has ${numel} elements, data has ${t.data.length}`);
+  const len = (data as TensorData).length;
+  if (len !== numel) throw new ShapeError(`${what}: shape [${t.shape.join(', ')}] has ${numel} elements, data has ${len}`);
 }
 
 /** Byte size of a tensor once written. */
@@ -267,18 +286,21 @@ export function writeSafetensors(path: string, tensors: TensorsToWrite, metadata
   writeFileAtomicStream(path, (write) => {
     write(len);
     write(hbytes);
-    for (const t of list) writeTensorBytes(t, write);
+    for (const t of list) {
+      const data = typeof t.data === 'function' ? t.data() : t.data;
+      checkData(t, data, `${path}: tensor '${t.name}'`);
+      writeTensorBytes(t.dtype, data, write);
+    }
   });
 }
 
-function writeTensorBytes(t: TensorToWrite, write: (c: Uint8Array) => void): void {
-  const d = t.data;
-  if ((t.dtype === 'BF16' || t.dtype === 'F16') && d instanceof Float32Array) {
+function writeTensorBytes(dtype: DType, d: TensorData, write: (c: Uint8Array) => void): void {
+  if ((dtype === 'BF16' || dtype === 'F16') && d instanceof Float32Array) {
     const tmp = new Uint16Array(Math.min(CONVERT_CHUNK, d.length));
     for (let i = 0; i < d.length; i += CONVERT_CHUNK) {
       const part = d.subarray(i, Math.min(d.length, i + CONVERT_CHUNK));
       const out = tmp.subarray(0, part.length);
-      if (t.dtype === 'BF16') f32ToBf16Array(part, out);
+      if (dtype === 'BF16') f32ToBf16Array(part, out);
       else f32ToF16Array(part, out);
       write(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
     }

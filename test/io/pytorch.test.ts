@@ -93,11 +93,13 @@ test('storage offsets, non-contiguous strides, expanded (zero-stride) views, 2- 
       ['expand', tensorV2(sf, 2, [3, 2], [0, 1])],
       ['permute3', tensorV2(sd, 1, [2, 3, 2], [1, 8, 2])],
       ['bf16.t', tensorV2(sb, 0, [2, 3], [1, 2])],
+      ['bf16.rows', tensorV2(sb, 2, [2, 3], [3, 1])],
+      ['f16', tensorV2(storage('HalfStorage', 'h', 4), 0, [4], [1])],
       ['i64.cols', tensorV2(si, 3, [3], [5])],
       ['scalar', tensorV2(sf, 7, [], [])],
       ['empty', tensorV2(sf, 0, [0, 4], [4, 1])],
     ]));
-    const p = t.file('strides.bin', torchZip(pkl, { f: bytesOf(S), d: bytesOf(D), b: bytesOf(B), i: bytesOf(I) }));
+    const p = t.file('strides.bin', torchZip(pkl, { f: bytesOf(S), d: bytesOf(D), b: bytesOf(B), i: bytesOf(I), h: bytesOf(Uint16Array.of(0x3c00, 0x3555, 0x8001, 0x7bff)) }));
     const ck = await PytorchCheckpoint.open(p);
     try {
       const get = (n: string) => ck.read(n);
@@ -112,6 +114,9 @@ test('storage offsets, non-contiguous strides, expanded (zero-stride) views, 2- 
       assert.deepEqual([...(get('permute3').data as Float64Array)], want);
       assert.deepEqual([...(get('bf16.t').data as Uint16Array)], [0x3f80, 0x3f82, 0x3f84, 0x3f81, 0x3f83, 0x3f85]);
       assert.deepEqual([...ck.readAs('bf16.t', 'f32').data], [1, 1.015625, 1.03125, 1.0078125, 1.0234375, 1.0390625]);
+      assert.deepEqual([...ck.readAs('bf16.rows', 'f32').data], [1.015625, 1.0234375, 1.03125, 1.0390625, 1.046875, 1.0546875]);
+      assert.deepEqual([...ck.readAs('f16', 'f32').data], [1, 0.333251953125, -(2 ** -24), 65504]);
+      assert.deepEqual([...ck.readAs('f16', 'bf16').data], [0x3f80, 0x3eab, 0xb380, 0x4780]); // 65504 = 0x477FE000 rounds up
       assert.deepEqual([...(get('i64.cols').data as BigInt64Array)], [3n * 10n ** 12n, 8n * 10n ** 12n, 13n * 10n ** 12n]);
       assert.deepEqual(get('scalar').shape, []);
       assert.deepEqual([...(get('scalar').data as Float32Array)], [7]);

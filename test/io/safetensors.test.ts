@@ -144,7 +144,17 @@ test('writer refuses bad input without leaving files', () => {
     assert.throws(() => writeSafetensors(p, [{ name: 'x', dtype: 'F32', shape: [2], data: new Float64Array(2) }]), ShapeError);
     assert.throws(() => writeSafetensors(p, [{ name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }, { name: 'x', dtype: 'F32', shape: [1], data: new Float32Array(1) }]), ShapeError);
     assert.throws(() => writeSafetensors(p, [{ name: 'x', dtype: 'Q4' as never, shape: [1], data: new Float32Array(1) }]), ShapeError);
+    // lazily produced data: checked when its turn comes; a bad one aborts the write and leaves nothing
+    assert.throws(() => writeSafetensors(p, [{ name: 'ok', dtype: 'F32', shape: [1], data: () => Float32Array.of(1) }, { name: 'x', dtype: 'F32', shape: [2], data: () => new Float32Array(3) }]),
+      (e: unknown) => e instanceof ShapeError && /'x'.*2 elements, data has 3/.test((e as Error).message));
     assert.deepEqual(readdirSync(t.dir), []);
+    let produced = 0;
+    writeSafetensors(p, [{ name: 'a', dtype: 'BF16', shape: [2], data: () => (produced++, Float32Array.of(1, -0.5)) }, { name: 'b', dtype: 'I32', shape: [1], data: () => (produced++, Int32Array.of(-7)) }]);
+    assert.equal(produced, 2);
+    const f = SafetensorsFile.open(p);
+    assert.deepEqual([...(f.read('a').data as Uint16Array)], [0x3f80, 0xbf00]);
+    assert.deepEqual([...(f.read('b').data as Int32Array)], [-7]);
+    f.close();
   } finally {
     t.cleanup();
   }
