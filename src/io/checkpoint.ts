@@ -7,7 +7,7 @@ import { basename, join } from 'node:path';
 import { FormatError, ShapeError } from '../errors.ts';
 import { replaceDirAtomic, writeFileAtomic } from './atomic.ts';
 import { PytorchCheckpoint } from './pytorch.ts';
-import { convertTensor, unknownTensor, type FloatTarget, type FloatTensor, type Tensor, type TensorInfo, type TensorReader } from './reader.ts';
+import { unknownTensor, type FloatTarget, type FloatTensor, type Tensor, type TensorInfo, type TensorReader } from './reader.ts';
 import { normalizeTensors, SafetensorsFile, writeSafetensors, writtenBytes, checkTensorToWrite, type TensorToWrite, type TensorsToWrite } from './safetensors.ts';
 
 export const WEIGHT_FILES = ['model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json'] as const;
@@ -80,7 +80,7 @@ export class ShardedReader implements TensorReader {
     return this.shard(name).read(name);
   }
   readAs<T extends FloatTarget>(name: string, target: T): FloatTensor<T> {
-    return convertTensor(this.read(name), target, `${this.path}: tensor '${name}'`);
+    return this.shard(name).readAs(name, target);
   }
   /** The shard file holding a tensor. */
   shardOf(name: string): string {
@@ -180,7 +180,7 @@ export function writeModelFolder(dir: string, content: ModelFolderContent): void
     if (shards.length === 1) {
       writeSafetensors(join(tmp, 'model.safetensors'), shards[0]!, metadata);
     } else {
-      const weightMap: Record<string, string> = {};
+      const weightMap: Record<string, string> = Object.create(null);
       let total = 0;
       const k = String(shards.length).padStart(5, '0');
       shards.forEach((list, i) => {

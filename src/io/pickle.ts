@@ -204,7 +204,7 @@ export function unpickle(bytes: Uint8Array, opts: UnpickleOptions): unknown {
       case 0x8a: stack.push(decodeLong(take(u8()))); break; // LONG1
       case 0x8b: { // LONG4
         const n = i32();
-        if (n < 0) fail('negative LONG4 length');
+        if (n < 0 || n > 255) fail(`LONG4 of ${n} bytes: integers that large do not occur in state dicts`);
         stack.push(decodeLong(take(n)));
         break;
       }

@@ -111,14 +111,18 @@ export class PytorchCheckpoint implements TensorReader {
     };
     const root = unpickle(pkl, { file: where, persistentLoad });
     if (!(root instanceof Map)) throw new FormatError(`${where}: the checkpoint is ${typeName(root)}, not a state dict`);
-    this.collect(root, '', where);
+    this.collect(root, '', where, new Set(), 0);
     if (this.order.length === 0) throw new FormatError(`${where}: the state dict holds no tensors`);
     // every storage must exist and hold what its tensors need
     for (const [name, t] of this.tensors) this.checkTensor(name, t);
   }
 
-  /** Flatten nested dicts of tensors into dotted names; other leaves (ints, strings) are ignored. */
-  private collect(d: Map<unknown, unknown>, prefix: string, where: string): void {
+  /** Flatten nested dicts of tensors into dotted names; other leaves (ints, strings) are ignored.
+   *  A dict reached a second time (a cycle, or one dict shared under two keys) is not entered again. */
+  private collect(d: Map<unknown, unknown>, prefix: string, where: string, seen: Set<Map<unknown, unknown>>, depth: number): void {
+    if (seen.has(d)) return;
+    if (depth > 32) throw new FormatError(`${where}: dicts nested more than 32 deep at '${prefix}'`);
+    seen.add(d);
     for (const [k, v] of d) {
       if (typeof k !== 'string') continue;
       const name = prefix + k;
@@ -127,7 +131,7 @@ export class PytorchCheckpoint implements TensorReader {
         this.tensors.set(name, v);
         this.order.push(name);
       } else if (v instanceof Map) {
-        this.collect(v, `${name}.`, where);
+        this.collect(v, `${name}.`, where, seen, depth + 1);
       }
     }
   }

@@ -260,7 +260,7 @@ const CONVERT_CHUNK = 1 << 20; // elements converted at a time when writing f32 
 /** Write a safetensors file atomically, streaming one tensor at a time. Header padded with spaces to a multiple of 8. */
 export function writeSafetensors(path: string, tensors: TensorsToWrite, metadata?: Record<string, string>): void {
   const list = normalizeTensors(tensors);
-  const header: Record<string, unknown> = {};
+  const header: Record<string, unknown> = Object.create(null); // a tensor may be named '__proto__'
   if (metadata && Object.keys(metadata).length) {
     for (const [k, v] of Object.entries(metadata))
       if (typeof v !== 'string') throw new ShapeError(`${path}: metadata '${k}' must be a string, got ${typeof v}`);

@@ -21,6 +21,8 @@ export type P =
   | { dict: [P, P][] } // EMPTY_DICT MARK k v ... SETITEMS
   | { pid: P } // value, BINPERSID
   | { build: P; state: P }
+  | { put: P; memo: number } // value, BINPUT memo
+  | { get: number } // BINGET
   | { raw: number[] }; // raw bytes spliced in
 
 const enc = new TextEncoder();
@@ -100,6 +102,8 @@ function emit(v: P, out: number[]): void {
   }
   if ('pid' in v) { emit(v.pid, out); out.push(0x51); return; }
   if ('build' in v) { emit(v.build, out); emit(v.state, out); out.push(0x62); return; }
+  if ('put' in v) { emit(v.put, out); out.push(0x71, v.memo); return; }
+  if ('get' in v) { out.push(0x68, v.get); return; }
   if ('raw' in v) { out.push(...v.raw); return; }
   throw new Error('bad pickle AST');
 }

@@ -130,6 +130,24 @@ test('storage offsets, non-contiguous strides, expanded (zero-stride) views, 2- 
   }
 });
 
+test('one tensor object memoised under two names (BINGET) and a tensor named __proto__', async () => {
+  const t = tempDir('pt-memo');
+  try {
+    const E = Float32Array.of(1, 2, 3, 4);
+    const pkl = pickle(orderedDict([
+      ['model.embed_tokens.weight', { put: tensorV2(storage('FloatStorage', '0', 4), 0, [2, 2], [2, 1]), memo: 200 }],
+      ['lm_head.weight', { get: 200 }],
+      ['__proto__', { get: 200 }],
+    ]));
+    const ck = await PytorchCheckpoint.open(t.file('memo.bin', torchZip(pkl, { '0': bytesOf(E) })));
+    assert.deepEqual(ck.names(), ['model.embed_tokens.weight', 'lm_head.weight', '__proto__']);
+    for (const n of ck.names()) assert.deepEqual([...(ck.read(n).data as Float32Array)], [1, 2, 3, 4]);
+    ck.close();
+  } finally {
+    t.cleanup();
+  }
+});
+
 test('big-endian storages are byte-swapped; _rebuild_from_type_v2 and STACK_GLOBAL are understood', async () => {
   const t = tempDir('pt-be');
   try {
@@ -176,6 +194,9 @@ test('hostile and corrupt .bin files are refused with a FormatError naming the f
       ['no-stop', torchZip(pickle(stateDict([['w', okTensor]])).slice(0, -1), { '0': F }), /truncated: no STOP/],
       ['memo-missing', zip({ raw: [0x68, 9] }), /memo key 9 missing/],
       ['not-a-dict', zip({ list: [1, 2] }), /is a list, not a state dict/],
+      ['dict-cycle', zip({ raw: [0x7d, 0x71, 0, 0x8c, 1, 0x78, 0x7d, 0x71, 1, 0x8c, 1, 0x79, 0x68, 0, 0x73, 0x73] }), /holds no tensors/],
+      ['self-dict', zip({ raw: [0x7d, 0x71, 0, 0x8c, 1, 0x61, 0x68, 0, 0x73] }), /holds no tensors/],
+      ['huge-long4', zip({ raw: [0x8b, 0x00, 0x00, 0x10, 0x00, ...new Array(16).fill(0)] }), /LONG4 of 1048576 bytes/],
       ['no-tensors', zip(stateDict([['epoch', 3]])), /holds no tensors/],
       ['bad-persid', zip(stateDict([['w', tensorV2({ pid: { tuple: ['module', { g: 'torch.FloatStorage' }, '0', 'cpu', 4] } }, 0, [4], [1])]])), /persistent id must be \('storage'/],
       ['bad-storage-key', zip(stateDict([['w', tensorV2(storage('FloatStorage', '../../etc/passwd', 4), 0, [4], [1])]])), /bad storage key/],

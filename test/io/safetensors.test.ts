@@ -155,6 +155,11 @@ test('writer refuses bad input without leaving files', () => {
     assert.deepEqual([...(f.read('a').data as Uint16Array)], [0x3f80, 0xbf00]);
     assert.deepEqual([...(f.read('b').data as Int32Array)], [-7]);
     f.close();
+    writeSafetensors(p, [{ name: '__proto__', dtype: 'F32', shape: [1], data: Float32Array.of(3) }, { name: 'constructor', dtype: 'F32', shape: [1], data: Float32Array.of(4) }]);
+    const g = SafetensorsFile.open(p);
+    assert.deepEqual(g.names(), ['__proto__', 'constructor']);
+    assert.deepEqual([...(g.read('__proto__').data as Float32Array)], [3]);
+    g.close();
   } finally {
     t.cleanup();
   }
