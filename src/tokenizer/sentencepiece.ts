@@ -545,24 +545,36 @@ export class SentencePieceProcessor {
       return;
     }
     const ws = this.ws;
+    const wsCode = ws.charCodeAt(0);
+    const prefix = this.chunkMode === 'prefix';
     let cs = start;
-    for (let i = start + 1; i <= end; i++) {
-      const cut = i === end || (this.chunkMode === 'prefix' ? s[i] === ws && s[i - 1] !== ws : s[i - 1] === ws && s[i] !== ws);
-      if (!cut) continue;
-      if (i - cs <= CACHE_MAX_CHUNK) {
-        const key = s.slice(cs, i);
+    let i = prefix ? start : start - 1;
+    while (cs < end) {
+      // The next cut: before a "▁" that follows another character (prefix mode), or after a
+      // "▁" that precedes another character (suffix mode).
+      let cut = end;
+      for (;;) {
+        i = s.indexOf(ws, i + 1);
+        if (i < 0 || i >= end) break;
+        if (prefix) {
+          if (s.charCodeAt(i - 1) !== wsCode) { cut = i; break; }
+        } else if (i + 1 < end && s.charCodeAt(i + 1) !== wsCode) { cut = i + 1; break; }
+      }
+      if (cut - cs <= CACHE_MAX_CHUNK) {
+        const key = s.slice(cs, cut);
         let ids = this.cache.get(key);
-        if (!ids) {
+        if (ids === undefined) {
           ids = [];
-          this.bpe(s, cs, i, ids, null);
+          this.bpe(s, cs, cut, ids, null);
           if (this.cache.size >= CACHE_MAX_ENTRIES) this.cache.clear();
           this.cache.set(key, ids);
         }
         for (let k = 0; k < ids.length; k++) out.push(ids[k]);
       } else {
-        this.bpe(s, cs, i, out, null);
+        this.bpe(s, cs, cut, out, null);
       }
-      cs = i;
+      cs = cut;
+      i = prefix ? cut : cut - 1;
     }
   }
 
