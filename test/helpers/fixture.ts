@@ -23,13 +23,14 @@ export function loadFixtureModel(be: Backend, blockSize = 64): TnlModel {
   return new TnlModel(config, be, p, { blockSize });
 }
 
-export interface Expected { get(name: string): Float32Array; ids(): Int32Array; shape(name: string): number[]; names(): string[]; promptLen: number }
+export interface Expected { get(name: string): Float32Array; ints(name: string): number[]; ids(): Int32Array; shape(name: string): number[]; names(): string[]; promptLen: number }
 export function loadExpected(): Expected {
   const f = SafetensorsFile.open(join(FIXTURE!, 'expected.safetensors'));
   const ids = f.read('input_ids');
   const idData = Int32Array.from(ids.data as BigInt64Array, (x) => Number(x));
   return {
     get: (n) => f.readAs(n, 'f32').data,
+    ints: (n) => Array.from(f.read(n).data as BigInt64Array, (x) => Number(x)),
     ids: () => idData,
     shape: (n) => f.info(n).shape,
     names: () => f.names(),
