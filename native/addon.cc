@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <thread>
 
 #include "attention.h"
 #include "gemm.h"
@@ -131,18 +132,32 @@ Value SetNumThreads(const CallbackInfo& info) {
   tnl::set_num_threads(static_cast<int>(n));
   return Napi::Number::New(info.Env(), tnl::num_threads());
 }
-// Mean wall time (ns) of one parallel_for whose chunks do (almost) nothing: the dispatch cost.
+// benchDispatch(iters, workNs = 0) → [mean ns per parallel_for call, fraction of chunks run by
+// workers]. Each of num_threads chunks busy-waits workNs, so with a perfect pool a call takes
+// workNs plus the dispatch overhead (and 2·workNs if the caller ends up doing both chunks).
 Value BenchDispatch(const CallbackInfo& info) {
   const int64_t iters = std::max<int64_t>(1, I(info, 0, "iters"));
-  std::atomic<int64_t> sink{0};
+  const double work_ns = info.Length() > 1 && info[1].IsNumber() ? D(info, 1, "workNs") : 0.0;
   const int64_t n = std::max(2, tnl::num_threads());
-  auto body = [&](int64_t b, int64_t e) { sink.fetch_add(e - b, std::memory_order_relaxed); };
+  const auto main_id = std::this_thread::get_id();
+  std::atomic<int64_t> by_workers{0};
+  auto body = [&](int64_t b, int64_t e) {
+    if (std::this_thread::get_id() != main_id) by_workers.fetch_add(e - b, std::memory_order_relaxed);
+    if (work_ns > 0) {
+      auto t0 = std::chrono::steady_clock::now();
+      while (std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() < work_ns) {
+      }
+    }
+  };
   for (int i = 0; i < 100; i++) tnl::parallel_for(n, body, 1);
+  by_workers.store(0);
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < iters; i++) tnl::parallel_for(n, body, 1);
   auto t1 = std::chrono::steady_clock::now();
-  return Napi::Number::New(info.Env(),
-                           std::chrono::duration<double, std::nano>(t1 - t0).count() / iters);
+  auto r = Napi::Array::New(info.Env(), 2);
+  r.Set(0u, Napi::Number::New(info.Env(), std::chrono::duration<double, std::nano>(t1 - t0).count() / iters));
+  r.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(by_workers.load()) / (static_cast<double>(iters) * n)));
+  return r;
 }
 
 // ---- kernels.h -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #pragma GCC push_options
@@ -16,6 +17,8 @@ namespace gemm {
 namespace {
 
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
+// Small-M: software prefetch of the weight row this many rows ahead (0 = off).
+static const int kPrefetchRows = [] { const char* e = std::getenv("TNL_PF"); return e ? std::atoi(e) : 16; }();
 
 inline __mmask16 mask16(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff)
@@ -234,6 +237,7 @@ inline void dot_block(int64_t n, int64_t K, const float* A, const T* B, int64_t 
 #pragma GCC unroll 8
     for (int g = 0; g < G; g++) {
       const __m512 bv = load16(B + (n + g) * ldb + k);
+      if (kPrefetchRows) _mm_prefetch(reinterpret_cast<const char*>(B + (n + g + kPrefetchRows) * ldb + k), _MM_HINT_T0);
       for (int m = 0; m < MM; m++) acc[m][g] = _mm512_fmadd_ps(av[m], bv, acc[m][g]);
     }
   }
