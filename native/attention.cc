@@ -40,6 +40,7 @@
 #if defined(__x86_64__)
 // GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_ps); not our code.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #define TNL_X86 1
 #define TNL_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,bmi,bmi2")))
@@ -303,7 +304,7 @@ const Ops& ops() {
 // ---------------------------------------------------------------------------------------------
 // Per-thread scratch, grown on demand (never shrunk), so steady-state calls do not allocate.
 struct Scratch {
-  std::vector<float> kt, p, vd, s, pw;
+  std::vector<float> kt, p, vd, s, pw, qc, vc;
   float* grow(std::vector<float>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
     return v.data();
@@ -338,17 +339,25 @@ void head_blocks(const Ops& op, const Head& h, const float* pw, int64_t block, f
   float* Kt = sc.grow(sc.kt, h.dk * ldp);
   float* P = sc.grow(sc.p, bm * ldp);
   float* Vd = sc.grow(sc.vd, bm * h.dv);
+  float* Qc = sc.grow(sc.qc, bm * h.dk);
+  float* Vc = sc.grow(sc.vc, bm * h.dv);
   bool have = s_in;
   for (int64_t s0 = 0; s0 < h.N; s0 += bm) {
     const int64_t m = std::min(bm, h.N - s0);
     const bool last = s0 + m >= h.N;
-    const float* qb = h.q + s0 * h.ldq;
     const float* kb = h.k + s0 * h.ldk;
-    const float* vb = h.v + s0 * h.ldv;
+    // the block's q and v rows, contiguous (the inputs' rows are nh·d apart: cache-set aliasing)
+    for (int64_t u = 0; u < m; u++) {
+      std::memcpy(Qc + u * h.dk, h.q + (s0 + u) * h.ldq, sizeof(float) * h.dk);
+      std::memcpy(Vc + u * h.dv, h.v + (s0 + u) * h.ldv, sizeof(float) * h.dv);
+    }
+    const float* qb = Qc;
+    const float* vb = Vc;
+    const int64_t ldqb = h.dk, ldvb = h.dv;
     float* ob = h.o + s0 * h.ldo;
     op.transpose(m, h.dk, kb, h.ldk, Kt, ldp);
     // P = (Q Kᵀ) ⊙ M
-    op.gemm(m, m, h.dk, qb, h.ldq, Kt, ldp, P, ldp, nullptr, 0.f, kCausalCols);
+    op.gemm(m, m, h.dk, qb, ldqb, Kt, ldp, P, ldp, nullptr, 0.f, kCausalCols);
     for (int64_t t = 0; t < m; t++) {
       float* pr = P + t * ldp;
       const float* w = pw + t;  // pr[t'] *= λ^{t−t'} = w[−t']
@@ -358,15 +367,15 @@ void head_blocks(const Ops& op, const Head& h, const float* pw, int64_t block, f
     // O = diag(λ^{τ+1}) Q S + P V
     float beta = 0.f;
     if (have) {
-      op.gemm(m, h.dv, h.dk, qb, h.ldq, S, h.dv, ob, h.ldo, pw + 1, 0.f, kFull);
+      op.gemm(m, h.dv, h.dk, qb, ldqb, S, h.dv, ob, h.ldo, pw + 1, 0.f, kFull);
       beta = 1.f;
     }
-    op.gemm(m, h.dv, m, P, ldp, vb, h.ldv, ob, h.ldo, nullptr, beta, kCausalK);
+    op.gemm(m, h.dv, m, P, ldp, vb, ldvb, ob, h.ldo, nullptr, beta, kCausalK);
     // S ← λ^m S + Kᵀ diag(λ^{m−1−τ'}) V
     if (!last || s_out) {
       for (int64_t u = 0; u < m; u++) {
         const float w = pw[m - 1 - u];
-        const float* src = vb + u * h.ldv;
+        const float* src = vb + u * ldvb;
         float* dst = Vd + u * h.dv;
         for (int64_t j = 0; j < h.dv; j++) dst[j] = w * src[j];
       }

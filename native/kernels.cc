@@ -1,0 +1,740 @@
+// Fused elementwise and row kernels of the model (contracts: kernels.h; semantics: the methods of
+// the same name in src/backends/backend.ts, defined plainly in src/backends/reference/index.ts).
+//
+// - Row kernels run in parallel over rows (parallel_for) once a call has enough work; small calls
+//   (a decode step) stay on the calling thread and allocate nothing.
+// - Reductions that feed a normalisation or a loss accumulate in double. Results that sum over
+//   rows (dθ, sum of squares, the loss) are reduced in a fixed order, so they do not depend on the
+//   thread count.
+// - exp on floats: a degree-7 polynomial after Cody–Waite reduction, scaled by vscalefps (≤ 2 ulp,
+//   correct underflow and overflow). LRPE's cos/sin take the angle θ·p in double (exact: θ is a
+//   float, p an int32) and reduce it in double, so large positions lose nothing.
+// - AVX-512 code sits behind __attribute__((target)) and a CPUID check; the portable loops run
+//   elsewhere, or everywhere with TNL_ISA=generic.
+#include "kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "threadpool.h"
+
+#if defined(__x86_64__)
+// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_ps); not our code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#define TNL_X86 1
+#define TNL_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma,bmi,bmi2")))
+#endif
+
+namespace tnl {
+namespace {
+
+bool detect_avx512() {
+#if TNL_X86
+  const char* e = std::getenv("TNL_ISA");
+  if (e && (std::strcmp(e, "generic") == 0 || std::strcmp(e, "avx2") == 0)) return false;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+bool avx512() {
+  static const bool v = detect_avx512();
+  return v;
+}
+
+// Runs fn(begin, end) over [0, n) items of `cost` elements each: inline when the whole call is
+// small, else on the pool with chunks of at least kMinWork elements.
+constexpr int64_t kMinWork = 32768;
+template <typename F>
+void par(int64_t n, int64_t cost, F&& fn) {
+  if (n <= 0) return;
+  const int64_t grain = std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, cost));
+  if (n < 2 * grain) {
+    fn(int64_t{0}, n);
+    return;
+  }
+  parallel_for(n, fn, grain);
+}
+
+inline float bf16_to_f32(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+thread_local std::vector<float> t_buf;
+float* scratch(int64_t n) {
+  if (static_cast<int64_t>(t_buf.size()) < n) t_buf.resize(static_cast<size_t>(n));
+  return t_buf.data();
+}
+
+// ---- portable building blocks -----------------------------------------------------------------
+double dot_generic(const float* a, const float* b, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += static_cast<double>(a[i]) * b[i];
+    s1 += static_cast<double>(a[i + 1]) * b[i + 1];
+    s2 += static_cast<double>(a[i + 2]) * b[i + 2];
+    s3 += static_cast<double>(a[i + 3]) * b[i + 3];
+  }
+  for (; i < n; i++) s0 += static_cast<double>(a[i]) * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+// Σ a·b·c
+double dot3_generic(const float* a, const float* b, const float* c, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += static_cast<double>(a[i]) * b[i] * c[i];
+  return s;
+}
+// σ(x) from z = e^{−|x|} ≤ 1: 1/(1+z) for x ≥ 0, z/(1+z) below (no overflow, full accuracy in
+// the negative tail).
+inline float sigmoidf(float x) {
+  const float z = std::exp(-std::fabs(x));
+  return (x >= 0.f ? 1.f : z) / (1.f + z);
+}
+void silu_generic(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
+}
+// s = silu(x), d = silu'(x) = σ(x)(1 + x(1 − σ(x)))
+void silu_grad_generic(const float* x, float* s, float* d, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const float sg = sigmoidf(x[i]);
+    s[i] = x[i] * sg;
+    d[i] = sg * (1.f + x[i] * (1.f - sg));
+  }
+}
+// cs[i] = cos(θ[i]·p), sn[i] = sin(θ[i]·p), the angle in double
+void sincos_generic(const float* theta, double p, float* cs, float* sn, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const double a = static_cast<double>(theta[i]) * p;
+    cs[i] = static_cast<float>(std::cos(a));
+    sn[i] = static_cast<float>(std::sin(a));
+  }
+}
+// Softmax cross-entropy of one row: returns lse − x[y]; d (nullable, may alias x) gets
+// (softmax − onehot)·scale.
+double ce_row_generic(const float* x, float* d, int64_t V, int32_t y, float scale) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < V; i++) mx = std::max(mx, x[i]);
+  const float xy = x[y];
+  double se = 0;
+  if (d) {
+    for (int64_t i = 0; i < V; i++) {
+      const float e = std::exp(x[i] - mx);
+      d[i] = e;
+      se += e;
+    }
+  } else {
+    for (int64_t i = 0; i < V; i++) se += std::exp(x[i] - mx);
+  }
+  const double lse = mx + std::log(se);
+  if (d) {
+    const float f = static_cast<float>(scale / se);
+    for (int64_t i = 0; i < V; i++) d[i] *= f;
+    d[y] -= scale;
+  }
+  return lse - xy;
+}
+struct AdamC {
+  float b1, omb1, b2, omb2, eps, decay, step_size, inv_bc2, gs;
+};
+void adamw_generic(float* p, const float* g, float* m, float* v, int64_t n, const AdamC& c) {
+  for (int64_t i = 0; i < n; i++) {
+    const float gi = g[i] * c.gs;
+    const float mi = c.b1 * m[i] + c.omb1 * gi;
+    const float vi = c.b2 * v[i] + c.omb2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = p[i] * c.decay - c.step_size * mi / (std::sqrt(vi * c.inv_bc2) + c.eps);
+  }
+}
+double sumsq_bf16_generic(const uint16_t* x, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const double f = bf16_to_f32(x[i]);
+    s += f * f;
+  }
+  return s;
+}
+
+#if TNL_X86
+// ---- AVX-512 building blocks ------------------------------------------------------------------
+TNL_AVX512 inline __mmask16 tail16(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
+}
+TNL_AVX512 inline __mmask8 tail8(int64_t n) {
+  return n >= 8 ? static_cast<__mmask8>(0xff) : static_cast<__mmask8>((1u << n) - 1u);
+}
+
+// e^x, ≤ 2 ulp: x = n·ln2 + r, |r| ≤ ln2/2, e^r by its degree-7 Taylor polynomial, times 2^n.
+TNL_AVX512 inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-104.f), _mm512_min_ps(_mm512_set1_ps(89.f), x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+TNL_AVX512 inline __m512 sigmoid512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512 z = exp512(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+  const __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+  return _mm512_div_ps(_mm512_mask_blend_ps(pos, z, one), _mm512_add_ps(one, z));
+}
+
+TNL_AVX512 inline double hsum_pd(__m512d v) { return _mm512_reduce_add_pd(v); }
+
+TNL_AVX512 double dot_avx512(const float* a, const float* b, int64_t n) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  __m512d s2 = _mm512_setzero_pd(), s3 = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 x0 = _mm512_loadu_ps(a + i), y0 = _mm512_loadu_ps(b + i);
+    const __m512 x1 = _mm512_loadu_ps(a + i + 16), y1 = _mm512_loadu_ps(b + i + 16);
+    s0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x0)), _mm512_cvtps_pd(_mm512_castps512_ps256(y0)), s0);
+    s1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x0, 1)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(y0, 1)), s1);
+    s2 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(x1)), _mm512_cvtps_pd(_mm512_castps512_ps256(y1)), s2);
+    s3 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(x1, 1)), _mm512_cvtps_pd(_mm512_extractf32x8_ps(y1, 1)), s3);
+  }
+  for (; i < n; i += 8) {
+    const __mmask8 m = tail8(n - i);
+    const __m512d x = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, a + i));
+    const __m512d y = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, b + i));
+    s0 = _mm512_fmadd_pd(x, y, s0);
+  }
+  return hsum_pd(_mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3)));
+}
+TNL_AVX512 double dot3_avx512(const float* a, const float* b, const float* c, int64_t n) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    // a·b in float is exact in double only if done in double: widen first
+    const __m512 x = _mm512_maskz_loadu_ps(m, a + i), y = _mm512_maskz_loadu_ps(m, b + i);
+    const __m512 z = _mm512_maskz_loadu_ps(m, c + i);
+    const __m512d xl = _mm512_cvtps_pd(_mm512_castps512_ps256(x)), xh = _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1));
+    const __m512d yl = _mm512_cvtps_pd(_mm512_castps512_ps256(y)), yh = _mm512_cvtps_pd(_mm512_extractf32x8_ps(y, 1));
+    const __m512d zl = _mm512_cvtps_pd(_mm512_castps512_ps256(z)), zh = _mm512_cvtps_pd(_mm512_extractf32x8_ps(z, 1));
+    s0 = _mm512_fmadd_pd(_mm512_mul_pd(xl, yl), zl, s0);
+    s1 = _mm512_fmadd_pd(_mm512_mul_pd(xh, yh), zh, s1);
+  }
+  return hsum_pd(_mm512_add_pd(s0, s1));
+}
+TNL_AVX512 double sumsq_bf16_avx512(const uint16_t* x, int64_t n) {
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    const __m256i b = _mm256_maskz_loadu_epi16(m, x + i);
+    const __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+    const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(f)), hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(f, 1));
+    s0 = _mm512_fmadd_pd(lo, lo, s0);
+    s1 = _mm512_fmadd_pd(hi, hi, s1);
+  }
+  return hsum_pd(_mm512_add_pd(s0, s1));
+}
+TNL_AVX512 void silu_avx512(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, sigmoid512(v)));
+  }
+}
+TNL_AVX512 void silu_grad_avx512(const float* x, float* s, float* d, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    const __m512 sg = sigmoid512(v);
+    _mm512_mask_storeu_ps(s + i, m, _mm512_mul_ps(v, sg));
+    _mm512_mask_storeu_ps(d + i, m, _mm512_mul_ps(sg, _mm512_fmadd_ps(v, _mm512_sub_ps(one, sg), one)));
+  }
+}
+
+// sin and cos of x (double, |x| < 2^31·π/2): x = k·π/2 + r with |r| ≤ π/4 (two-constant
+// FMA reduction, error ≈ 1e-16 absolute), Taylor polynomials for sin r and cos r, then the
+// quadrant's swap and signs.
+TNL_AVX512 inline void sincos_pd(__m512d x, __m512d* s, __m512d* c) {
+  const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(0.63661977236758134308)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(1.5707963267948966), x);
+  r = _mm512_fnmadd_pd(k, _mm512_set1_pd(6.123233995736766e-17), r);
+  const __m512d r2 = _mm512_mul_pd(r, r);
+  // sin r = r (1 − r²/3! + r⁴/5! − …) up to r^15; cos r = 1 − r²/2! + … up to r^16
+  __m512d ps = _mm512_set1_pd(-7.6471637318198164759e-13);  // −1/15!
+  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(1.6059043836821614599e-10));   // 1/13!
+  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(-2.5052108385441718775e-08));  // −1/11!
+  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(2.7557319223985890653e-06));   // 1/9!
+  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(-1.9841269841269841270e-04));  // −1/7!
+  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(8.3333333333333333333e-03));   // 1/5!
+  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(-1.6666666666666666667e-01));  // −1/3!
+  const __m512d sr = _mm512_fmadd_pd(_mm512_mul_pd(ps, r2), r, r);
+  __m512d pc = _mm512_set1_pd(4.7794773323873852974e-14);  // 1/16!
+  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-1.1470745597729724714e-11));  // −1/14!
+  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(2.0876756987868098979e-09));   // 1/12!
+  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-2.7557319223985890653e-07));  // −1/10!
+  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(2.4801587301587301587e-05));   // 1/8!
+  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-1.3888888888888888889e-03));  // −1/6!
+  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(4.1666666666666666667e-02));   // 1/4!
+  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-0.5));
+  const __m512d cr = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(1.0));
+  // quadrant q = k mod 4: sin x = (sr, cr, −sr, −cr)[q], cos x = (cr, −sr, −cr, sr)[q]
+  const __m512d q = _mm512_sub_pd(k, _mm512_mul_pd(_mm512_set1_pd(4.0),
+      _mm512_roundscale_pd(_mm512_mul_pd(k, _mm512_set1_pd(0.25)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)));
+  const __mmask8 q1 = _mm512_cmp_pd_mask(q, _mm512_set1_pd(1.0), _CMP_EQ_OQ);
+  const __mmask8 q2 = _mm512_cmp_pd_mask(q, _mm512_set1_pd(2.0), _CMP_EQ_OQ);
+  const __mmask8 q3 = _mm512_cmp_pd_mask(q, _mm512_set1_pd(3.0), _CMP_EQ_OQ);
+  const __mmask8 swap = q1 | q3;
+  __m512d sv = _mm512_mask_blend_pd(swap, sr, cr);
+  __m512d cv = _mm512_mask_blend_pd(swap, cr, sr);
+  const __m512d neg = _mm512_set1_pd(-0.0);
+  sv = _mm512_mask_xor_pd(sv, static_cast<__mmask8>(q2 | q3), sv, neg);
+  cv = _mm512_mask_xor_pd(cv, static_cast<__mmask8>(q1 | q2), cv, neg);
+  *s = sv;
+  *c = cv;
+}
+TNL_AVX512 void sincos_avx512(const float* theta, double p, float* cs, float* sn, int64_t n) {
+  const __m512d vp = _mm512_set1_pd(p);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __mmask8 m = tail8(n - i);
+    const __m512d a = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, theta + i)), vp);
+    __m512d s, c;
+    sincos_pd(a, &s, &c);
+    _mm256_mask_storeu_ps(cs + i, m, _mm512_cvtpd_ps(c));
+    _mm256_mask_storeu_ps(sn + i, m, _mm512_cvtpd_ps(s));
+  }
+}
+
+TNL_AVX512 double ce_row_avx512(const float* x, float* d, int64_t V, int32_t y, float scale) {
+  __m512 vmx = _mm512_set1_ps(-INFINITY);
+  int64_t i = 0;
+  for (; i + 16 <= V; i += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(x + i));
+  if (i < V) vmx = _mm512_mask_max_ps(vmx, tail16(V - i), vmx, _mm512_maskz_loadu_ps(tail16(V - i), x + i));
+  const float mx = _mm512_reduce_max_ps(vmx);
+  const float xy = x[y];
+  const __m512 vm = _mm512_set1_ps(mx);
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (i = 0; i < V; i += 16) {
+    const __mmask16 m = tail16(V - i);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm)));
+    if (d) _mm512_mask_storeu_ps(d + i, m, e);
+    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+  }
+  const double se = hsum_pd(_mm512_add_pd(s0, s1));
+  const double lse = mx + std::log(se);
+  if (d) {
+    const __m512 f = _mm512_set1_ps(static_cast<float>(scale / se));
+    for (i = 0; i < V; i += 16) {
+      const __mmask16 m = tail16(V - i);
+      _mm512_mask_storeu_ps(d + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + i), f));
+    }
+    d[y] -= scale;
+  }
+  return lse - xy;
+}
+
+TNL_AVX512 void adamw_avx512(float* p, const float* g, float* m, float* v, int64_t n, const AdamC& c) {
+  const __m512 b1 = _mm512_set1_ps(c.b1), omb1 = _mm512_set1_ps(c.omb1), b2 = _mm512_set1_ps(c.b2);
+  const __m512 omb2 = _mm512_set1_ps(c.omb2), eps = _mm512_set1_ps(c.eps), dec = _mm512_set1_ps(c.decay);
+  const __m512 ss = _mm512_set1_ps(c.step_size), ib2 = _mm512_set1_ps(c.inv_bc2), gs = _mm512_set1_ps(c.gs);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = tail16(n - i);
+    const __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g + i), gs);
+    const __m512 mi = _mm512_fmadd_ps(b1, _mm512_maskz_loadu_ps(k, m + i), _mm512_mul_ps(omb1, gi));
+    const __m512 vi = _mm512_fmadd_ps(b2, _mm512_maskz_loadu_ps(k, v + i), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
+    _mm512_mask_storeu_ps(m + i, k, mi);
+    _mm512_mask_storeu_ps(v + i, k, vi);
+    const __m512 den = _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, ib2)), eps);
+    const __m512 upd = _mm512_div_ps(_mm512_mul_ps(ss, mi), den);
+    _mm512_mask_storeu_ps(p + i, k, _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, p + i), dec, upd));
+  }
+}
+#endif  // TNL_X86
+
+// ---- dispatch ---------------------------------------------------------------------------------
+struct Ops {
+  double (*dot)(const float*, const float*, int64_t);
+  double (*dot3)(const float*, const float*, const float*, int64_t);
+  void (*silu)(const float*, float*, int64_t);
+  void (*silu_grad)(const float*, float*, float*, int64_t);
+  void (*sincos)(const float*, double, float*, float*, int64_t);
+  double (*ce_row)(const float*, float*, int64_t, int32_t, float);
+  void (*adamw)(float*, const float*, float*, float*, int64_t, const AdamC&);
+  double (*sumsq_bf16)(const uint16_t*, int64_t);
+};
+const Ops& ops() {
+  static const Ops o = [] {
+#if TNL_X86
+    if (avx512())
+      return Ops{dot_avx512, dot3_avx512, silu_avx512, silu_grad_avx512, sincos_avx512,
+                 ce_row_avx512, adamw_avx512, sumsq_bf16_avx512};
+#endif
+    return Ops{dot_generic, dot3_generic, silu_generic, silu_grad_generic, sincos_generic,
+               ce_row_generic, adamw_generic, sumsq_bf16_generic};
+  }();
+  return o;
+}
+
+// Σ over [0, n) of f(begin, end) in fixed chunks, summed in chunk order (thread-count independent).
+template <typename F>
+double chunked_sum(int64_t n, F&& f) {
+  constexpr int64_t CH = 1 << 16;
+  const int64_t nc = (n + CH - 1) / CH;
+  if (nc <= 1) return n > 0 ? f(int64_t{0}, n) : 0.0;
+  std::vector<double> part(static_cast<size_t>(nc));
+  double* pp = part.data();
+  par(nc, CH, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) pp[c] = f(c * CH, std::min(n, (c + 1) * CH));
+  });
+  double s = 0;
+  for (double x : part) s += x;
+  return s;
+}
+
+}  // namespace
+
+// ---- embedding ----------------------------------------------------------------------------------
+void embedding_f32(float* out, const float* table, const int32_t* ids, int64_t T, int64_t D, float scale) {
+  par(T, D, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const float* src = table + static_cast<int64_t>(ids[t]) * D;
+      float* dst = out + t * D;
+      for (int64_t d = 0; d < D; d++) dst[d] = scale * src[d];
+    }
+  });
+}
+
+void embedding_bf16(float* out, const uint16_t* table, const int32_t* ids, int64_t T, int64_t D, float scale) {
+  par(T, D, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const uint16_t* src = table + static_cast<int64_t>(ids[t]) * D;
+      float* dst = out + t * D;
+      for (int64_t d = 0; d < D; d++) {
+        const uint32_t u = static_cast<uint32_t>(src[d]) << 16;
+        float f;
+        std::memcpy(&f, &u, 4);
+        dst[d] = scale * f;
+      }
+    }
+  });
+}
+
+// Deterministic scatter-add: the pool splits the D columns, each column sums its tokens in order.
+void embedding_backward(float* dtable, const float* dout, const int32_t* ids, int64_t T, int64_t D,
+                        float scale, int32_t padding_idx) {
+  constexpr int64_t CB = 64;  // columns per item (a cache line of 16 floats × 4)
+  const int64_t nb = (D + CB - 1) / CB;
+  par(nb, CB * T, [&](int64_t b0, int64_t b1) {
+    const int64_t c0 = b0 * CB, c1 = std::min(D, b1 * CB);
+    for (int64_t t = 0; t < T; t++) {
+      if (ids[t] == padding_idx) continue;
+      float* dst = dtable + static_cast<int64_t>(ids[t]) * D;
+      const float* src = dout + t * D;
+      for (int64_t c = c0; c < c1; c++) dst[c] += scale * src[c];
+    }
+  });
+}
+
+// ---- SimpleRMSNorm ------------------------------------------------------------------------------
+void srmsnorm(float* y, float* rstd, const float* x, int64_t rows, int64_t D, float eps) {
+  const Ops& op = ops();
+  par(rows, D, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* xr = x + r * D;
+      const double ss = op.dot(xr, xr, D);
+      const double rs = 1.0 / std::sqrt(ss / static_cast<double>(D) + static_cast<double>(eps));
+      rstd[r] = static_cast<float>(rs);
+      const float f = static_cast<float>(rs);
+      float* yr = y + r * D;
+      for (int64_t d = 0; d < D; d++) yr[d] = xr[d] * f;
+    }
+  });
+}
+
+void srmsnorm_backward(float* dx, const float* dy, const float* y, const float* rstd, int64_t rows,
+                       int64_t D, bool accumulate) {
+  const Ops& op = ops();
+  par(rows, D, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* dyr = dy + r * D;
+      const float* yr = y + r * D;
+      const float dot = static_cast<float>(op.dot(dyr, yr, D) / static_cast<double>(D));
+      const float rs = rstd[r];
+      float* dxr = dx + r * D;
+      if (accumulate)
+        for (int64_t d = 0; d < D; d++) dxr[d] += rs * (dyr[d] - yr[d] * dot);
+      else
+        for (int64_t d = 0; d < D; d++) dxr[d] = rs * (dyr[d] - yr[d] * dot);
+    }
+  });
+}
+
+// ---- gated linear attention pieces ----------------------------------------------------------
+void gla_qkv(float* q, float* k, float* v, const float* qkvu, int64_t T, int64_t heads, int64_t dh,
+             const float* theta, const int32_t* positions, const int32_t* vmask) {
+  const Ops& op = ops();
+  const int64_t H = heads * dh, dk = theta ? 2 * dh : dh, C4 = 4 * H;
+  par(T, 4 * H, [&](int64_t t0, int64_t t1) {
+    float* buf = theta ? scratch(4 * H) : nullptr;  // silu(q̃), silu(k̃), cos, sin
+    for (int64_t t = t0; t < t1; t++) {
+      const float* row = qkvu + t * C4;
+      float* qo = q + t * heads * dk;
+      float* ko = k + t * heads * dk;
+      if (!theta) {
+        op.silu(row, qo, H);
+        op.silu(row + H, ko, H);
+      } else {
+        float *sq = buf, *sk = buf + H, *cs = buf + 2 * H, *sn = buf + 3 * H;
+        op.silu(row, sq, H);
+        op.silu(row + H, sk, H);
+        op.sincos(theta, static_cast<double>(positions[t]), cs, sn, H);
+        for (int64_t h = 0; h < heads; h++) {
+          const int64_t i0 = h * dh;
+          float* qh = qo + h * dk;
+          float* kh = ko + h * dk;
+          for (int64_t c = 0; c < dh; c++) {
+            qh[c] = sq[i0 + c] * cs[i0 + c];
+            qh[dh + c] = sq[i0 + c] * sn[i0 + c];
+            kh[c] = sk[i0 + c] * cs[i0 + c];
+            kh[dh + c] = sk[i0 + c] * sn[i0 + c];
+          }
+        }
+      }
+      float* vo = v + t * H;
+      if (vmask && vmask[t] == 0)
+        std::memset(vo, 0, sizeof(float) * H);
+      else
+        std::memcpy(vo, row + 2 * H, sizeof(float) * H);
+    }
+  });
+}
+
+void gla_qkv_backward(float* dqkvu, float* dtheta, const float* dq, const float* dk, const float* dv,
+                      const float* qkvu, int64_t T, int64_t heads, int64_t dh, const float* theta,
+                      const int32_t* positions, const int32_t* vmask) {
+  const Ops& op = ops();
+  const int64_t H = heads * dh, dkk = theta ? 2 * dh : dh, C4 = 4 * H;
+  // dθ: per chunk of rows a double partial, reduced in chunk order afterwards.
+  constexpr int64_t CR = 32;
+  const int64_t nchunks = (T + CR - 1) / CR;
+  std::vector<double> part;
+  if (theta && dtheta) part.assign(static_cast<size_t>(nchunks * H), 0.0);
+  double* pp = part.data();
+  par(nchunks, CR * 6 * H, [&](int64_t c0, int64_t c1) {
+    float* buf = scratch(6 * H);  // silu, silu' of q̃ and k̃; cos, sin
+    float *sq = buf, *gq = buf + H, *sk = buf + 2 * H, *gk = buf + 3 * H, *cs = buf + 4 * H, *sn = buf + 5 * H;
+    for (int64_t ch = c0; ch < c1; ch++) {
+      double* acc = pp ? pp + ch * H : nullptr;
+      for (int64_t t = ch * CR; t < std::min(T, (ch + 1) * CR); t++) {
+        const float* row = qkvu + t * C4;
+        float* grow = dqkvu + t * C4;
+        const float* dqr = dq + t * heads * dkk;
+        const float* dkr = dk + t * heads * dkk;
+        op.silu_grad(row, sq, gq, H);
+        op.silu_grad(row + H, sk, gk, H);
+        if (!theta) {
+          for (int64_t i = 0; i < H; i++) {
+            grow[i] = dqr[i] * gq[i];
+            grow[H + i] = dkr[i] * gk[i];
+          }
+        } else {
+          const double p = static_cast<double>(positions[t]);
+          op.sincos(theta, p, cs, sn, H);
+          for (int64_t h = 0; h < heads; h++) {
+            const int64_t i0 = h * dh;
+            const float* dqh = dqr + h * dkk;
+            const float* dkh = dkr + h * dkk;
+            for (int64_t c = 0; c < dh; c++) {
+              const int64_t i = i0 + c;
+              const float qc = dqh[c], qs = dqh[dh + c], kc = dkh[c], ks = dkh[dh + c];
+              grow[i] = (qc * cs[i] + qs * sn[i]) * gq[i];
+              grow[H + i] = (kc * cs[i] + ks * sn[i]) * gk[i];
+              if (acc) {
+                // d/dθ of s·cos(θp) = −s·p·sin(θp); of s·sin(θp) = s·p·cos(θp)
+                const double e = static_cast<double>(sq[i]) * (static_cast<double>(qs) * cs[i] - static_cast<double>(qc) * sn[i]) +
+                                 static_cast<double>(sk[i]) * (static_cast<double>(ks) * cs[i] - static_cast<double>(kc) * sn[i]);
+                acc[i] += p * e;
+              }
+            }
+          }
+        }
+        if (vmask && vmask[t] == 0)
+          std::memset(grow + 2 * H, 0, sizeof(float) * H);
+        else
+          std::memcpy(grow + 2 * H, dv + t * H, sizeof(float) * H);
+      }
+    }
+  });
+  if (pp) {
+    for (int64_t i = 0; i < H; i++) {
+      double s = 0;
+      for (int64_t ch = 0; ch < nchunks; ch++) s += pp[ch * H + i];
+      dtheta[i] = static_cast<float>(static_cast<double>(dtheta[i]) + s);
+    }
+  }
+}
+
+void norm_gate(float* a, float* rstd, const float* o, const float* qkvu, int64_t T, int64_t H, float eps) {
+  const Ops& op = ops();
+  par(T, 2 * H, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const float* orow = o + t * H;
+      const float* u = qkvu + t * 4 * H + 3 * H;
+      const double rs = 1.0 / std::sqrt(op.dot(orow, orow, H) / static_cast<double>(H) + static_cast<double>(eps));
+      rstd[t] = static_cast<float>(rs);
+      const float f = static_cast<float>(rs);
+      float* ar = a + t * H;
+      for (int64_t c = 0; c < H; c++) ar[c] = orow[c] * f * u[c];
+    }
+  });
+}
+
+void norm_gate_backward(float* dO, float* dqkvu, const float* dA, const float* o, const float* rstd,
+                        const float* qkvu, int64_t T, int64_t H) {
+  const Ops& op = ops();
+  par(T, 3 * H, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const float* orow = o + t * H;
+      const float* da = dA + t * H;
+      const float* u = qkvu + t * 4 * H + 3 * H;
+      float* du = dqkvu + t * 4 * H + 3 * H;
+      const float rs = rstd[t];
+      // y = o·rs; du = dA ⊙ y; dO = rs (dA ⊙ u − y · mean(dA ⊙ u ⊙ y))
+      const float dot = static_cast<float>(op.dot3(da, u, orow, H) * rs / static_cast<double>(H));
+      float* dor = dO + t * H;
+      for (int64_t c = 0; c < H; c++) {
+        const float y = orow[c] * rs;
+        du[c] = da[c] * y;
+        dor[c] = rs * (da[c] * u[c] - y * dot);
+      }
+    }
+  });
+}
+
+// ---- SGLU -----------------------------------------------------------------------------------
+void sglu_gate(float* m, const float* h, int64_t T, int64_t G) {
+  par(T, 3 * G, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const float* a = h + t * 2 * G;
+      const float* b = a + G;
+      float* mr = m + t * G;
+      for (int64_t c = 0; c < G; c++) mr[c] = a[c] * b[c];
+    }
+  });
+}
+
+void sglu_gate_backward(float* dh, const float* dm, const float* h, int64_t T, int64_t G) {
+  par(T, 5 * G, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const float* a = h + t * 2 * G;
+      const float* b = a + G;
+      const float* g = dm + t * G;
+      float* da = dh + t * 2 * G;
+      float* db = da + G;
+      for (int64_t c = 0; c < G; c++) {
+        da[c] = g[c] * b[c];
+        db[c] = g[c] * a[c];
+      }
+    }
+  });
+}
+
+// ---- loss -----------------------------------------------------------------------------------
+double cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t T, int64_t V,
+                     float grad_scale, int64_t* count) {
+  const Ops& op = ops();
+  std::vector<double> row_loss(static_cast<size_t>(std::max<int64_t>(T, 1)), 0.0);
+  double* rl = row_loss.data();
+  par(T, 3 * V, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      const int32_t y = targets[t];
+      float* d = dlogits ? dlogits + t * V : nullptr;
+      if (y == -100) {
+        if (d) std::memset(d, 0, sizeof(float) * V);
+        continue;
+      }
+      if (y < 0 || y >= V) {  // invalid target (the caller validates); never read out of bounds
+        rl[t] = NAN;
+        if (d) std::memset(d, 0, sizeof(float) * V);
+        continue;
+      }
+      rl[t] = op.ce_row(logits + t * V, d, V, y, grad_scale);
+    }
+  });
+  double loss = 0;
+  int64_t n = 0;
+  for (int64_t t = 0; t < T; t++)
+    if (targets[t] != -100) {
+      loss += rl[t];
+      n++;
+    }
+  if (count) *count = n;
+  return loss;
+}
+
+// ---- optimiser ------------------------------------------------------------------------------
+void adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+           float eps, float weight_decay, int64_t step, float grad_scale) {
+  const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
+  const AdamC c{beta1,
+                static_cast<float>(1.0 - beta1),
+                beta2,
+                static_cast<float>(1.0 - beta2),
+                eps,
+                static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay),
+                static_cast<float>(lr / bc1),
+                static_cast<float>(1.0 / bc2),
+                grad_scale};
+  const Ops& op = ops();
+  constexpr int64_t CH = 4096;
+  par((n + CH - 1) / CH, CH, [&](int64_t c0, int64_t c1) {
+    const int64_t i0 = c0 * CH, i1 = std::min(n, c1 * CH);
+    op.adamw(p + i0, g + i0, m + i0, v + i0, i1 - i0, c);
+  });
+}
+
+double sum_squares_f32(const float* x, int64_t n) {
+  const Ops& op = ops();
+  return chunked_sum(n, [&](int64_t i0, int64_t i1) { return op.dot(x + i0, x + i0, i1 - i0); });
+}
+
+double sum_squares_bf16(const uint16_t* x, int64_t n) {
+  const Ops& op = ops();
+  return chunked_sum(n, [&](int64_t i0, int64_t i1) { return op.sumsq_bf16(x + i0, i1 - i0); });
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  constexpr int64_t CH = 4096;
+  par((n + CH - 1) / CH, CH, [&](int64_t c0, int64_t c1) {
+    const int64_t i1 = std::min(n, c1 * CH);
+    for (int64_t i = c0 * CH; i < i1; i++) y[i] += x[i];
+  });
+}
+
+void scale_inplace(float* x, int64_t n, float s) {
+  constexpr int64_t CH = 4096;
+  par((n + CH - 1) / CH, CH, [&](int64_t c0, int64_t c1) {
+    const int64_t i1 = std::min(n, c1 * CH);
+    for (int64_t i = c0 * CH; i < i1; i++) x[i] *= s;
+  });
+}
+
+}  // namespace tnl
