@@ -664,18 +664,20 @@ export class SentencePieceProcessor {
 
   /**
    * SentencePieceProcessor::Decode on ids (all in range). `atStart` false decodes a continuation:
-   * the text before was non-empty, so no leading "▁" is dropped.
+   * the text before was non-empty, so no leading "▁" is dropped. `controlText` renders control
+   * pieces (and ids past the model, added tokens) as text; without it they are invisible.
    */
-  decode(ids: readonly number[], atStart = true): string {
+  decode(ids: readonly number[], atStart = true, controlText: ((id: number) => string) | null = null): string {
     const rew = this.normalizerSpec.removeExtraWhitespaces;
     const stripFirst = this.normalizerSpec.addDummyPrefix || rew;
+    const size = this.pieces.length;
     let text = '';
     let isBosWs = atStart;
     let bosWsSeen = false;
     let bytes: number[] = [];
     for (let k = 0; k < ids.length; k++) {
       const id = ids[k];
-      const t = this.types[id];
+      const t = id < size ? this.types[id] : 0;
       if (t === PieceType.BYTE) {
         bytes.push(this.byteOf[id]);
         continue;
@@ -686,7 +688,10 @@ export class SentencePieceProcessor {
       }
       if (bosWsSeen || text.length > 0) isBosWs = false;
       bosWsSeen = false;
-      if (t === PieceType.CONTROL) continue;
+      if (t === PieceType.CONTROL || t === 0) {
+        if (controlText) text += controlText(id);
+        continue;
+      }
       if (t === PieceType.UNKNOWN) {
         text += this.trainer.unkSurface;
         continue;
@@ -828,10 +833,10 @@ export class SentencePieceTokenizer implements Tokenizer {
   }
 
   /**
-   * skipSpecial: specials dropped, the rest decoded as SentencePiece does. Otherwise control and
-   * added tokens are written as their text and the runs between them decoded separately (each
-   * with its own start, as Hugging Face's slow SentencePiece tokenizers do); <unk> decodes to
-   * SentencePiece's unk_surface " ⁇ ".
+   * skipSpecial: special ids dropped, the rest decoded as SentencePiece does. Otherwise control
+   * pieces and added tokens are written as their text (and count as text for the leading-space
+   * rule, as Hugging Face's converted tokenizers do); <unk> decodes to SentencePiece's
+   * unk_surface " ⁇ ".
    */
   private decodeImpl(ids: readonly number[], opts: DecodeOptions, atStart: boolean): string {
     const p = this.processor;
@@ -841,22 +846,7 @@ export class SentencePieceTokenizer implements Tokenizer {
       for (const id of ids) if (!this.special.has(id) && !this.extra.has(id)) kept.push(id);
       return p.decode(kept, atStart);
     }
-    let text = '';
-    let run: number[] = [];
-    let start = atStart;
-    for (const id of ids) {
-      const ex = this.extra.get(id);
-      if (ex || p.isControl(id)) {
-        if (run.length) text += p.decode(run, start);
-        run = [];
-        start = true;
-        text += ex ? ex.content : p.pieces[id];
-      } else {
-        run.push(id);
-      }
-    }
-    if (run.length) text += p.decode(run, start);
-    return text;
+    return p.decode(ids, atStart, (id) => this.extra.get(id)?.content ?? p.pieces[id]);
   }
 
   private checkId(id: number): void {
