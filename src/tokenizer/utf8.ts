@@ -90,8 +90,8 @@ export function decodeUtf8Spm(bytes: Uint8Array, start = 0, end = bytes.length):
   return out;
 }
 
-const strictDecoder = new TextDecoder('utf-8', { fatal: true });
-const lossyDecoder = new TextDecoder('utf-8');
+const strictDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const lossyDecoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 /** Strict UTF-8 decode, or null when the bytes are not valid UTF-8. */
 export function decodeUtf8Strict(bytes: Uint8Array): string | null {
