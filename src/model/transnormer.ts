@@ -159,36 +159,41 @@ export class TnlModel {
 
   /**
    * Block prefill of B sequences of N tokens each, continuing `state` (chunked prefill is exact).
-   * vMask marks padding (0) for left-padded batches. Returns logits of the last position of each
-   * sequence [B, V], or of every position [B·N, V] with `allLogits`.
+   * vMask marks padding (0) for left-padded batches. With `slots`, sequence b continues state row
+   * slots[b] of a larger state (a pool shared by a continuous batch); otherwise row b. Returns
+   * logits of the last position of each sequence [B, V], or of every position [B·N, V] with
+   * `allLogits`.
    */
-  prefill(ids: Int32Array, B: number, N: number, state: ModelState, opts: { vMask?: Int32Array | null; allLogits?: boolean } = {}): Tensor {
+  prefill(ids: Int32Array, B: number, N: number, state: ModelState,
+          opts: { vMask?: Int32Array | null; allLogits?: boolean; slots?: Int32Array | null } = {}): Tensor {
     this.checkIds(ids, B, N);
-    if (state.batch !== B) throw new UsageError(`state holds ${state.batch} sequences, prefill got ${B}`);
+    const slots = opts.slots ?? null;
+    if (slots ? slots.length !== B || slots.some((s) => s < 0 || s >= state.batch) : state.batch !== B)
+      throw new UsageError(slots ? `slots must name ${B} rows of a state of ${state.batch}` : `state holds ${state.batch} sequences, prefill got ${B}`);
+    const row = (b: number) => (slots ? slots[b]! : b);
     const positions = new Int32Array(B * N);
-    for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) positions[b * N + n] = state.positions[b]! + n;
-    const x = this.trunk(ids, this.ctx(B, N, positions, opts.vMask ?? null), state.layers, null, false);
-    for (let b = 0; b < B; b++) state.positions[b] = state.positions[b]! + N;
+    for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) positions[b * N + n] = state.positions[row(b)]! + n;
+    const x = this.trunk(ids, this.ctx(B, N, positions, opts.vMask ?? null), state.layers, null, false, slots);
+    for (let b = 0; b < B; b++) state.positions[row(b)] = state.positions[row(b)]! + N;
     if (opts.allLogits) return headForward(this.be, x, this.headWeight).logits;
+    if (N === 1) return headForward(this.be, x, this.headWeight).logits;
     const last = this.be.empty([B, this.config.decoder_embed_dim]);
     this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
     return headForward(this.be, last, this.headWeight).logits;
   }
 
-  /** One recurrent step: the next token of each sequence → logits [B, V]. */
-  decode(ids: Int32Array, state: ModelState): Tensor {
-    return this.prefill(ids, state.batch, 1, state);
+  /** One recurrent step: the next token of each sequence → logits [B, V] (rows `slots` of a pool). */
+  decode(ids: Int32Array, state: ModelState, slots: Int32Array | null = null): Tensor {
+    return this.prefill(ids, ids.length, 1, state, { slots });
   }
 
-  /**
-   * One recurrent step for sequences held in a state pool (continuous batching): ids[i] continues
-   * the sequence whose state is pool row slots[i], at position positions[i].
-   */
-  decodeSlots(ids: Int32Array, pool: Tensor[], slots: Int32Array, positions: Int32Array): Tensor {
-    const B = ids.length;
-    this.checkIds(ids, B, 1);
-    const x = this.trunk(ids, this.ctx(B, 1, positions, null), pool, null, false, slots);
-    return headForward(this.be, x, this.headWeight).logits;
+  /** Reset row `slot` of a state (pool) to the empty context: zero state, position 0. */
+  clearSlot(state: ModelState, slot: number): void {
+    for (const t of state.layers) {
+      const perSlot = t.size / state.batch / t.shape[t.shape.length - 1]!;
+      this.be.fill(this.be.rows(t, slot * perSlot, perSlot), 0);
+    }
+    state.positions[slot] = 0;
   }
 }
 

@@ -104,3 +104,21 @@ test('backward matches central finite differences (tied head, LRPE everywhere, p
   assert.ok(emb.subarray(0, 24).some((v) => v !== 0));
   assert.ok(checked > 40);
 });
+
+for (const be of await backendsUnderTest()) {
+  test(`${be.name}: sequences in a state pool (slots) decode exactly as alone`, () => {
+    const model = TnlModel.random(be, cfg(), 4);
+    const pool = model.newState(4);
+    const a = ids(11, 5), b = ids(6, 6);
+    model.prefill(a, 1, 11, pool, { slots: Int32Array.of(2) });
+    model.prefill(b, 1, 6, pool, { slots: Int32Array.of(0) });
+    const both = be.download(model.decode(Int32Array.of(9, 10), pool, Int32Array.of(2, 0)));
+    const alone = (x: Int32Array, next: number) => { const s = model.newState(1); model.prefill(x, 1, x.length, s); return be.download(model.decode(Int32Array.of(next), s)); };
+    assert.ok(maxAbsDiff(both.subarray(0, 50), alone(a, 9)) < 1e-5);
+    assert.ok(maxAbsDiff(both.subarray(50), alone(b, 10)) < 1e-5);
+    assert.deepEqual(Array.from(pool.positions), [7, 0, 12, 0]);
+    model.clearSlot(pool, 2);
+    assert.equal(pool.positions[2], 0);
+    assert.ok(be.download(pool.layers[0]!).subarray(2 * 6 * 8 * 4, 3 * 6 * 8 * 4).every((v) => v === 0));
+  });
+}
