@@ -57,3 +57,4 @@ export function loadTokenizer(dirOrFile: string): Tokenizer {
   }
   return SentencePieceTokenizer.fromFile(dirOrFile, side);
 }
+export { benchTokenizer, brownTexts, type TokenizerBenchRow } from './bench.ts';
