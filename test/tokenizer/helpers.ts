@@ -168,3 +168,22 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/**
+ * A precompiled_charsmap blob with one rule, "A" → "a", built by hand from the Darts-clone
+ * double-array layout: root unit (offset 1), the node for byte 0x41 at 1^0x41 = 64 with the
+ * has-leaf bit and offset 1, its leaf at 64^1 = 65 holding value 0 = the offset of "a\0" in the
+ * string blob. Blob = <u32 trie bytes><trie units><strings>.
+ */
+export function charsmapAtoLower(): Uint8Array {
+  const units = new Uint32Array(66);
+  units[0] = 1 << 10;
+  units[64] = (1 << 10) | (1 << 8) | 0x41;
+  units[65] = 0x80000000 >>> 0;
+  const trie = new Uint8Array(units.buffer);
+  const blob = new Uint8Array(4 + trie.length + 2);
+  new DataView(blob.buffer).setUint32(0, trie.length, true);
+  blob.set(trie, 4);
+  blob.set([0x61, 0], 4 + trie.length);
+  return blob;
+}

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { FormatError } from '../../src/errors.ts';
 import { HfTokenizer, StreamDecoder, loadTokenizer } from '../../src/tokenizer/index.ts';
 import { translateRegex } from '../../src/tokenizer/hf.ts';
-import { SKIP_NO_FIXTURE, expected, modelBytes, randomText, readPieces, rng, tmp } from './helpers.ts';
+import { SKIP_NO_FIXTURE, charsmapAtoLower, expected, modelBytes, randomText, readPieces, rng, tmp } from './helpers.ts';
 
 // GPT-2's bytes_to_unicode, written out here from its definition (openai/gpt-2 encoder.py).
 function gpt2ByteChars(): string[] {
@@ -167,6 +167,19 @@ test('Metaspace with prepend_scheme "first" and the Strip decoder (Llama 2 layou
   let out = '';
   for (const id of ids) out += sd.push(id);
   assert.equal(out + sd.flush(), 'the jury said');
+});
+
+test('normalizers: Precompiled charsmap, NFKC, Lowercase, Prepend in a Sequence', () => {
+  const j = tinyGpt2();
+  j.normalizer = { type: 'Sequence', normalizers: [
+    { type: 'Precompiled', precompiled_charsmap: Buffer.from(charsmapAtoLower()).toString('base64') },
+    { type: 'NFKC' }, { type: 'Prepend', prepend: '#' },
+  ] };
+  const tok = new HfTokenizer(j, 'normalizers');
+  // "A" → "a" by the charsmap rule, "ﬁ" → "fi" by NFKC, then "#" in front.
+  assert.deepEqual(tok.encode('Aﬁ'), [...Buffer.from('#afi')]);
+  j.normalizer = { type: 'Lowercase' };
+  assert.deepEqual(new HfTokenizer(j, 'lower').encode('AbC'), [...Buffer.from('abc')]);
 });
 
 test('regex translation: (?i:…) groups, possessive quantifiers, the Llama 3 pattern', () => {
