@@ -3,9 +3,10 @@
 // normalizer.cc, bpe_model.cc of google/sentencepiece, read and followed step by step):
 //
 // * Normalization: the model's own precompiled_charsmap rules when it has them (nmt_nfkc, nfkc, …
-//   are then exact, see charsmap.ts), identity otherwise; remove_extra_whitespaces (only ASCII
-//   space counts), add_dummy_prefix, escape_whitespaces (" " → "▁" U+2581),
-//   treat_whitespace_as_suffix. User-defined pieces pass through unnormalized and are never merged.
+//   are then exact, see charsmap.ts); a model that names nfkc rules without carrying them gets
+//   String.prototype.normalize('NFKC') as an approximation; identity otherwise. Then
+//   remove_extra_whitespaces (only ASCII space counts), add_dummy_prefix, escape_whitespaces
+//   (" " → "▁" U+2581), treat_whitespace_as_suffix. User-defined pieces pass through unnormalized and are never merged.
 // * BPE: start from characters (user-defined pieces whole), repeatedly merge the adjacent pair
 //   whose concatenation is a vocabulary piece with the highest score, ties to the leftmost; a
 //   priority queue with lazy deletion as bpe_model.cc. UNUSED pieces formed on the way are split
@@ -15,7 +16,8 @@
 //   character, true for every model trained with split_by_whitespace), words are independent
 //   under this merge order, so the text is cut there and each word's ids are cached.
 // * Decoding: pieces concatenated, "▁" → " ", runs of byte pieces decoded as UTF-8 with one U+FFFD
-//   per invalid byte, control pieces invisible, <unk> as unk_surface (" ⁇ "), the first leading
+//   per invalid byte, control pieces invisible (or their text, see SentencePieceTokenizer.decode),
+//   <unk> as unk_surface (" ⁇ "), the first leading
 //   "▁" dropped when add_dummy_prefix or remove_extra_whitespaces is on (the current
 //   sentencepiece rule); a denormalizer_spec with rules is applied to the result.
 //
@@ -211,10 +213,14 @@ class SpmNormalizer {
     what: string,
   ) {
     this.charsmap = spec.precompiledCharsmap.length ? new PrecompiledCharsMap(spec.precompiledCharsmap, what) : null;
+    this.approx = this.charsmap ? null : approximateRules(spec.name);
   }
+  /** NFKC by String.prototype.normalize for a model that names nfkc rules but lacks their charsmap. */
+  private readonly approx: ((s: string) => string) | null;
 
   normalize(input: string): string {
     if (input.length === 0) return '';
+    if (this.approx) input = this.approx(input);
     if (!this.charsmap && !this.userTrie) return this.normalizeIdentity(input);
     return this.normalizeBytes(Buffer.from(input, 'utf8'));
   }
@@ -299,6 +305,28 @@ class SpmNormalizer {
     if (n === 0) return [REPLACEMENT_BYTES, 1];
     return [input.subarray(pos, pos + n), n];
   }
+}
+
+/**
+ * A model whose normalizer_spec names nfkc / nmt_nfkc / nfkc_cf / nmt_nfkc_cf but carries no
+ * precompiled_charsmap (a hand-made or stripped file; SentencePiece itself would then apply no
+ * rules): approximate the named rules with String.prototype.normalize('NFKC'), the NMT extras
+ * (builder.cc MergeNmtMap: ASCII controls removed, TAB/LF/CR/ZWSP/… → space) and toLowerCase for
+ * case folding. Real SentencePiece models carry the compiled rules and are handled exactly.
+ */
+function approximateRules(name: string): ((s: string) => string) | null {
+  const n = name.toLowerCase();
+  if (!['nfkc', 'nmt_nfkc', 'nfkc_cf', 'nmt_nfkc_cf'].includes(n)) return null;
+  const nmt = n.startsWith('nmt_');
+  const cf = n.endsWith('_cf');
+  return (s) => {
+    if (nmt) {
+      s = s.replace(/[\u0001-\u0008\u000B\u000E-\u001F\u007F\u008F\u009F]/g, '')
+        .replace(/[\t\n\f\r\u1680\u200B\u200C\u200E\u200F\u2028\u2029\u2581\uFEFF\uFFFD]/g, ' ');
+    }
+    s = s.normalize('NFKC');
+    return cf ? s.toLowerCase() : s;
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -192,6 +192,12 @@ test('precompiled charsmap rules are applied (a hand-built Darts trie: "A" → "
   assert.throws(() => spm(editModel(modelBytes(), { normalizer: { charsmap: broken, addDummyPrefix: false, removeExtraWhitespaces: false } })), FormatError);
 });
 
+test('a model naming nmt_nfkc without its charsmap gets NFKC + NMT rules (approximation)', { skip: SKIP_NO_FIXTURE }, () => {
+  const m = spm(editModel(modelBytes(), { normalizer: { name: 'nmt_nfkc', addDummyPrefix: false, removeExtraWhitespaces: false } }));
+  const orig = spm();
+  assert.deepEqual(m.encode('ﬁ\tＡＢＣ\u0007x', { addBos: false }), orig.encode('fi ABCx', { addBos: false }));
+});
+
 test('user-defined pieces are matched whole and never merged', { skip: SKIP_NO_FIXTURE }, () => {
   const pieces = readPieces(modelBytes());
   const k = pieces.findIndex((p) => p.piece === '▁the');
