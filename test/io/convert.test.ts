@@ -10,7 +10,7 @@ import { openCheckpoint } from '../../src/io/checkpoint.ts';
 import { PytorchCheckpoint } from '../../src/io/pytorch.ts';
 import { SafetensorsFile } from '../../src/io/safetensors.ts';
 import { writeTorchCheckpoint } from '../../src/io/torch-writer.ts';
-import type { TensorReader } from '../../src/io/reader.ts';
+import type { Tensor as IoTensor, TensorReader } from '../../src/io/reader.ts';
 
 const skip = FIXTURE ? false : 'fixtures not found';
 
@@ -30,7 +30,7 @@ test('bin → safetensors → bin keeps every name, dtype and bit, and the extra
     assert.deepEqual(b.names().sort(), a.names().sort());
     assert.deepEqual(c.names().sort(), a.names().sort());
     for (const n of a.names()) {
-      const [x, y, z] = [a, b, c].map((r: TensorReader) => r.read(n));
+      const [x, y, z] = [a, b, c].map((r: TensorReader): IoTensor => r.read(n)) as [IoTensor, IoTensor, IoTensor];
       assert.equal(y.dtype, x.dtype); assert.equal(z.dtype, x.dtype);
       assert.deepEqual(y.shape, x.shape); assert.deepEqual(z.shape, x.shape);
       assert.deepEqual(Buffer.from(y.data.buffer, y.data.byteOffset, y.data.byteLength), Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength), n);
