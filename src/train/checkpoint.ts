@@ -42,7 +42,8 @@ export function saveCheckpoint(root: string, be: Backend, config: ModelConfig, p
   mkdirSync(root, { recursive: true });
   const final = join(root, `step-${String(state.step).padStart(8, '0')}`);
   const tmp = `${final}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
+  // half-written folders of a killed run are never checkpoints: remove them
+  for (const n of readdirSync(root)) if (/^step-\d{8}\.tmp-/.test(n)) rmSync(join(root, n), { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   writeFileAtomic(join(tmp, 'config.json'), JSON.stringify(configToJson(config), null, 2) + '\n');
   writeSafetensors(join(tmp, 'model.safetensors'), exportParams(be, params, config).map((t) => ({ ...t, dtype: 'F32' as const })), { format: 'pt' });
