@@ -13,7 +13,7 @@ import { benchAttention, benchDecode, benchPrefill, benchTrain, describeModel, t
 import { writeLinePlot } from '../train/plot.ts';
 import { fmtBytes } from './info.ts';
 
-const SUITES = ['gemm', 'attention', 'prefill', 'decode', 'train', 'reference'] as const;
+const SUITES = ['gemm', 'attention', 'prefill', 'decode', 'train', 'tokenizer', 'reference'] as const;
 type Suite = (typeof SUITES)[number];
 
 function table(title: string, head: string[], rows: (string | number)[][]): void {
@@ -115,6 +115,12 @@ export function register(program: Command): void {
           title: 'Attention time vs sequence length (8 heads × 64)', xLabel: 'sequence length', yLabel: 'ms', logX: true, logY: true,
           series: Object.fromEntries(['lightning', 'naive-quadratic', 'softmax'].map((m) => [m, rows.filter((r) => r.method === m).map((r) => ({ x: r.n, y: r.ms }))])),
         });
+      }
+      if (suites.includes('tokenizer')) {
+        const { benchTokenizer } = await import('../tokenizer/bench.ts');
+        const rows = benchTokenizer();
+        results.tokenizer = rows;
+        table('Tokenizers on the Brown Corpus', ['what', 'value', 'unit', 'note'], rows.map((r) => [r.name, r.value, r.unit, r.note ?? '']));
       }
       writeFileAtomic(o.json, JSON.stringify(results, null, 2) + '\n');
       console.log(`\nwrote ${o.json} and plots in ${o.plots}/`);
