@@ -16,7 +16,7 @@
 // a loader restored from it yields exactly the batches the original would have yielded next.
 import { UsageError } from '../errors.ts';
 import type { TokenSource } from './shards.ts';
-import { Rng, mix32, permutation } from './rng.ts';
+import { Rng, mix32, permutation } from '../util/rng.ts';
 
 export type BatchForm = 'plain' | 'shifted';
 

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { endianness } from 'node:os';
 import { FormatError, UsageError } from '../errors.ts';
 import { writeFileAtomic } from '../io/atomic.ts';
-import { Rng, mix32, permutation } from './rng.ts';
+import { Rng, mix32, permutation } from '../util/rng.ts';
 
 /** What the data pipeline needs of a tokenizer (src/tokenizer's classes satisfy it). */
 export interface TextEncoder {

@@ -2,7 +2,7 @@
 // Hugging Face rule) and OpenAI-style presence/frequency penalties, with a seeded generator so a
 // run with a seed is reproducible.
 import { UsageError } from '../errors.ts';
-import { mulberry32 } from '../model/transnormer.ts';
+import { Rng } from '../util/rng.ts';
 
 export interface SamplingOptions {
   /** 0 = greedy (default 1). */
@@ -32,11 +32,11 @@ export function validateSampling(o: SamplingOptions): void {
 export interface Sampled { id: number; logprob: number; top?: { id: number; logprob: number }[] }
 
 export class Sampler {
-  private readonly rng: () => number;
+  private readonly rng: Rng;
   private readonly counts = new Map<number, number>();
   constructor(private readonly o: SamplingOptions = {}) {
     validateSampling(o);
-    this.rng = mulberry32(o.seed ?? (Math.random() * 2 ** 32) >>> 0);
+    this.rng = new Rng(o.seed ?? (Math.random() * 2 ** 32) >>> 0);
   }
 
   /** Count tokens as "seen" (the prompt, then each generated token) for the penalties. */
@@ -77,7 +77,7 @@ export class Sampler {
       }
       let total = 0;
       for (const i of order) total += Math.exp(lp[i]!);
-      let r = this.rng() * total;
+      let r = this.rng.float() * total;
       id = order[order.length - 1]!;
       for (const i of order) { r -= Math.exp(lp[i]!); if (r <= 0) { id = i; break; } }
     }

@@ -13,6 +13,7 @@ import { glaBackward, glaForward, type GlaActs, type GlaShape } from './gla.ts';
 import { sgluBackward, sgluForward, type SgluActs } from './sglu.ts';
 import { headBackward, headForward, shiftedTargets } from './head.ts';
 import { embeddingBackward, embeddingForward } from './embedding.ts';
+import { Rng } from '../util/rng.ts';
 
 export interface ModelOptions {
   /** Lightning Attention block length (default 64). */
@@ -48,7 +49,8 @@ export class TnlModel {
   /** A randomly initialised model (the reference's init), deterministic by seed. */
   static random(be: Backend, config: ModelConfig, seed = 0, dtype: DType = 'f32', opts: ModelOptions = {}): TnlModel {
     const p = allocParams(be, config, 'f32');
-    initParams(be, p, config, mulberry32(seed));
+    const rng = new Rng(seed);
+    initParams(be, p, config, () => rng.float());
     const model = new TnlModel(config, be, p, opts);
     return dtype === 'f32' ? model : model.withDType(dtype);
   }
@@ -204,14 +206,8 @@ export function trainPositions(B: number, N: number): Int32Array {
   return p;
 }
 
-/** A small, fast, seedable PRNG (uniform in [0, 1)). */
+/** A seeded uniform [0, 1) generator (kept for src/serve until it shares generate/sampling.ts). */
 export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.float();
 }

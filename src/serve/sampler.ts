@@ -10,7 +10,7 @@
 // so both pick the same token for the same seed (test/serve/sampler.test.ts checks this).
 // Also: OpenAI's logit_bias (added to the logits before penalties).
 import { validateSampling, type Sampled, type SamplingOptions } from '../generate/sampling.ts';
-import { mulberry32 } from '../model/transnormer.ts';
+import { Rng } from '../util/rng.ts';
 
 export interface ServeSamplingOptions extends SamplingOptions {
   /** Token id → bias added to its logit (OpenAI logit_bias, −100…100). */
@@ -27,11 +27,11 @@ function scratch(V: number): void {
 const BUCKETS = 64;
 
 export class FastSampler {
-  private readonly rng: () => number;
+  private readonly rng: Rng;
   private readonly counts = new Map<number, number>();
   constructor(private readonly o: ServeSamplingOptions = {}) {
     validateSampling(o);
-    this.rng = mulberry32(o.seed ?? (Math.random() * 2 ** 32) >>> 0);
+    this.rng = new Rng(o.seed ?? (Math.random() * 2 ** 32) >>> 0);
   }
 
   observe(ids: Iterable<number>): void {
@@ -75,13 +75,13 @@ export class FastSampler {
         const m = order.length;
         let total = 0;
         for (let j = 0; j < m; j++) { const v = Math.exp(lp[order[j]!]!); e[j] = v; total += v; }
-        let r = this.rng() * total;
+        let r = this.rng.float() * total;
         id = order[m - 1]!;
         for (let j = 0; j < m; j++) { r -= e[j]!; if (r <= 0) { id = order[j]!; break; } }
       } else {
         let total = 0;
         for (let i = 0; i < V; i++) { const v = Math.exp(lp[i]!); e[i] = v; total += v; }
-        let r = this.rng() * total;
+        let r = this.rng.float() * total;
         id = V - 1;
         for (let i = 0; i < V; i++) { r -= e[i]!; if (r <= 0) { id = i; break; } }
       }
