@@ -120,41 +120,49 @@ void sincos_generic(const float* theta, double p, float* cs, float* sn, int64_t 
     sn[i] = static_cast<float>(std::sin(a));
   }
 }
+// (p_y − 1)·scale with p_y = e_y/se, as (e_y − se)/se: when y holds the row's maximum, e_y = 1
+// exactly and se − e_y is the sum of the other terms, so nothing cancels.
+inline float target_grad(double ey, double se, float scale) {
+  return static_cast<float>((ey - se) / se * static_cast<double>(scale));
+}
 // Softmax cross-entropy of one row: returns lse − x[y]; d (nullable, may alias x) gets
 // (softmax − onehot)·scale.
 double ce_row_generic(const float* x, float* d, int64_t V, int32_t y, float scale) {
   float mx = -INFINITY;
   for (int64_t i = 0; i < V; i++) mx = std::max(mx, x[i]);
   const float xy = x[y];
-  double se = 0;
+  double se = 0;  // x − mx in double: exact
   if (d) {
     for (int64_t i = 0; i < V; i++) {
-      const float e = std::exp(x[i] - mx);
+      const float e = static_cast<float>(std::exp(static_cast<double>(x[i]) - mx));
       d[i] = e;
       se += e;
     }
   } else {
-    for (int64_t i = 0; i < V; i++) se += std::exp(x[i] - mx);
+    for (int64_t i = 0; i < V; i++) se += static_cast<float>(std::exp(static_cast<double>(x[i]) - mx));
   }
   const double lse = mx + std::log(se);
   if (d) {
+    const double ey = d[y];
     const float f = static_cast<float>(scale / se);
     for (int64_t i = 0; i < V; i++) d[i] *= f;
-    d[y] -= scale;
+    d[y] = target_grad(ey, se, scale);
   }
   return lse - xy;
 }
+// AdamW in double, like the reference: g·scale, the moments and the update are each rounded to
+// float once. (The kernel is bound by memory traffic, 28 bytes an element, not by this arithmetic.)
 struct AdamC {
-  float b1, omb1, b2, omb2, eps, decay, step_size, inv_bc2, gs;
+  double b1, omb1, b2, omb2, eps, decay, lr, inv_bc1, inv_bc2, gs;
 };
 void adamw_generic(float* p, const float* g, float* m, float* v, int64_t n, const AdamC& c) {
   for (int64_t i = 0; i < n; i++) {
-    const float gi = g[i] * c.gs;
-    const float mi = c.b1 * m[i] + c.omb1 * gi;
-    const float vi = c.b2 * v[i] + c.omb2 * gi * gi;
+    const double gi = static_cast<double>(g[i]) * c.gs;
+    const float mi = static_cast<float>(c.b1 * m[i] + c.omb1 * gi);
+    const float vi = static_cast<float>(c.b2 * v[i] + c.omb2 * gi * gi);
     m[i] = mi;
     v[i] = vi;
-    p[i] = p[i] * c.decay - c.step_size * mi / (std::sqrt(vi * c.inv_bc2) + c.eps);
+    p[i] = static_cast<float>(p[i] * c.decay - c.lr * (mi * c.inv_bc1) / (std::sqrt(vi * c.inv_bc2) + c.eps));
   }
 }
 double sumsq_bf16_generic(const uint16_t* x, int64_t n) {
@@ -330,9 +338,17 @@ TNL_AVX512 double ce_row_avx512(const float* x, float* d, int64_t V, int32_t y, 
   const float xy = x[y];
   const __m512 vm = _mm512_set1_ps(mx);
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  const __m512 nvm = _mm512_set1_ps(-mx);
   for (i = 0; i < V; i += 16) {
     const __mmask16 m = tail16(V - i);
-    const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm)));
+    // x − mx rounds when mx is far from x (|x − mx| > |x|): TwoSum gives the rounding error δ
+    // exactly, and e^{s+δ} = e^s (1 + δ) to first order (|δ| ≤ 2⁻²⁴|s|).
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+    const __m512 sv = _mm512_add_ps(xv, nvm);
+    const __m512 ap = _mm512_sub_ps(sv, nvm), bp = _mm512_sub_ps(sv, ap);
+    const __m512 dl = _mm512_add_ps(_mm512_sub_ps(xv, ap), _mm512_sub_ps(nvm, bp));
+    const __m512 es = exp512(sv);
+    const __m512 e = _mm512_maskz_mov_ps(m, _mm512_fmadd_ps(es, dl, es));
     if (d) _mm512_mask_storeu_ps(d + i, m, e);
     s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
     s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
@@ -340,30 +356,34 @@ TNL_AVX512 double ce_row_avx512(const float* x, float* d, int64_t V, int32_t y, 
   const double se = hsum_pd(_mm512_add_pd(s0, s1));
   const double lse = mx + std::log(se);
   if (d) {
+    const double ey = d[y];
     const __m512 f = _mm512_set1_ps(static_cast<float>(scale / se));
     for (i = 0; i < V; i += 16) {
       const __mmask16 m = tail16(V - i);
       _mm512_mask_storeu_ps(d + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, d + i), f));
     }
-    d[y] -= scale;
+    d[y] = target_grad(ey, se, scale);
   }
   return lse - xy;
 }
 
 TNL_AVX512 void adamw_avx512(float* p, const float* g, float* m, float* v, int64_t n, const AdamC& c) {
-  const __m512 b1 = _mm512_set1_ps(c.b1), omb1 = _mm512_set1_ps(c.omb1), b2 = _mm512_set1_ps(c.b2);
-  const __m512 omb2 = _mm512_set1_ps(c.omb2), eps = _mm512_set1_ps(c.eps), dec = _mm512_set1_ps(c.decay);
-  const __m512 ss = _mm512_set1_ps(c.step_size), ib2 = _mm512_set1_ps(c.inv_bc2), gs = _mm512_set1_ps(c.gs);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 k = tail16(n - i);
-    const __m512 gi = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, g + i), gs);
-    const __m512 mi = _mm512_fmadd_ps(b1, _mm512_maskz_loadu_ps(k, m + i), _mm512_mul_ps(omb1, gi));
-    const __m512 vi = _mm512_fmadd_ps(b2, _mm512_maskz_loadu_ps(k, v + i), _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
-    _mm512_mask_storeu_ps(m + i, k, mi);
-    _mm512_mask_storeu_ps(v + i, k, vi);
-    const __m512 den = _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, ib2)), eps);
-    const __m512 upd = _mm512_div_ps(_mm512_mul_ps(ss, mi), den);
-    _mm512_mask_storeu_ps(p + i, k, _mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, p + i), dec, upd));
+  const __m512d b1 = _mm512_set1_pd(c.b1), omb1 = _mm512_set1_pd(c.omb1), b2 = _mm512_set1_pd(c.b2);
+  const __m512d omb2 = _mm512_set1_pd(c.omb2), eps = _mm512_set1_pd(c.eps), dec = _mm512_set1_pd(c.decay);
+  const __m512d lr = _mm512_set1_pd(c.lr), ib1 = _mm512_set1_pd(c.inv_bc1), ib2 = _mm512_set1_pd(c.inv_bc2);
+  const __m512d gs = _mm512_set1_pd(c.gs);
+  for (int64_t i = 0; i < n; i += 8) {
+    const __mmask8 k = tail8(n - i);
+    const __m512d gi = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, g + i)), gs);
+    const __m256 mf = _mm512_cvtpd_ps(_mm512_fmadd_pd(b1, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, m + i)), _mm512_mul_pd(omb1, gi)));
+    const __m256 vf = _mm512_cvtpd_ps(_mm512_fmadd_pd(b2, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, v + i)),
+                                                      _mm512_mul_pd(_mm512_mul_pd(omb2, gi), gi)));
+    _mm256_mask_storeu_ps(m + i, k, mf);
+    _mm256_mask_storeu_ps(v + i, k, vf);
+    const __m512d den = _mm512_add_pd(_mm512_sqrt_pd(_mm512_mul_pd(_mm512_cvtps_pd(vf), ib2)), eps);
+    const __m512d upd = _mm512_div_pd(_mm512_mul_pd(lr, _mm512_mul_pd(_mm512_cvtps_pd(mf), ib1)), den);
+    const __m512d pn = _mm512_fmsub_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, p + i)), dec, upd);
+    _mm256_mask_storeu_ps(p + i, k, _mm512_cvtpd_ps(pn));
   }
 }
 #endif  // TNL_X86
@@ -694,15 +714,8 @@ void adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr, fl
            float eps, float weight_decay, int64_t step, float grad_scale) {
   const double bc1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  const AdamC c{beta1,
-                static_cast<float>(1.0 - beta1),
-                beta2,
-                static_cast<float>(1.0 - beta2),
-                eps,
-                static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay),
-                static_cast<float>(lr / bc1),
-                static_cast<float>(1.0 / bc2),
-                grad_scale};
+  const AdamC c{beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps,
+                1.0 - static_cast<double>(lr) * weight_decay, lr, 1.0 / bc1, 1.0 / bc2, grad_scale};
   const Ops& op = ops();
   constexpr int64_t CH = 4096;
   par((n + CH - 1) / CH, CH, [&](int64_t c0, int64_t c1) {
