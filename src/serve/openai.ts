@@ -272,7 +272,8 @@ export function completionLogprobs(entries: TokenLogprob[], offset: number, want
   return {
     tokens: entries.map((e) => e.token),
     token_logprobs: entries.map((e) => e.logprob),
-    top_logprobs: wantTop ? entries.map((e) => Object.fromEntries(e.top.map((t) => [t.token, t.logprob]))) : null,
+    // a map by token text: tokens that decode alike (e.g. partial UTF-8 as "\uFFFD") keep the most likely
+    top_logprobs: wantTop ? entries.map((e) => { const m: Record<string, number> = {}; for (const t of e.top) if (!Object.hasOwn(m, t.token)) m[t.token] = t.logprob; return m; }) : null,
     text_offset: textOffset,
   };
 }
