@@ -56,14 +56,28 @@ export function valueAt(t: HostTensor, i: number): number {
   return t.dtype === 'bf16' ? bf16BitsToF32(t.data[i]!) : t.data[i]!;
 }
 
-/** The memory half of a host backend, shared by the reference and cpu backends. */
+/**
+ * The memory half of a host backend, shared by the reference and cpu backends. Storage released
+ * with free() is kept (by dtype and size, up to a byte budget) and handed out again by empty(): a
+ * training step or a decode step then reuses the previous step's buffers instead of paying for
+ * fresh, page-faulting memory every time.
+ */
 export abstract class HostMemory {
+  private readonly pool = new Map<string, (Float32Array | Uint16Array)[]>();
+  private pooledBytes = 0;
+  /** Most bytes kept for reuse. */
+  poolLimitBytes = 2 ** 31;
+
   empty(shape: readonly number[], dtype: DType = 'f32'): HostTensor {
     const n = numel(shape);
+    const reuse = this.pool.get(`${dtype}:${n}`)?.pop();
+    if (reuse) { this.pooledBytes -= reuse.byteLength; return new HostTensor([...shape], dtype, reuse); }
     return new HostTensor([...shape], dtype, dtype === 'bf16' ? new Uint16Array(n) : new Float32Array(n));
   }
   zeros(shape: readonly number[], dtype: DType = 'f32'): HostTensor {
-    return this.empty(shape, dtype);
+    const t = this.empty(shape, dtype);
+    t.data.fill(0);
+    return t;
   }
   upload(data: Float32Array, shape: readonly number[], dtype: DType = 'f32'): HostTensor {
     if (data.length !== numel(shape)) throw new ShapeError(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
@@ -106,5 +120,17 @@ export abstract class HostMemory {
     const h = host(t);
     h.data.fill(h.dtype === 'bf16' ? f32ToBF16Bits(value) : value);
   }
-  free(_t: Tensor): void { /* garbage collected */ }
+  /** Give a tensor's storage back for reuse; the tensor (and any view of it) must not be used again. */
+  free(t: Tensor): void {
+    const d = host(t).data;
+    // only whole buffers are recycled (views share storage with a live tensor)
+    if (d.byteOffset !== 0 || d.byteLength !== d.buffer.byteLength || d.length === 0) return;
+    if (this.pooledBytes + d.byteLength > this.poolLimitBytes) return;
+    const key = `${t.dtype}:${d.length}`;
+    const list = this.pool.get(key) ?? [];
+    if (list.includes(d)) throw new Error('free: tensor freed twice');
+    list.push(d);
+    this.pool.set(key, list);
+    this.pooledBytes += d.byteLength;
+  }
 }

@@ -25,7 +25,9 @@ export function prefillChunked(model: TnlModel, ids: readonly number[], state: M
   let logits: Float32Array | null = null;
   for (let s = 0; s < ids.length; s += chunk) {
     const part = Int32Array.from(ids.slice(s, s + chunk));
-    logits = model.be.download(model.prefill(part, 1, part.length, state));
+    const t = model.prefill(part, 1, part.length, state);
+    logits = model.be.download(t);
+    model.be.free(t);
   }
   return logits!;
 }
@@ -49,7 +51,9 @@ export async function* generateTokens(model: TnlModel, promptIds: readonly numbe
     yield { ...s, index: i };
     if (i + 1 === maxTokens) break;
     await new Promise((r) => setImmediate(r));
-    logits = model.be.download(model.decode(Int32Array.of(s.id), state));
+    const t = model.decode(Int32Array.of(s.id), state);
+    logits = model.be.download(t);
+    model.be.free(t);
   }
   return 'length';
 }

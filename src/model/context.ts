@@ -1,8 +1,13 @@
 // What every layer call needs besides its parameters: the backend, the batch geometry, the
 // positions and padding mask of the tokens, and the Lightning block size.
-import type { Backend } from '../backends/backend.ts';
+import type { Backend, Tensor } from '../backends/backend.ts';
 
 export const NORM_EPS = 1e-6;
+
+/** Release every tensor held by an activation record (its buffers are reused by the next step). */
+export function freeAll(be: Backend, acts: object): void {
+  for (const t of Object.values(acts)) if (t && typeof t === 'object' && 'shape' in t) be.free(t as Tensor);
+}
 
 export interface StepContext {
   be: Backend;

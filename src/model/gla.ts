@@ -51,4 +51,5 @@ export function glaBackward(ctx: StepContext, p: LayerParams, g: LayerParams, s:
   be.matmul(dh, dqkvu, p.qkvu);
   be.matmul(g.qkvu, dqkvu, acts.h, { transA: true, accumulate: true });
   be.srmsnormBackward(dx, dh, acts.h, acts.r1, true);
+  for (const t of [da, dO, dqkvu, dq, dk, dv, dh]) be.free(t);
 }

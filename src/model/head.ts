@@ -4,6 +4,13 @@ import { NORM_EPS } from './context.ts';
 
 export interface HeadActs { y: Tensor; r: Tensor }
 
+/** Logits only, the normalised input released (inference). */
+export function headLogits(be: Backend, x: Tensor, w: Tensor): Tensor {
+  const { logits, acts } = headForward(be, x, w);
+  be.free(acts.y); be.free(acts.r);
+  return logits;
+}
+
 export function headForward(be: Backend, x: Tensor, w: Tensor): { logits: Tensor; acts: HeadActs } {
   const [T, D] = [x.size / x.shape[x.shape.length - 1]!, x.shape[x.shape.length - 1]!];
   const y = be.empty([T, D]), r = be.empty([T]);
@@ -19,6 +26,7 @@ export function headBackward(be: Backend, dx: Tensor, dW: Tensor, w: Tensor, dLo
   const dy = be.empty(acts.y.shape);
   be.matmul(dy, dLogits, w);
   be.srmsnormBackward(dx, dy, acts.y, acts.r, false);
+  be.free(dy);
 }
 
 /**

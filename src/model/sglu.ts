@@ -30,4 +30,5 @@ export function sgluBackward(ctx: StepContext, p: LayerParams, grads: LayerParam
   be.matmul(dg, dh12, p.w12);
   be.matmul(grads.w12, dh12, acts.g, { transA: true, accumulate: true });
   be.srmsnormBackward(dx, dg, acts.g, acts.r3, true);
+  for (const t of [dm, dh12, dg]) be.free(t);
 }

@@ -8,10 +8,10 @@ import type { ModelConfig } from '../config/index.ts';
 import { dims, embedScale, layerDecay } from '../config/index.ts';
 import { UsageError } from '../errors.ts';
 import { allocParams, initParams, paramTensors, type Params } from './params.ts';
-import type { StepContext } from './context.ts';
+import { freeAll, type StepContext } from './context.ts';
 import { glaBackward, glaForward, type GlaActs, type GlaShape } from './gla.ts';
 import { sgluBackward, sgluForward, type SgluActs } from './sglu.ts';
-import { headBackward, headForward, shiftedTargets } from './head.ts';
+import { headBackward, headForward, headLogits, shiftedTargets } from './head.ts';
 import { embeddingBackward, embeddingForward } from './embedding.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -89,6 +89,7 @@ export class TnlModel {
       const gla = glaForward(ctx, lp, this.shapes[l]!, x, states ? states[l]! : null, slots);
       const sglu = sgluForward(ctx, lp, x);
       if (tape && !checkpoint) tape.push({ gla, sglu });
+      else { freeAll(be, gla); freeAll(be, sglu); }
     });
     return x;
   }
@@ -97,13 +98,16 @@ export class TnlModel {
   forward(ids: Int32Array, B: number, N: number, vMask: Int32Array | null = null): Tensor {
     this.checkIds(ids, B, N);
     const x = this.trunk(ids, this.ctx(B, N, trainPositions(B, N), vMask), null, null, false);
-    return headForward(this.be, x, this.headWeight).logits;
+    const logits = headLogits(this.be, x, this.headWeight);
+    this.be.free(x);
+    return logits;
   }
 
   /** Mean next-token cross-entropy (forward only; labels default to ids, −100 ignored). */
   loss(ids: Int32Array, B: number, N: number, labels: Int32Array | null = null): { loss: number; count: number } {
     const logits = this.forward(ids, B, N);
     const r = this.be.crossEntropy(logits, shiftedTargets(labels ?? ids, B, N), null, 1);
+    this.be.free(logits);
     return { loss: r.count ? r.loss / r.count : NaN, count: r.count };
   }
 
@@ -122,10 +126,11 @@ export class TnlModel {
     const targets = shiftedTargets(labels ?? ids, B, N);
     let count = 0;
     for (const t of targets) if (t !== -100) count++;
-    if (count === 0) return { loss: NaN, count: 0 };
+    if (count === 0) { be.free(logits); freeAll(be, acts); be.free(x); for (const t of tape) { if (t.x) be.free(t.x); if (t.gla) freeAll(be, t.gla); if (t.sglu) freeAll(be, t.sglu); } return { loss: NaN, count: 0 }; }
     const { loss } = be.crossEntropy(logits, targets, logits, (opts.gradScale ?? 1) / count);
     const dx = be.empty(x.shape);
     headBackward(be, dx, grads.head ?? grads.embed, this.headWeight, logits, acts);
+    be.free(logits); freeAll(be, acts); be.free(x);
     for (let l = params.layers.length - 1; l >= 0; l--) {
       let t = tape[l]!;
       if (checkpoint) {
@@ -136,9 +141,12 @@ export class TnlModel {
       }
       sgluBackward(ctx, params.layers[l]!, grads.layers[l]!, t.sglu!, dx);
       glaBackward(ctx, params.layers[l]!, grads.layers[l]!, this.shapes[l]!, t.gla!, dx);
+      freeAll(be, t.sglu!); freeAll(be, t.gla!);
+      if (tape[l]!.x) be.free(tape[l]!.x!);
       tape[l] = {};
     }
     embeddingBackward(be, grads.embed, dx, ids, embedScale(config), config.pad_token_id);
+    be.free(dx);
     return { loss: loss / count, count };
   }
 
@@ -177,11 +185,15 @@ export class TnlModel {
     for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) positions[b * N + n] = state.positions[row(b)]! + n;
     const x = this.trunk(ids, this.ctx(B, N, positions, opts.vMask ?? null), state.layers, null, false, slots);
     for (let b = 0; b < B; b++) state.positions[row(b)] = state.positions[row(b)]! + N;
-    if (opts.allLogits) return headForward(this.be, x, this.headWeight).logits;
-    if (N === 1) return headForward(this.be, x, this.headWeight).logits;
-    const last = this.be.empty([B, this.config.decoder_embed_dim]);
-    this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
-    return headForward(this.be, last, this.headWeight).logits;
+    let last = x;
+    if (!opts.allLogits && N > 1) {
+      last = this.be.empty([B, this.config.decoder_embed_dim]);
+      this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
+      this.be.free(x);
+    }
+    const logits = headLogits(this.be, last, this.headWeight);
+    this.be.free(last);
+    return logits;
   }
 
   /** One recurrent step: the next token of each sequence → logits [B, V] (rows `slots` of a pool). */
