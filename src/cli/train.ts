@@ -80,6 +80,15 @@ export function register(program: Command): void {
       log: (l) => { if (started) bar.stop(); log(l); if (started) { bar.start(settings.steps, lastStep, { loss: lastLoss, tps: lastTps }); } },
       onData: (p) => { if (p.done) return; process.stderr.write(`\rtokenizing: ${p.documents} documents, ${(p.bytes / 1e6).toFixed(1)} MB, ${p.mbPerSec.toFixed(1)} MB/s   `); },
       onStep: (r) => {
+        if (!process.stderr.isTTY) {
+          // logs and pipes: one plain line every 10 s (a progress bar needs a terminal)
+          const now = performance.now();
+          if (now - lastPrint > 10_000 || r.step === r.steps) {
+            lastPrint = now;
+            log(`step ${r.step}/${r.steps} | loss ${r.loss.toFixed(3)} | ${Math.round(r.tokensPerSec)} tok/s | ETA ${Math.round(r.etaSeconds)} s`);
+          }
+          return;
+        }
         if (!started) { process.stderr.write('\n'); bar.start(r.steps, r.step - 1, { loss: '-', tps: '-' }); started = true; }
         lastStep = r.step; lastLoss = r.loss.toFixed(3); lastTps = Math.round(r.tokensPerSec);
         bar.update(r.step, { loss: lastLoss, tps: lastTps });
@@ -100,4 +109,4 @@ export function register(program: Command): void {
     log(`try: tnl generate --model ${result.modelDir} --prompt "${prompt}"`);
   }));
 }
-let lastStep = 0, lastLoss = '-', lastTps = 0;
+let lastStep = 0, lastLoss = '-', lastTps = 0, lastPrint = 0;
