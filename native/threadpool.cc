@@ -118,7 +118,9 @@ class Pool {
 
   void worker_loop() {
     t_in_task = true;
-    uint32_t seen = static_cast<uint32_t>(job_.load(std::memory_order_acquire) >> 32);
+    // Generation 0 is the pool's start: never read the live word here, or a pool destroyed before
+    // this thread first runs would leave it waiting for a generation that already came.
+    uint32_t seen = 0;
     for (;;) {
       uint32_t g = static_cast<uint32_t>(job_.load(std::memory_order_acquire) >> 32);
       if (g == seen) {  // spin for a while, then sleep
@@ -135,7 +137,8 @@ class Pool {
       if (g == seen) {
         std::unique_lock<std::mutex> lk(mu_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        while ((g = static_cast<uint32_t>(job_.load(std::memory_order_seq_cst) >> 32)) == seen)
+        while ((g = static_cast<uint32_t>(job_.load(std::memory_order_seq_cst) >> 32)) == seen &&
+               !stop_.load())
           cv_.wait(lk);
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
