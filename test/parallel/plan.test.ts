@@ -75,3 +75,31 @@ test('planner at scale: shards shrink as 1/(T·D), activations as the TP split, 
   const fit = minGpusToFit(presetConfig('tnl-175b'), 80 * GiB, GPU_DEFAULTS)!;
   assert.ok(fit.gpus >= 32 && fit.gpus <= 256, `175B fits on ${fit.gpus} GPUs`);
 });
+
+test('tnl plan: the command prints the breakdown, the T × D table and the preset table; JSON; bad --tp is a usage error', async () => {
+  const { Command } = await import('commander');
+  const plan = await import('../../src/cli/plan.ts');
+  const { UsageError } = await import('../../src/errors.ts');
+  const capture = async (argv: string[]) => {
+    const out: string[] = [];
+    const log = console.log;
+    console.log = (s: string) => { out.push(String(s)); };
+    try {
+      const p = new Command('tnl').exitOverride();
+      plan.register(p);
+      await p.parseAsync(['node', 'tnl', ...argv]);
+    } finally { console.log = log; }
+    return out.join('\n');
+  };
+  const text = await capture(['plan', 'tnl-7b', '--gpus', '8', '--tp', '8', '--checkpointing']);
+  assert.match(text, /T = 8 \(tensor parallel\) × D = 1/);
+  assert.match(text, /layer checkpointing/);
+  for (const n of plan.PLAN_PRESETS) assert.match(text, new RegExp(`^  ${n} `, 'm'));
+  const j = JSON.parse(await capture(['plan', 'tnl-1b', '--gpus', '8', '--tp', '2', '--json'])) as { plan: { T: number; D: number; total: number }; grid: unknown[] };
+  assert.equal(j.plan.T, 2); assert.equal(j.plan.D, 4);
+  assert.equal(j.grid.length, 4);
+  assert.equal(j.plan.total, planMemory(presetConfig('tnl-1b'), { ...GPU_DEFAULTS, T: 2, D: 4 }).total);
+  const req = { gpus: 8, tp: 3, seq: 2048, microBatch: 1, checkpointing: false };
+  assert.throws(() => plan.chooseTp(presetConfig('tnl-7b'), req), UsageError);
+  assert.throws(() => plan.chooseTp(presetConfig('tnl2-3b'), { ...req, tp: 8 }), /20.*divisible/);
+});
