@@ -1,0 +1,368 @@
+// The GPU correctness check, in one process: every kernel of the CUDA backend against the reference
+// backend (float64) on fresh random inputs (outputs poisoned with NaN first), then the whole model
+// against ../shared/fixtures/tnl-ref-small (logits, loss, gradients, prefill, decode, greedy), then
+// (with --bench) the benchmark suite of src/bench/cuda.ts. Prints a table; writes JSON to $OUT (or
+// the current folder).
+//   node --import tsx scripts/gpu-check.ts [--bench] [--fixture DIR] [--seed N] [--no-e2e] [--lengths 512,2048]
+import { writeFileSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Backend, DType, Tensor } from '../src/backends/backend.ts';
+import { ReferenceBackend } from '../src/backends/reference/index.ts';
+import { CudaBackend, cudaAvailable } from '../src/backends/cuda/index.ts';
+import { SafetensorsFile } from '../src/io/safetensors.ts';
+import { loadConfig } from '../src/config/index.ts';
+import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
+import { TnlModel } from '../src/model/transnormer.ts';
+import { fmtTable, runCudaBench } from '../src/bench/cuda.ts';
+
+const argv = process.argv.slice(2);
+const flag = (n: string) => argv.includes(n);
+const opt = (n: string) => { const i = argv.indexOf(n); return i >= 0 ? argv[i + 1] : undefined; };
+const outDir = process.env.OUT ?? '.';
+const seed0 = Number(opt('--seed') ?? (Date.now() % 1e9));
+
+interface Row { check: string; maxAbs: number; rel: number; tol: number; ok: boolean; note?: string }
+const rows: Row[] = [];
+const results: Record<string, unknown> = { seed: seed0 };
+
+function rng(seed: number) {
+  let a = seed >>> 0;
+  const u = () => { a = (a + 0x6d2b79f5) >>> 0; let t = Math.imul(a ^ (a >>> 15), a | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+  const n = () => Math.sqrt(-2 * Math.log(Math.max(u(), 1e-12))) * Math.cos(2 * Math.PI * u());
+  return { u, n, arr: (len: number, s = 1) => Float32Array.from({ length: len }, () => n() * s), int: (lo: number, hi: number) => lo + Math.floor(u() * (hi - lo)) };
+}
+let seedCounter = seed0;
+const R = () => rng(seedCounter++);
+
+function errs(got: Float32Array, want: Float32Array): { maxAbs: number; rel: number } {
+  if (got.length !== want.length) return { maxAbs: NaN, rel: NaN };
+  let m = 0, num = 0, den = 0;
+  for (let i = 0; i < got.length; i++) {
+    const d = got[i]! - want[i]!;
+    if (Number.isNaN(d)) return { maxAbs: NaN, rel: NaN };
+    m = Math.max(m, Math.abs(d)); num += d * d; den += want[i]! * want[i]!;
+  }
+  return { maxAbs: m, rel: Math.sqrt(num / Math.max(den, 1e-300)) };
+}
+function record(check: string, got: Float32Array, want: Float32Array, tol: number, note?: string): void {
+  const e = errs(got, want);
+  rows.push({ check, ...e, tol, ok: e.rel <= tol, note });
+}
+function recordScalar(check: string, got: number, want: number, tol: number): void {
+  const d = Math.abs(got - want), rel = d / Math.max(Math.abs(want), 1e-300);
+  rows.push({ check, maxAbs: d, rel, tol, ok: rel <= tol });
+}
+function recordError(check: string, e: unknown): void {
+  rows.push({ check, maxAbs: NaN, rel: NaN, tol: 0, ok: false, note: (e as Error).message.split('\n').slice(0, 6).join(' | ') });
+}
+function guarded(check: string, fn: () => void): void {
+  try { fn(); } catch (e) { recordError(check, e); }
+}
+
+// ---- kernels vs the reference ------------------------------------------------------------------------
+function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
+  const ref = new ReferenceBackend();
+  const up = (be: Backend, d: Float32Array, s: number[], dt: DType = 'f32') => be.upload(d, s, dt);
+  const both = (d: Float32Array, s: number[], dt: DType = 'f32'): [Tensor, Tensor] => [up(ref, d, s, dt), up(g, d, s, dt)];
+  const poisoned = (s: number[], dt: DType = 'f32'): [Tensor, Tensor] => { const t = g.empty(s, dt); g.fill(t, NaN); return [ref.zeros(s, dt), t]; };
+  const dl = (p: [Tensor, Tensor]) => [g.download(p[1]), ref.download(p[0])] as const;
+
+  guarded('matmul', () => {
+    for (const [M, N, K] of [[1, 1, 1], [17, 33, 129], [64, 96, 200], [3, 300, 5], [130, 7, 64]])
+      for (const dt of ['f32', 'bf16'] as const)
+        for (const ta of [false, true]) for (const tb of [false, true]) {
+          const r = R(), acc = r.u() < 0.5;
+          const A = both(r.arr(M * K), ta ? [K, M] : [M, K]), B = both(r.arr(K * N), tb ? [N, K] : [K, N], dt);
+          const C: [Tensor, Tensor] = acc ? both(r.arr(M * N), [M, N]) : poisoned([M, N]);
+          ref.matmul(C[0], A[0], B[0], { transA: ta, transB: tb, accumulate: acc });
+          g.matmul(C[1], A[1], B[1], { transA: ta, transB: tb, accumulate: acc });
+          const [x, y] = dl(C);
+          record(`matmul ${M}×${N}×${K} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${dt}${acc ? ' acc' : ''}`, x, y, dt === 'bf16' ? 1e-2 : 1e-5, dt === 'bf16' ? 'A rounded to bf16' : undefined);
+        }
+  });
+  guarded('add/scale/sumSquares', () => {
+    const r = R(), n = 100003;
+    const y = both(r.arr(n), [n]), x = both(r.arr(n), [n]);
+    ref.addInPlace(y[0], x[0]); g.addInPlace(y[1], x[1]);
+    ref.scaleInPlace(y[0], 0.37); g.scaleInPlace(y[1], 0.37);
+    record('addInPlace + scaleInPlace', ...dl(y), 1e-6);
+    const z = both(r.arr(n), [n]);
+    recordScalar('sumSquares f32', g.sumSquares(z[1]), ref.sumSquares(z[0]), 1e-9);
+    const b = both(r.arr(n), [n], 'bf16');
+    recordScalar('sumSquares bf16', g.sumSquares(b[1]), ref.sumSquares(b[0]), 1e-9);
+  });
+  guarded('embedding', () => {
+    for (const dt of ['f32', 'bf16'] as const) {
+      const r = R(), V = 50, D = 37, T = 29;
+      const ids = Int32Array.from({ length: T }, (_, i) => (i % 7 === 0 ? 0 : r.int(0, V)));
+      const E = both(r.arr(V * D), [V, D], dt), O = poisoned([T, D]);
+      ref.embedding(O[0], E[0], ids, 1.7); g.embedding(O[1], E[1], ids, 1.7);
+      record(`embedding ${dt} table`, ...dl(O), 1e-7);
+      const dT = both(r.arr(V * D), [V, D]), dO = both(r.arr(T * D), [T, D]);
+      ref.embeddingBackward(dT[0], dO[0], ids, 1.3, 0); g.embeddingBackward(dT[1], dO[1], ids, 1.3, 0);
+      if (dt === 'f32') record('embeddingBackward (repeats, padding row)', ...dl(dT), 1e-6);
+    }
+  });
+  guarded('srmsnorm', () => {
+    for (const D of [3, 37, 128, 1000]) {
+      const r = R(), rows_ = 33;
+      const x = both(r.arr(rows_ * D, 3), [rows_, D]), y = poisoned([rows_, D]), rs = poisoned([rows_]);
+      ref.srmsnorm(y[0], rs[0], x[0], 1e-6); g.srmsnorm(y[1], rs[1], x[1], 1e-6);
+      record(`srmsnorm D=${D}`, ...dl(y), 1e-6);
+      record(`srmsnorm rstd D=${D}`, ...dl(rs), 1e-6);
+      for (const acc of [false, true]) {
+        const dy = both(r.arr(rows_ * D), [rows_, D]), dx: [Tensor, Tensor] = acc ? both(r.arr(rows_ * D), [rows_, D]) : poisoned([rows_, D]);
+        ref.srmsnormBackward(dx[0], dy[0], y[0], rs[0], acc); g.srmsnormBackward(dx[1], dy[1], y[1], rs[1], acc);
+        record(`srmsnormBackward D=${D}${acc ? ' acc' : ''}`, ...dl(dx), 1e-5);
+      }
+    }
+  });
+  guarded('glaQKV', () => {
+    for (const lrpe of [false, true]) for (const masked of [false, true]) {
+      const r = R(), T = 23, nh = 3, dh = 5, H = nh * dh, dk = lrpe ? 2 * dh : dh;
+      const X = both(r.arr(T * 4 * H, 2), [T, 4 * H]);
+      const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh]) : null;
+      const pos = Int32Array.from({ length: T }, () => r.int(0, 5000));
+      const mask = masked ? Int32Array.from({ length: T }, (_, i) => (i % 4 === 1 ? 0 : 1)) : null;
+      const q = poisoned([1, T, nh * dk]), k = poisoned([1, T, nh * dk]), v = poisoned([1, T, H]);
+      ref.glaQKV(q[0], k[0], v[0], X[0], nh, th ? th[0] : null, pos, mask);
+      g.glaQKV(q[1], k[1], v[1], X[1], nh, th ? th[1] : null, pos, mask);
+      const tag = `${lrpe ? 'lrpe' : 'plain'}${masked ? ' masked' : ''}`;
+      record(`glaQKV q ${tag}`, ...dl(q), 1e-6); record(`glaQKV k ${tag}`, ...dl(k), 1e-6); record(`glaQKV v ${tag}`, ...dl(v), 0);
+      const dq = both(r.arr(T * nh * dk), [1, T, nh * dk]), dk_ = both(r.arr(T * nh * dk), [1, T, nh * dk]), dv = both(r.arr(T * H), [1, T, H]);
+      const G = both(r.arr(T * 4 * H), [T, 4 * H]);  // column block u keeps its values
+      const dth = lrpe ? both(r.arr(H), [nh, dh]) : null;
+      ref.glaQKVBackward(G[0], dth ? dth[0] : null, dq[0], dk_[0], dv[0], X[0], nh, th ? th[0] : null, pos, mask);
+      g.glaQKVBackward(G[1], dth ? dth[1] : null, dq[1], dk_[1], dv[1], X[1], nh, th ? th[1] : null, pos, mask);
+      record(`glaQKVBackward dqkvu ${tag}`, ...dl(G), 1e-5);
+      if (dth) record(`glaQKVBackward dθ ${tag}`, ...dl(dth), 1e-5);
+    }
+  });
+  const lightningCase = (be: CudaBackend, label: string, B: number, N: number, nh: number, dk: number, dv: number, withState: boolean, slots: Int32Array | null, tol: number, scale = 0.5) => {
+    const r = R();
+    const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+    const q = both(r.arr(B * N * nh * dk, scale), [B, N, nh * dk]), k = both(r.arr(B * N * nh * dk, scale), [B, N, nh * dk]), v = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
+    const pool = slots ? Math.max(...slots) + 2 : B;
+    const S = withState ? both(r.arr(pool * nh * dk * dv), [pool, nh, dk, dv]) : null;
+    const ref_ = new ReferenceBackend();
+    const o: [Tensor, Tensor] = [ref_.zeros([B, N, nh * dv]), (() => { const t = be.empty([B, N, nh * dv]); be.fill(t, NaN); return t; })()];
+    ref_.lightningForward(o[0], q[0], k[0], v[0], decay, S ? S[0] : null, 64, slots);
+    be.lightningForward(o[1], q[1], k[1], v[1], decay, S ? S[1] : null, 64, slots);
+    const tag = `${label} B=${B} N=${N} nh=${nh} dk=${dk} dv=${dv}${S ? ' state' : ''}${slots ? ' slots' : ''}`;
+    record(`lightningForward ${tag}`, be.download(o[1]), ref_.download(o[0]), tol);
+    if (S) record(`lightningForward state out ${tag}`, be.download(S[1]), ref_.download(S[0]), tol);
+  };
+  const lightningBwdCase = (be: CudaBackend, label: string, B: number, N: number, nh: number, dk: number, dv: number, tol: number) => {
+    const r = R();
+    const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+    const q = both(r.arr(B * N * nh * dk, 0.5), [B, N, nh * dk]), k = both(r.arr(B * N * nh * dk, 0.5), [B, N, nh * dk]), v = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
+    const dO = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
+    const ref_ = new ReferenceBackend();
+    const mk = (s: number[]): [Tensor, Tensor] => [ref_.zeros(s), (() => { const t = be.empty(s); be.fill(t, NaN); return t; })()];
+    const dq = mk([B, N, nh * dk]), dk_ = mk([B, N, nh * dk]), dv_ = mk([B, N, nh * dv]);
+    ref_.lightningBackward(dq[0], dk_[0], dv_[0], dO[0], q[0], k[0], v[0], decay, 64);
+    be.lightningBackward(dq[1], dk_[1], dv_[1], dO[1], q[1], k[1], v[1], decay, 64);
+    const tag = `${label} B=${B} N=${N} nh=${nh} dk=${dk} dv=${dv}`;
+    record(`lightningBackward dq ${tag}`, be.download(dq[1]), ref_.download(dq[0]), tol);
+    record(`lightningBackward dk ${tag}`, be.download(dk_[1]), ref_.download(dk_[0]), tol);
+    record(`lightningBackward dv ${tag}`, be.download(dv_[1]), ref_.download(dv_[0]), tol);
+  };
+  for (const [B, N, nh, dk, dv, st, sl] of [
+    [2, 1, 2, 8, 4, true, null], [2, 77, 3, 10, 6, true, null], [1, 200, 2, 64, 32, false, null], [2, 65, 2, 16, 8, true, Int32Array.of(3, 1)],
+    [1, 70, 1, 256, 32, true, null], [1, 129, 2, 128, 128, false, null], [3, 1, 2, 16, 16, true, Int32Array.of(0, 4, 2)],
+  ] as const) guarded(`lightningForward fp32 ${B},${N}`, () => lightningCase(g, 'fp32', B, N, nh, dk, dv, st, sl, 1e-5));
+  for (const [B, N, nh, dk, dv] of [[2, 77, 3, 10, 6], [1, 130, 2, 16, 8], [1, 100, 2, 128, 64]] as const)
+    guarded(`lightningBackward fp32 ${B},${N}`, () => lightningBwdCase(g, 'fp32', B, N, nh, dk, dv, 1e-5));
+  // tensor cores (bf16 operands, fp32 state): ~1e-2 expected
+  for (const [B, N, nh, dk, dv, st] of [[2, 150, 2, 128, 64, false], [1, 130, 2, 64, 128, true], [1, 1000, 2, 128, 128, false], [2, 64, 1, 128, 64, true]] as const)
+    guarded(`lightningForward tc ${B},${N}`, () => lightningCase(gtc, 'tc', B, N, nh, dk, dv, st, null, 2e-2));
+  for (const [B, N, nh, dk, dv] of [[2, 150, 2, 128, 64], [1, 97, 2, 64, 64]] as const)
+    guarded(`lightningBackward tc ${B},${N}`, () => lightningBwdCase(gtc, 'tc', B, N, nh, dk, dv, 2e-2));
+  guarded('normGate', () => {
+    const r = R(), T = 19, H = 37;
+    const o = both(r.arr(T * H, 2), [T, H]), X = both(r.arr(T * 4 * H), [T, 4 * H]), a = poisoned([T, H]), rs = poisoned([T]);
+    ref.normGate(a[0], rs[0], o[0], X[0], 1e-6); g.normGate(a[1], rs[1], o[1], X[1], 1e-6);
+    record('normGate a', ...dl(a), 1e-6); record('normGate rstd', ...dl(rs), 1e-6);
+    const dA = both(r.arr(T * H), [T, H]), dO = poisoned([T, H]), G = both(r.arr(T * 4 * H), [T, 4 * H]);
+    ref.normGateBackward(dO[0], G[0], dA[0], o[0], rs[0], X[0]); g.normGateBackward(dO[1], G[1], dA[1], o[1], rs[1], X[1]);
+    record('normGateBackward dO', ...dl(dO), 1e-5); record('normGateBackward dqkvu', ...dl(G), 1e-6);
+  });
+  guarded('sglu', () => {
+    const r = R(), T = 13, G = 29;
+    const h = both(r.arr(T * 2 * G), [T, 2 * G]), m = poisoned([T, G]);
+    ref.sgluGate(m[0], h[0]); g.sgluGate(m[1], h[1]);
+    record('sgluGate', ...dl(m), 1e-7);
+    const dm = both(r.arr(T * G), [T, G]), dh = poisoned([T, 2 * G]);
+    ref.sgluGateBackward(dh[0], dm[0], h[0]); g.sgluGateBackward(dh[1], dm[1], h[1]);
+    record('sgluGateBackward', ...dl(dh), 1e-7);
+  });
+  guarded('crossEntropy', () => {
+    for (const [T, V] of [[9, 1001], [4, 50000]]) {
+      const r = R();
+      const tg = Int32Array.from({ length: T }, (_, i) => (i === 2 || i === T - 1 ? -100 : r.int(0, V)));
+      const L = both(r.arr(T * V, 3), [T, V]);
+      const a = ref.crossEntropy(L[0], tg, null, 1), b = g.crossEntropy(L[1], tg, null, 1);
+      recordScalar(`crossEntropy loss ${T}×${V}`, b.loss, a.loss, 1e-5);
+      rows.push({ check: `crossEntropy count ${T}×${V}`, maxAbs: Math.abs(a.count - b.count), rel: Math.abs(a.count - b.count), tol: 0, ok: a.count === b.count });
+      const a2 = ref.crossEntropy(L[0], tg, L[0], 0.25), b2 = g.crossEntropy(L[1], tg, L[1], 0.25);  // dLogits aliases logits
+      recordScalar(`crossEntropy loss (aliased dLogits) ${T}×${V}`, b2.loss, a2.loss, 1e-5);
+      record(`crossEntropy dLogits (aliased) ${T}×${V}`, ...dl(L), 1e-5);
+    }
+  });
+  guarded('adamw', () => {
+    const r = R(), n = 1003;
+    const p = both(r.arr(n), [n]), gr = both(r.arr(n), [n]), m = both(r.arr(n, 0.1), [n]), v = both(Float32Array.from(r.arr(n, 0.1), Math.abs), [n]);
+    const o = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 7, gradScale: 0.5 };
+    ref.adamw(p[0], gr[0], m[0], v[0], o); g.adamw(p[1], gr[1], m[1], v[1], o);
+    record('adamw param', ...dl(p), 1e-6); record('adamw m', ...dl(m), 1e-6); record('adamw v', ...dl(v), 1e-6);
+  });
+  guarded('memory', () => {
+    const r = R(), rowsN = 37, cols = 19;
+    const x = r.arr(rowsN * cols, 5);
+    const a = both(x, [rowsN, cols]), b16 = poisoned([rowsN, cols], 'bf16');
+    ref.copy(b16[0], a[0]); g.copy(b16[1], a[1]);
+    record('copy f32→bf16 (round to nearest even)', ...dl(b16), 0);
+    const back = poisoned([rowsN, cols]);
+    ref.copy(back[0], b16[0]); g.copy(back[1], b16[1]);
+    record('copy bf16→f32', ...dl(back), 0);
+    const idx = Int32Array.of(5, 0, 36, 5, 12);
+    for (const [label, src] of [['f32', a], ['bf16', b16]] as const) {
+      const o = poisoned([idx.length, cols], label);
+      ref.gatherRows(o[0], src[0], idx); g.gatherRows(o[1], src[1], idx);
+      record(`gatherRows ${label}`, ...dl(o), 0);
+    }
+    const vr = [ref.rows(a[0], 7, 11), g.rows(a[1], 7, 11)];
+    record('rows view download', g.download(vr[1]!), ref.download(vr[0]!), 0);
+    ref.fill(vr[0]!, 2.5); g.fill(vr[1]!, 2.5);
+    record('fill through a rows view', ...dl(a), 0);
+    record('upload/download bf16 bits', g.download(g.uploadBF16(Uint16Array.of(0x3f80, 0xc000, 0x4049, 1), [4])), ref.download(ref.uploadBF16(Uint16Array.of(0x3f80, 0xc000, 0x4049, 1), [4])), 0);
+  });
+}
+
+// ---- the whole model vs the fixture -----------------------------------------------------------------
+function fixtureDir(): string | null {
+  for (const c of [opt('--fixture'), '.gpu/fixtures/tnl-ref-small', '../shared/fixtures/tnl-ref-small', 'shared/fixtures/tnl-ref-small'])
+    if (c && existsSync(join(c, 'model.safetensors'))) return resolve(c);
+  return null;
+}
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) { const d = Math.abs(a[i]! - b[i]!); if (Number.isNaN(d)) return NaN; m = Math.max(m, d); }
+  return m;
+}
+function fixtureChecks(be: CudaBackend, dir: string, label: string, tolScale: number): void {
+  const config = loadConfig(dir);
+  const load = (block: number) => {
+    const p = allocParams(be, config);
+    const f = SafetensorsFile.open(join(dir, 'model.safetensors'));
+    try { loadParams(be, p, config, f, f.path); } finally { f.close(); }
+    return new TnlModel(config, be, p, { blockSize: block });
+  };
+  const ex = SafetensorsFile.open(join(dir, 'expected.safetensors'));
+  const get = (n: string) => ex.readAs(n, 'f32').data as Float32Array;
+  const ids = Int32Array.from(ex.read('input_ids').data as BigInt64Array, (x) => Number(x));
+  const P = Number(ex.metadata.prompt_len), N = ids.length / 2, V = config.vocab_size;
+  const abs = (check: string, d: number, tol: number) => rows.push({ check: `${label}: ${check}`, maxAbs: d, rel: NaN, tol, ok: d <= tol });
+  guarded(`${label}: logits/loss/grads`, () => {
+    const model = load(64);
+    abs('logits_parallel max |Δ|', maxAbsDiff(be.download(model.forward(ids, 2, N)), get('logits_parallel')), 1e-4 * tolScale);
+    const g = model.allocGrads();
+    const { loss } = model.lossAndGrads(ids, 2, N, g);
+    abs('loss |Δ|', Math.abs(loss - get('loss')[0]!), 1e-5 * tolScale);
+    let worst = 0, worstName = '';
+    for (const e of exportParams(be, g, config)) {
+      const r = errs(e.data, get('grad.' + e.name)).rel;
+      if (!(r <= worst)) { worst = r; worstName = e.name; }
+    }
+    rows.push({ check: `${label}: gradients, worst relative error`, maxAbs: NaN, rel: worst, tol: 1e-4 * tolScale, ok: worst <= 1e-4 * tolScale, note: worstName });
+  });
+  for (const block of [1, 64, 256]) guarded(`${label}: prefill/decode block ${block}`, () => {
+    const model = load(block);
+    const pre = new Int32Array(2 * P);
+    for (let b = 0; b < 2; b++) pre.set(ids.subarray(b * N, b * N + P), b * P);
+    const state = model.newState(2);
+    abs(`prefill (block ${block}) logits max |Δ|`, maxAbsDiff(be.download(model.prefill(pre, 2, P, state, { allLogits: true })), get('logits_prefill')), 1e-4 * tolScale);
+    const expDec = get('logits_decode');
+    let worst = 0;
+    for (let s = 0; s < N - P; s++) {
+      const l = be.download(model.decode(Int32Array.from([ids[P + s]!, ids[N + P + s]!]), state));
+      for (let b = 0; b < 2; b++) worst = Math.max(worst, maxAbsDiff(l.subarray(b * V, (b + 1) * V), expDec.subarray((b * (N - P) + s) * V, (b * (N - P) + s + 1) * V)));
+    }
+    abs(`decode after block-${block} prefill, worst max |Δ|`, worst, 1e-4 * tolScale);
+  });
+  guarded(`${label}: greedy`, () => {
+    const model = load(64);
+    const want = Array.from(ex.read('greedy_ids').data as BigInt64Array, Number);
+    const state = model.newState(1);
+    let logits = be.download(model.prefill(ids.subarray(0, P), 1, P, state));
+    const got: number[] = [];
+    while (got.length < want.length) {
+      let best = 0;
+      for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+      got.push(best);
+      logits = be.download(model.decode(Int32Array.of(best), state));
+    }
+    const same = got.every((x, i) => x === want[i]);
+    let firstDiff = got.findIndex((x, i) => x !== want[i]);
+    if (firstDiff < 0) firstDiff = got.length;
+    rows.push({ check: `${label}: greedy_ids (${want.length} tokens) equal`, maxAbs: NaN, rel: NaN, tol: 0, ok: same, note: same ? 'identical' : `first difference at ${firstDiff}` });
+  });
+  guarded(`${label}: chunked prefill`, () => {
+    const model = load(64);
+    const x = ids.subarray(0, 280);
+    const s1 = model.newState(1), s2 = model.newState(1);
+    const one = be.download(model.prefill(x, 1, 280, s1));
+    model.prefill(x.subarray(0, 123), 1, 123, s2);
+    const two = be.download(model.prefill(x.subarray(123), 1, 157, s2));
+    abs('chunked prefill (123 + 157) vs one, logits', maxAbsDiff(one, two), 1e-5 * tolScale);
+    let ws = 0;
+    for (let l = 0; l < s1.layers.length; l++) ws = Math.max(ws, maxAbsDiff(be.download(s1.layers[l]!), be.download(s2.layers[l]!)));
+    abs('chunked prefill states', ws, 1e-4 * tolScale);
+  });
+  ex.close();
+}
+
+// ---- main ------------------------------------------------------------------------------------------------
+const avail = cudaAvailable();
+results.available = avail;
+if (!avail.ok) {
+  console.log(`gpu-check: CUDA unavailable: ${avail.reason}`);
+  writeFileSync(join(outDir, 'gpu-check.json'), JSON.stringify(results, null, 1));
+  process.exit(2);
+}
+const g = new CudaBackend({ lightning: 'fp32' });
+const gtc = new CudaBackend({ lightning: 'tc' });
+console.log(`gpu-check: ${g.describe()}; NVRTC ${g.drv.nvrtcVersion().join('.')}; seed ${seed0}`);
+results.device = g.describe();
+try {
+  results.compile = g.warmup();
+  console.log(`modules: ${(results.compile as { file: string; origin: string; ms: number }[]).map((m) => `${m.file} ${m.origin} ${m.ms.toFixed(0)} ms`).join(', ')}`);
+} catch (e) {
+  console.log(`compile failed: ${(e as Error).message}`);
+  results.compileError = (e as Error).message;
+  writeFileSync(join(outDir, 'gpu-check.json'), JSON.stringify(results, null, 1));
+  process.exit(1);
+}
+const t0 = performance.now();
+if (!flag('--bench-only')) {
+  kernelChecks(g, gtc);
+  const dir = fixtureDir();
+  if (dir) {
+    fixtureChecks(g, dir, 'model fp32', 1);
+    fixtureChecks(gtc, dir, 'model tc (bf16 attention operands)', 1e3);
+  } else rows.push({ check: 'fixture', maxAbs: NaN, rel: NaN, tol: 0, ok: false, note: 'tnl-ref-small not found (--fixture DIR)' });
+  results.checkSeconds = (performance.now() - t0) / 1000;
+  results.rows = rows;
+  console.log(fmtTable(['check', 'max |Δ|', 'rel', 'tol', 'ok', 'note'], rows.map((r) => [r.check, r.maxAbs, r.rel, r.tol, r.ok ? 'ok' : 'FAIL', r.note ?? ''])));
+  const bad = rows.filter((r) => !r.ok);
+  console.log(`\n${rows.length - bad.length}/${rows.length} checks passed in ${(results.checkSeconds as number).toFixed(1)} s${bad.length ? '; FAILED: ' + bad.map((r) => r.check).join('; ') : ''}`);
+  writeFileSync(join(outDir, 'gpu-check.json'), JSON.stringify(results, null, 1));
+}
+const failed = rows.filter((r) => !r.ok);
+
+if (flag('--bench')) {
+  const lengths = (opt('--lengths') ?? '512,2048,8192,32768').split(',').map(Number);
+  const bench = await runCudaBench(g, { lengths, e2e: !flag('--no-e2e'), anchors: !flag('--no-anchors') });
+  writeFileSync(join(outDir, 'bench.json'), JSON.stringify(bench, null, 1));
+}
+process.exit(failed.length ? 1 : 0);

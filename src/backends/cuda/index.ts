@@ -1,0 +1,621 @@
+// The CUDA backend: device tensors, a caching allocator, cuBLASLt matmuls and every kernel of the
+// Backend interface as CUDA C++ compiled at first use (native/cuda/*.cu). All work goes to one
+// stream in order; download() waits for it. Host integer inputs (ids, positions, masks, slots) are
+// uploaded into pooled buffers, which the stream order makes safe to reuse at once.
+//
+// Lightning Attention: 'fp32' runs the exact chunked kernel (fp32 state and arithmetic); 'tc' runs
+// tensor cores (bf16 operands, fp32 accumulation and state) where the head widths allow. The
+// backward is three forward-shaped passes (see lightningBackward).
+import type { AdamWOptions, Backend, DType, MatmulOptions, Tensor } from '../backend.ts';
+import { dims2, numel } from '../backend.ts';
+import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
+import { attnDims } from '../reference/index.ts';
+import { ShapeError } from '../../errors.ts';
+import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
+import { getFunction, loadModule, type CompiledModule } from './modules.ts';
+import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch } from './plan.ts';
+
+export { CudaError, cudaAvailable, cudaLoadError, loadCudaLibs } from './driver.ts';
+
+const ESIZE: Record<DType, number> = { f32: 4, bf16: 2 };
+
+function need(cond: boolean, what: string): void {
+  if (!cond) throw new ShapeError(what);
+}
+const shp = (t: Tensor) => `[${t.shape.join(', ')}]`;
+
+// ---- memory ----------------------------------------------------------------------------------------
+
+/** A device allocation; tensors and their views share one. Returned to the pool when collected. */
+export class DeviceBuffer {
+  constructor(public ptr: number, readonly bytes: number) {}
+}
+
+/** Size-bucketed free lists over cuMemAlloc (plan.ts: bucketBytes). */
+export class CachingAllocator {
+  private readonly pools = new Map<number, number[]>();
+  private readonly registry: FinalizationRegistry<{ ptr: number; bytes: number }>;
+  allocatedBytes = 0;
+  cachedBytes = 0;
+  peakBytes = 0;
+
+  constructor(private readonly drv: Driver) {
+    this.registry = new FinalizationRegistry((h) => this.release(h.ptr, h.bytes));
+  }
+
+  /** A raw block of at least `bytes` (its real size is bucketBytes(bytes)). */
+  allocRaw(bytes: number): { ptr: number; bytes: number } {
+    const size = bucketBytes(bytes);
+    const pool = this.pools.get(size);
+    let ptr = pool?.pop();
+    if (ptr !== undefined) this.cachedBytes -= size;
+    else {
+      ptr = this.drv.tryAlloc(size);
+      if (!ptr) { this.emptyCache(); ptr = this.drv.tryAlloc(size); }
+      if (!ptr) {
+        const { free, total } = this.drv.memGetInfo();
+        throw new CudaError(`out of GPU memory: ${size} bytes requested, ${free} of ${total} free, ${this.allocatedBytes} held by tensors`);
+      }
+    }
+    this.allocatedBytes += size;
+    this.peakBytes = Math.max(this.peakBytes, this.allocatedBytes);
+    return { ptr, bytes: size };
+  }
+  release(ptr: number, bytes: number): void {
+    if (!ptr) return;
+    let pool = this.pools.get(bytes);
+    if (!pool) { pool = []; this.pools.set(bytes, pool); }
+    pool.push(ptr);
+    this.allocatedBytes -= bytes;
+    this.cachedBytes += bytes;
+  }
+  /** A buffer returned to the pool when it is garbage-collected (or by free()). */
+  alloc(bytes: number): DeviceBuffer {
+    const r = this.allocRaw(bytes);
+    const buf = new DeviceBuffer(r.ptr, r.bytes);
+    this.registry.register(buf, { ptr: r.ptr, bytes: r.bytes }, buf);
+    return buf;
+  }
+  free(buf: DeviceBuffer): void {
+    if (!buf.ptr) return;
+    this.registry.unregister(buf);
+    this.release(buf.ptr, buf.bytes);
+    buf.ptr = 0;
+  }
+  /** Gives every cached block back to the driver (after the stream has drained). */
+  emptyCache(): void {
+    this.drv.sync();
+    for (const [size, pool] of this.pools) {
+      for (const p of pool) this.drv.memFree(p);
+      this.cachedBytes -= size * pool.length;
+    }
+    this.pools.clear();
+  }
+}
+
+export class CudaTensor implements Tensor {
+  readonly size: number;
+  constructor(readonly shape: readonly number[], readonly dtype: DType, readonly buf: DeviceBuffer, readonly offset: number) {
+    this.size = numel(shape);
+  }
+  get ptr(): number {
+    if (!this.buf.ptr) throw new CudaError(`use of a freed CUDA tensor [${this.shape.join(', ')}]`);
+    return this.buf.ptr + this.offset;
+  }
+  get bytes(): number { return this.size * ESIZE[this.dtype]; }
+}
+
+function dev(t: Tensor, what: string): CudaTensor {
+  if (!(t instanceof CudaTensor)) throw new ShapeError(`${what}: expected a CUDA tensor, got a tensor of another backend`);
+  return t;
+}
+function devF32(t: Tensor, what: string): CudaTensor {
+  const d = dev(t, what);
+  if (d.dtype !== 'f32') throw new ShapeError(`${what}: expected an f32 tensor, got ${d.dtype} ${shp(d)}`);
+  return d;
+}
+
+// ---- the backend ----------------------------------------------------------------------------------------
+
+export interface CudaBackendOptions {
+  /** Lightning Attention kernels: 'fp32' exact (default) or 'tc' tensor cores (bf16 operands). */
+  lightning?: 'fp32' | 'tc';
+  /** f32 GEMMs: 'fp32' exact (default) or 'tf32' tensor cores. */
+  gemm?: 'fp32' | 'tf32';
+}
+
+const CUDA_R_32F = 0, CUDA_R_16BF = 14;
+const CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77;
+const LT_WORKSPACE = 32 << 20;
+
+interface LtPlan { desc: number; a: number; b: number; c: number; algo: Buffer; ws: number }
+
+export class CudaBackend implements Backend {
+  readonly name = 'cuda';
+  readonly drv: Driver;
+  readonly mem: CachingAllocator;
+  readonly opts: Required<CudaBackendOptions>;
+  private readonly mods = new Map<string, CompiledModule>();
+  private lt: number | null = null;
+  private ltWs = 0;
+  private readonly ltPlans = new Map<string, LtPlan>();
+  private readonly decayCache = new Map<string, CudaTensor>();
+  private temps: { ptr: number; bytes: number }[] = [];
+
+  constructor(opts: CudaBackendOptions = {}) {
+    const libs = loadCudaLibs();
+    if (!libs) throw new CudaError(`CUDA backend unavailable: ${cudaLoadError()}`);
+    this.drv = Driver.get(libs);
+    this.mem = new CachingAllocator(this.drv);
+    const envL = process.env.TNL_CUDA_LIGHTNING;
+    this.opts = { lightning: opts.lightning ?? (envL === 'tc' ? 'tc' : 'fp32'), gemm: opts.gemm ?? (process.env.TNL_CUDA_GEMM === 'tf32' ? 'tf32' : 'fp32') };
+  }
+
+  describe(): string {
+    const d = this.drv;
+    return `cuda: ${d.deviceName} (sm_${d.cc[0]}${d.cc[1]}, ${d.smCount} SMs), cuBLASLt ${this.opts.gemm} GEMMs, Lightning ${this.opts.lightning === 'tc' ? 'tensor cores (bf16 operands, fp32 state)' : 'exact fp32'}`;
+  }
+
+  // ---- modules and launches ---------------------------------------------------------------------------
+  module(file: string): CompiledModule {
+    let m = this.mods.get(file);
+    if (!m) { m = loadModule(this.drv, file); this.mods.set(file, m); }
+    return m;
+  }
+  /** Compiles (or loads from the cache) both sources now; returns where each came from. */
+  warmup(): { file: string; origin: string; ms: number }[] {
+    return ['kernels.cu', 'lightning.cu'].map((f) => { const m = this.module(f); return { file: f, origin: m.origin, ms: m.ms }; });
+  }
+  private readonly smemRaised = new Set<number>();
+  private fn(file: string, name: string, smem = 0): number {
+    const f = getFunction(this.drv, this.module(file), name);
+    // more than 48 KiB of dynamic shared memory needs the function's limit raised (once)
+    if (smem > 48 * 1024 && !this.smemRaised.has(f)) { this.drv.setMaxDynamicSmem(f, this.drv.smemOptin); this.smemRaised.add(f); }
+    return f;
+  }
+  private launch(name: string, l: Launch, sig: string, args: number[], file = 'kernels.cu'): void {
+    this.drv.launch(name, this.fn(file, name, l.smem), l.grid, l.block, l.smem, sig, args);
+    this.releaseTemps();
+  }
+  private ew(n: number): Launch { return elementwiseLaunch(n, this.drv.smCount); }
+  /** Upload a small host array into a pooled buffer, valid for the next launch. */
+  private ints(a: Int32Array | null): number {
+    if (!a) return 0;
+    const r = this.mem.allocRaw(Math.max(4, a.byteLength));
+    this.drv.htod(r.ptr, a);
+    this.temps.push(r);
+    return r.ptr;
+  }
+  private releaseTemps(): void {
+    for (const t of this.temps) this.mem.release(t.ptr, t.bytes);
+    this.temps = [];
+  }
+  sync(): void { this.drv.sync(); }
+  /** Fills t with normal(0, scale²) values from a counter-based generator (checks, benchmarks). */
+  randn(t: Tensor, seed: number, scale = 1): void {
+    const d = dev(t, 'randn');
+    if (!d.size) return;
+    this.launch(d.dtype === 'f32' ? 'fill_normal_f32' : 'fill_normal_bf16', this.ew(d.size), 'plif', [d.ptr, d.size, seed | 0, scale]);
+  }
+  /** Milliseconds `fn` takes on the stream: median of `reps` event-timed runs after `warm` runs. */
+  timeMs(fn: () => void, reps = 10, warm = 2): { median: number; min: number; all: number[] } {
+    for (let i = 0; i < warm; i++) fn();
+    const a = this.drv.eventCreate(), b = this.drv.eventCreate();
+    const all: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      this.drv.eventRecord(a); fn(); this.drv.eventRecord(b);
+      all.push(this.drv.eventElapsed(a, b));
+    }
+    this.drv.eventDestroy(a); this.drv.eventDestroy(b);
+    const s = [...all].sort((x, y) => x - y);
+    return { median: s[s.length >> 1]!, min: s[0]!, all };
+  }
+
+  // ---- memory ---------------------------------------------------------------------------------------
+  empty(shape: readonly number[], dtype: DType = 'f32'): CudaTensor {
+    const n = numel(shape);
+    need(Number.isInteger(n) && n >= 0, `empty: bad shape [${shape.join(', ')}]`);
+    return new CudaTensor([...shape], dtype, this.mem.alloc(n * ESIZE[dtype]), 0);
+  }
+  zeros(shape: readonly number[], dtype: DType = 'f32'): CudaTensor {
+    const t = this.empty(shape, dtype);
+    this.fill(t, 0);
+    return t;
+  }
+  upload(data: Float32Array, shape: readonly number[], dtype: DType = 'f32'): CudaTensor {
+    need(data.length === numel(shape), `upload: ${data.length} values for shape [${shape.join(', ')}]`);
+    const t = this.empty(shape, dtype);
+    this.drv.htod(t.ptr, dtype === 'bf16' ? toBF16(data) : data);
+    return t;
+  }
+  uploadBF16(bits: Uint16Array, shape: readonly number[]): CudaTensor {
+    need(bits.length === numel(shape), `uploadBF16: ${bits.length} values for shape [${shape.join(', ')}]`);
+    const t = this.empty(shape, 'bf16');
+    this.drv.htod(t.ptr, bits);
+    return t;
+  }
+  download(t: Tensor): Float32Array {
+    const d = dev(t, 'download');
+    if (d.dtype === 'bf16') {
+      const bits = new Uint16Array(d.size);
+      this.drv.dtoh(bits, d.ptr);
+      return fromBF16(bits);
+    }
+    const out = new Float32Array(d.size);
+    this.drv.dtoh(out, d.ptr);
+    return out;
+  }
+  /** The raw bits of a bf16 tensor. */
+  downloadBF16(t: Tensor): Uint16Array {
+    const d = dev(t, 'downloadBF16');
+    need(d.dtype === 'bf16', 'downloadBF16: tensor is not bf16');
+    const bits = new Uint16Array(d.size);
+    this.drv.dtoh(bits, d.ptr);
+    return bits;
+  }
+  rows(t: Tensor, rowStart: number, rowCount: number): CudaTensor {
+    const d = dev(t, 'rows');
+    const cols = d.shape[d.shape.length - 1] ?? 1;
+    const total = d.size / cols;
+    if (rowStart < 0 || rowCount < 0 || rowStart + rowCount > total) throw new ShapeError(`rows(${rowStart}, ${rowCount}) out of range for ${total} rows`);
+    return new CudaTensor([rowCount, cols], d.dtype, d.buf, d.offset + rowStart * cols * ESIZE[d.dtype]);
+  }
+  reshape(t: Tensor, shape: readonly number[]): CudaTensor {
+    const d = dev(t, 'reshape');
+    need(numel(shape) === d.size, `reshape: [${shape.join(', ')}] does not hold ${d.size} elements`);
+    return new CudaTensor([...shape], d.dtype, d.buf, d.offset);
+  }
+  gatherRows(out: Tensor, src: Tensor, rowIdx: Int32Array): void {
+    const o = dev(out, 'gatherRows'), s = dev(src, 'gatherRows');
+    const cols = s.shape[s.shape.length - 1]!, rows = s.size / cols;
+    need(o.dtype === s.dtype && o.size === rowIdx.length * cols, `gatherRows: output ${shp(o)} does not hold ${rowIdx.length} rows of ${cols}`);
+    for (const r of rowIdx) need(r >= 0 && r < rows, `gatherRows: row ${r} outside [0, ${rows})`);
+    if (!rowIdx.length) return;
+    const n = rowIdx.length * cols;
+    this.launch(s.dtype === 'f32' ? 'gather_rows_b32' : 'gather_rows_b16', this.ew(n), 'pppii', [o.ptr, s.ptr, this.ints(rowIdx), rowIdx.length, cols]);
+  }
+  copy(dst: Tensor, src: Tensor): void {
+    const d = dev(dst, 'copy'), s = dev(src, 'copy');
+    need(d.size === s.size, `copy: ${s.size} elements into ${d.size}`);
+    if (d.dtype === s.dtype) this.drv.dtod(d.ptr, s.ptr, d.bytes);
+    else if (d.dtype === 'bf16') this.launch('cvt_f32_bf16', this.ew(d.size), 'ppl', [d.ptr, s.ptr, d.size]);
+    else this.launch('cvt_bf16_f32', this.ew(d.size), 'ppl', [d.ptr, s.ptr, d.size]);
+  }
+  fill(t: Tensor, value: number): void {
+    const d = dev(t, 'fill');
+    if (d.dtype === 'bf16') this.drv.memsetD16(d.ptr, f32ToBF16Bits(value), d.size);
+    else this.drv.memsetD32(d.ptr, new Uint32Array(Float32Array.of(value).buffer)[0]!, d.size);
+  }
+  free(t: Tensor): void {
+    this.mem.free(dev(t, 'free').buf);
+  }
+
+  // ---- dense --------------------------------------------------------------------------------------------
+  private ltHandle(): number {
+    if (this.lt !== null) return this.lt;
+    const lt = this.drv.lt;
+    if (!lt) throw new CudaError(`matmul needs cuBLASLt: ${this.drv.ltError}`);
+    const box = new BigUint64Array(1);
+    this.ltCheck('cublasLtCreate', lt.cublasLtCreate!(box));
+    this.lt = Number(box[0]);
+    this.ltWs = this.mem.allocRaw(LT_WORKSPACE).ptr;
+    return this.lt;
+  }
+  private ltCheck(call: string, code: number): void {
+    if (code !== 0) throw new CudaError(`cuBLASLt call ${call} failed: status ${code}${code === 15 ? ' (CUBLAS_STATUS_NOT_SUPPORTED)' : code === 7 ? ' (CUBLAS_STATUS_INVALID_VALUE)' : ''}`);
+  }
+  private ltPlan(key: string, M: number, N: number, K: number, transA: boolean, transB: boolean, bType: number, aligns: number[]): LtPlan {
+    const hit = this.ltPlans.get(key);
+    if (hit) return hit;
+    const lt = this.drv.lt!, h = this.ltHandle();
+    const p = ltProblem({ M, N, K }, transA, transB);
+    const box = new BigUint64Array(1);
+    const compute = bType === CUDA_R_32F && this.opts.gemm === 'tf32' ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    this.ltCheck('cublasLtMatmulDescCreate', lt.cublasLtMatmulDescCreate!(box, compute, CUDA_R_32F));
+    const desc = Number(box[0]);
+    this.ltCheck('cublasLtMatmulDescSetAttribute(TRANSA)', lt.cublasLtMatmulDescSetAttribute!(desc, 3, Int32Array.of(p.opA), 4));
+    this.ltCheck('cublasLtMatmulDescSetAttribute(TRANSB)', lt.cublasLtMatmulDescSetAttribute!(desc, 4, Int32Array.of(p.opB), 4));
+    const layout = (type: number, [r, c, ld]: [number, number, number]) => {
+      this.ltCheck('cublasLtMatrixLayoutCreate', lt.cublasLtMatrixLayoutCreate!(box, type, r, c, ld));
+      return Number(box[0]);
+    };
+    // library operand A = our B (f32 or bf16), B = our A (f32, or its bf16 copy), C = D = our C (f32)
+    const la = layout(bType, p.a), lb = layout(bType, p.b), lc = layout(CUDA_R_32F, p.c);
+    this.ltCheck('cublasLtMatmulPreferenceCreate', lt.cublasLtMatmulPreferenceCreate!(box));
+    const pref = Number(box[0]);
+    this.ltCheck('cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)', lt.cublasLtMatmulPreferenceSetAttribute!(pref, 1, BigUint64Array.of(BigInt(LT_WORKSPACE)), 8));
+    // MIN_ALIGNMENT_{A,B,C,D}_BYTES = 5..8
+    aligns.forEach((a, i) => this.ltCheck('cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)', lt.cublasLtMatmulPreferenceSetAttribute!(pref, 5 + i, Uint32Array.of(a), 4)));
+    const res = Buffer.alloc(96 * 4);
+    const count = new Int32Array(1);
+    this.ltCheck('cublasLtMatmulAlgoGetHeuristic', lt.cublasLtMatmulAlgoGetHeuristic!(h, desc, la, lb, lc, lc, pref, 4, res, count));
+    if (count[0]! < 1) throw new CudaError(`cuBLASLt found no algorithm for ${M}×${N}×${K} (${key})`);
+    const plan: LtPlan = { desc, a: la, b: lb, c: lc, algo: Buffer.from(res.subarray(0, 64)), ws: Number(res.readBigUInt64LE(64)) };
+    this.ltPlans.set(key, plan);
+    return plan;
+  }
+
+  matmul(c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
+    const C = devF32(c, 'matmul C'), A = devF32(a, 'matmul A'), Bt = dev(b, 'matmul B');
+    const ta = !!opts.transA, tb = !!opts.transB;
+    const { M, N, K } = gemmShape(dims2(C), dims2(A), dims2(Bt), ta, tb, `matmul: C ${shp(C)} = ${ta ? 'Aᵀ' : 'A'} ${shp(A)} · ${tb ? 'Bᵀ' : 'B'} ${shp(Bt)}`);
+    if (M === 0 || N === 0) return;
+    if (K === 0) { if (!opts.accumulate) this.fill(C, 0); return; }
+    let aPtr = A.ptr, tmp: { ptr: number; bytes: number } | null = null;
+    const bType = Bt.dtype === 'bf16' ? CUDA_R_16BF : CUDA_R_32F;
+    if (Bt.dtype === 'bf16') {
+      tmp = this.mem.allocRaw(A.size * 2);
+      this.launch('cvt_f32_bf16', this.ew(A.size), 'ppl', [tmp.ptr, A.ptr, A.size]);
+      aPtr = tmp.ptr;
+    }
+    const aligns = [alignmentOf(Bt.ptr), alignmentOf(aPtr), alignmentOf(C.ptr), alignmentOf(C.ptr)];
+    const key = `${M},${N},${K},${+ta},${+tb},${bType},${aligns.join('/')}`;
+    const plan = this.ltPlan(key, M, N, K, ta, tb, bType, aligns);
+    const lt = this.drv.lt!;
+    const alpha = Float32Array.of(1), beta = Float32Array.of(opts.accumulate ? 1 : 0);
+    this.ltCheck('cublasLtMatmul', lt.cublasLtMatmul!(this.lt!, plan.desc, alpha, Bt.ptr, plan.a, aPtr, plan.b, beta, C.ptr, plan.c, C.ptr, plan.c, plan.algo, this.ltWs, LT_WORKSPACE, this.drv.stream));
+    if (tmp) this.mem.release(tmp.ptr, tmp.bytes);
+  }
+  addInPlace(y: Tensor, x: Tensor): void {
+    const Y = devF32(y, 'addInPlace'), X = devF32(x, 'addInPlace');
+    need(Y.size === X.size, `addInPlace: sizes differ, y ${shp(Y)} vs x ${shp(X)}`);
+    this.launch('add_inplace', this.ew(Y.size), 'ppl', [Y.ptr, X.ptr, Y.size]);
+  }
+  scaleInPlace(x: Tensor, s: number): void {
+    const X = devF32(x, 'scaleInPlace');
+    this.launch('scale_inplace', this.ew(X.size), 'pfl', [X.ptr, s, X.size]);
+  }
+  sumSquares(x: Tensor): number {
+    const X = dev(x, 'sumSquares');
+    if (!X.size) return 0;
+    const blocks = reductionBlocks(X.size);
+    const part = this.mem.allocRaw(blocks * 8);
+    const name = X.dtype === 'f32' ? 'sum_squares_f32' : 'sum_squares_bf16';
+    this.drv.launch(name, this.fn('kernels.cu', name), [blocks, 1, 1], [256, 1, 1], 0, 'plp', [X.ptr, X.size, part.ptr]);
+    const h = new Float64Array(blocks);
+    this.drv.dtoh(h, part.ptr);
+    this.mem.release(part.ptr, part.bytes);
+    let s = 0;
+    for (const v of h) s += v;
+    return s;
+  }
+
+  // ---- embedding ------------------------------------------------------------------------------------------
+  embedding(out: Tensor, table: Tensor, ids: Int32Array, scale: number): void {
+    const O = devF32(out, 'embedding'), E = dev(table, 'embedding');
+    const [V, D] = dims2(E);
+    need(O.size === ids.length * D, `embedding: output ${shp(O)} must be [${ids.length}, ${D}]`);
+    for (const id of ids) need(id >= 0 && id < V, `embedding: token id ${id} outside the vocabulary [0, ${V})`);
+    if (!ids.length) return;
+    this.launch(E.dtype === 'f32' ? 'embedding_f32' : 'embedding_bf16', this.ew(O.size), 'pppiif', [O.ptr, E.ptr, this.ints(ids), ids.length, D, scale]);
+  }
+  embeddingBackward(dTable: Tensor, dOut: Tensor, ids: Int32Array, scale: number, paddingIdx: number): void {
+    const G = devF32(dTable, 'embeddingBackward'), dO = devF32(dOut, 'embeddingBackward');
+    const [V, D] = dims2(G);
+    need(dO.size === ids.length * D, `embeddingBackward: dOut ${shp(dO)} must be [${ids.length}, ${D}]`);
+    for (const id of ids) need(id >= 0 && id < V, `embeddingBackward: token id ${id} outside the vocabulary [0, ${V})`);
+    if (!ids.length) return;
+    this.launch('embedding_bwd', this.ew(dO.size), 'pppiifi', [G.ptr, dO.ptr, this.ints(ids), ids.length, D, scale, paddingIdx]);
+  }
+
+  // ---- SimpleRMSNorm ------------------------------------------------------------------------------------------
+  srmsnorm(y: Tensor, rstd: Tensor, x: Tensor, eps: number): void {
+    const Y = devF32(y, 'srmsnorm'), R = devF32(rstd, 'srmsnorm'), X = devF32(x, 'srmsnorm');
+    const [rows, D] = dims2(X);
+    need(Y.size === X.size && R.size === rows, `srmsnorm: y ${shp(Y)}, rstd ${shp(R)} for x ${shp(X)}`);
+    if (!rows) return;
+    this.launch('srmsnorm_fwd', rowLaunch(rows, D), 'pppiif', [Y.ptr, R.ptr, X.ptr, rows, D, eps]);
+  }
+  srmsnormBackward(dx: Tensor, dy: Tensor, y: Tensor, rstd: Tensor, accumulate: boolean): void {
+    const DX = devF32(dx, 'srmsnormBackward'), DY = devF32(dy, 'srmsnormBackward'), Y = devF32(y, 'srmsnormBackward'), R = devF32(rstd, 'srmsnormBackward');
+    const [rows, D] = dims2(Y);
+    need(DX.size === Y.size && DY.size === Y.size && R.size === rows, `srmsnormBackward: dx ${shp(DX)}, dy ${shp(DY)}, rstd ${shp(R)} for y ${shp(Y)}`);
+    if (!rows) return;
+    this.launch('srmsnorm_bwd', rowLaunch(rows, D), 'ppppiii', [DX.ptr, DY.ptr, Y.ptr, R.ptr, rows, D, accumulate ? 1 : 0]);
+  }
+
+  // ---- gated linear attention pieces ------------------------------------------------------------------------------
+  private qkvDims(what: string, q: Tensor, k: Tensor, v: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null) {
+    const [T, C4] = dims2(qkvu);
+    need(C4 % 4 === 0 && (C4 / 4) % heads === 0, `${what}: qkvu ${shp(qkvu)} is not [T, 4·heads·dh]`);
+    const H = C4 / 4, dh = H / heads, dk = theta ? 2 * dh : dh;
+    need(q.size === T * heads * dk && k.size === q.size && v.size === T * H, `${what}: q ${shp(q)}, k ${shp(k)}, v ${shp(v)} do not fit qkvu ${shp(qkvu)} with ${heads} heads${theta ? ' and LRPE' : ''}`);
+    need(!theta || (theta.size === heads * dh && positions !== null && positions.length === T), `${what}: theta needs nh·dh values and positions for every token`);
+    need(!vMask || vMask.length === T, `${what}: vMask has ${vMask?.length} entries for ${T} tokens`);
+    return { T, H, dh };
+  }
+  glaQKV(q: Tensor, k: Tensor, v: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void {
+    const Q = devF32(q, 'glaQKV'), K = devF32(k, 'glaQKV'), V = devF32(v, 'glaQKV'), X = devF32(qkvu, 'glaQKV');
+    const th = theta ? devF32(theta, 'glaQKV theta') : null;
+    const { T, H, dh } = this.qkvDims('glaQKV', Q, K, V, X, heads, th, positions, vMask);
+    if (!T) return;
+    this.launch('gla_qkv', this.ew(T * H), 'ppppiiippp', [Q.ptr, K.ptr, V.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask)]);
+  }
+  glaQKVBackward(dqkvu: Tensor, dTheta: Tensor | null, dq: Tensor, dk: Tensor, dv: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void {
+    const G = devF32(dqkvu, 'glaQKVBackward'), DQ = devF32(dq, 'glaQKVBackward'), DK = devF32(dk, 'glaQKVBackward'), DV = devF32(dv, 'glaQKVBackward'), X = devF32(qkvu, 'glaQKVBackward');
+    const th = theta ? devF32(theta, 'glaQKVBackward theta') : null;
+    const { T, H, dh } = this.qkvDims('glaQKVBackward', DQ, DK, DV, X, heads, th, positions, vMask);
+    need(G.size === X.size, `glaQKVBackward: dqkvu ${shp(G)} must match qkvu ${shp(X)}`);
+    if (!T) return;
+    const pos = th ? this.ints(positions) : 0;
+    const mask = this.ints(vMask);
+    this.drv.launch('gla_qkv_bwd', this.fn('kernels.cu', 'gla_qkv_bwd'), this.ew(T * H).grid, [256, 1, 1], 0, 'pppppiiippp', [G.ptr, DQ.ptr, DK.ptr, DV.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, pos, mask]);
+    if (th && dTheta) {
+      const dTh = devF32(dTheta, 'glaQKVBackward dTheta');
+      need(dTh.size === heads * dh, `glaQKVBackward: dTheta ${shp(dTh)} must hold ${heads * dh} values`);
+      const slices = Math.max(1, Math.min(1024, Math.ceil(T / 64)));
+      const per = Math.ceil(T / slices);
+      this.drv.launch('gla_dtheta', this.fn('kernels.cu', 'gla_dtheta'), [Math.ceil(H / 32), Math.ceil(T / per), 1], [32, 8, 1], 0, 'ppppppiiii', [dTh.ptr, DQ.ptr, DK.ptr, X.ptr, th.ptr, pos, T, heads, dh, per]);
+    }
+    this.releaseTemps();
+  }
+
+  private logDecayTensor(decay: Float64Array): CudaTensor {
+    const key = Array.from(decay).join(',');
+    let t = this.decayCache.get(key);
+    if (!t) { t = this.upload(logDecay(decay), [decay.length]); this.decayCache.set(key, t); }
+    return t;
+  }
+
+  /**
+   * One Lightning pass: o = L(q, k, v) with query/key width DK and value width DV per head, optionally
+   * in reverse time, carrying `state` (rows `slots`). Inputs f32 or bf16 (all the same dtype).
+   */
+  lightningPass(o: CudaTensor, q: CudaTensor, k: CudaTensor, v: CudaTensor, B: number, N: number, nh: number, DK: number, DV: number,
+                logLam: CudaTensor, state: CudaTensor | null, slots: number, reverse: boolean, tensorCores: boolean): void {
+    if (!B || !N) return;
+    const bf16In = q.dtype === 'bf16';
+    const aligned = [o, q, k, v].every((t) => t.ptr % 16 === 0);
+    const plan = lightningPlan({ B, N, nh, DK, DV, smemLimit: this.drv.smemOptin, tensorCores: tensorCores && bf16In && aligned, bf16In });
+    if (plan.kernel === 'lightning_tc128' || plan.kernel === 'lightning_tc64') {
+      const name = `${plan.kernel}_${o.dtype === 'bf16' ? 'bf16' : 'f32'}`;
+      this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiipppi',
+        [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0]);
+    } else {
+      need(o.dtype === 'f32', 'lightning: the exact kernel writes f32 outputs');
+      this.drv.launch(plan.kernel, this.fn('lightning.cu', plan.kernel, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiiipppiii',
+        [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DK, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0, plan.C, plan.DVT]);
+    }
+  }
+
+  private toBF16Scratch(t: CudaTensor): CudaTensor {
+    const o = this.empty(t.shape, 'bf16');
+    this.copy(o, t);
+    return o;
+  }
+
+  lightningForward(o: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array, state: Tensor | null, _blockSize: number, slots?: Int32Array | null): void {
+    const O = devF32(o, 'lightningForward'), Q = devF32(q, 'lightningForward'), K = devF32(k, 'lightningForward'), V = devF32(v, 'lightningForward');
+    const nh = decay.length;
+    const { B, N, dk, dv } = attnDims(Q, V, nh);
+    need(O.size === V.size && K.size === Q.size, `lightningForward: o ${shp(O)} / k ${shp(K)} do not match q ${shp(Q)}, v ${shp(V)}`);
+    const S = state ? devF32(state, 'lightningForward state') : null;
+    if (slots) {
+      need(slots.length === B, `lightningForward: ${slots.length} slots for ${B} sequences`);
+      const rows = S ? S.size / (nh * dk * dv) : 0;
+      for (const s of slots) need(s >= 0 && s < rows, `lightningForward: slot ${s} outside the state pool of ${rows}`);
+    } else need(!S || S.size === B * nh * dk * dv, `lightningForward: state ${S ? shp(S) : ''} must be [${B}, ${nh}, ${dk}, ${dv}]`);
+    const ll = this.logDecayTensor(decay);
+    const tc = this.opts.lightning === 'tc' && N > 1;
+    if (tc && lightningPlan({ B, N, nh, DK: dk, DV: dv, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc')) {
+      const qb = this.toBF16Scratch(Q), kb = this.toBF16Scratch(K), vb = this.toBF16Scratch(V);
+      // slots are uploaded after the conversions (whose launches recycle temporary buffers)
+      this.lightningPass(O, qb, kb, vb, B, N, nh, dk, dv, ll, S, slots ? this.ints(slots) : 0, false, true);
+      this.free(qb); this.free(kb); this.free(vb);
+    } else this.lightningPass(O, Q, K, V, B, N, nh, dk, dv, ll, S, slots ? this.ints(slots) : 0, false, false);
+    this.releaseTemps();
+  }
+
+  /**
+   * dq_t = Σ_{j≤t} λ^{t−j}(dO_t·v_j) k_j             = L(dO, v, k)
+   * dk_j = Σ_{t≥j} λ^{t−j}(v_j·dO_t) q_t             = L_reverse(v, dO, q)
+   * dv_j = Σ_{t≥j} λ^{t−j}(k_j·q_t) dO_t             = L_reverse(k, q, dO)
+   */
+  lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array, _blockSize: number): void {
+    const DQ = devF32(dq, 'lightningBackward'), DKt = devF32(dk, 'lightningBackward'), DVt = devF32(dv, 'lightningBackward'), G = devF32(dO, 'lightningBackward');
+    const Q = devF32(q, 'lightningBackward'), K = devF32(k, 'lightningBackward'), V = devF32(v, 'lightningBackward');
+    const nh = decay.length;
+    const { B, N, dk: dK, dv: dV } = attnDims(Q, V, nh);
+    need(DQ.size === Q.size && DKt.size === Q.size && K.size === Q.size && DVt.size === V.size && G.size === V.size,
+      `lightningBackward: shapes dq ${shp(DQ)} dk ${shp(DKt)} dv ${shp(DVt)} dO ${shp(G)} for q ${shp(Q)} v ${shp(V)}`);
+    const ll = this.logDecayTensor(decay);
+    const tc = this.opts.lightning === 'tc'
+      && lightningPlan({ B, N, nh, DK: dK, DV: dV, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc')
+      && lightningPlan({ B, N, nh, DK: dV, DV: dK, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc');
+    if (tc) {
+      const qb = this.toBF16Scratch(Q), kb = this.toBF16Scratch(K), vb = this.toBF16Scratch(V), gb = this.toBF16Scratch(G);
+      this.lightningBackwardRaw(DQ, DKt, DVt, gb, qb, kb, vb, B, N, nh, dK, dV, ll, true);
+      for (const t of [qb, kb, vb, gb]) this.free(t);
+    } else this.lightningBackwardRaw(DQ, DKt, DVt, G, Q, K, V, B, N, nh, dK, dV, ll, false);
+  }
+  lightningBackwardRaw(dq: CudaTensor, dk: CudaTensor, dv: CudaTensor, dO: CudaTensor, q: CudaTensor, k: CudaTensor, v: CudaTensor,
+                       B: number, N: number, nh: number, DK: number, DV: number, ll: CudaTensor, tensorCores: boolean): void {
+    this.lightningPass(dq, dO, v, k, B, N, nh, DV, DK, ll, null, 0, false, tensorCores);
+    this.lightningPass(dk, v, dO, q, B, N, nh, DV, DK, ll, null, 0, true, tensorCores);
+    this.lightningPass(dv, k, q, dO, B, N, nh, DK, DV, ll, null, 0, true, tensorCores);
+  }
+
+  /** bf16 Lightning forward on bf16 tensors [B, N, nh·d] (tensor cores; the benchmark's kernel). */
+  lightningForwardBF16(o: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array): void {
+    const O = dev(o, 'lightningForwardBF16'), Q = dev(q, 'lightningForwardBF16'), K = dev(k, 'lightningForwardBF16'), V = dev(v, 'lightningForwardBF16');
+    need(Q.dtype === 'bf16' && K.dtype === 'bf16' && V.dtype === 'bf16', 'lightningForwardBF16: q, k, v must be bf16');
+    const nh = decay.length;
+    const { B, N, dk, dv } = attnDims(Q, V, nh);
+    this.lightningPass(O, Q, K, V, B, N, nh, dk, dv, this.logDecayTensor(decay), null, 0, false, true);
+  }
+  lightningBackwardBF16(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array): void {
+    const Q = dev(q, 'lightningBackwardBF16'), V = dev(v, 'lightningBackwardBF16');
+    const nh = decay.length;
+    const { B, N, dk: dK, dv: dV } = attnDims(Q, V, nh);
+    this.lightningBackwardRaw(dev(dq, 'dq'), dev(dk, 'dk'), dev(dv, 'dv'), dev(dO, 'dO'), Q, dev(k, 'k'), V, B, N, nh, dK, dV, this.logDecayTensor(decay), true);
+  }
+
+  normGate(a: Tensor, rstd: Tensor, o: Tensor, qkvu: Tensor, eps: number): void {
+    const A = devF32(a, 'normGate'), R = devF32(rstd, 'normGate'), O = devF32(o, 'normGate'), X = devF32(qkvu, 'normGate');
+    const [T, H] = dims2(O);
+    need(A.size === O.size && R.size === T && X.size === T * 4 * H, `normGate: a ${shp(A)}, rstd ${shp(R)}, qkvu ${shp(X)} for o ${shp(O)}`);
+    if (!T) return;
+    this.launch('norm_gate_fwd', rowLaunch(T, H), 'ppppiif', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps]);
+  }
+  normGateBackward(dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor): void {
+    const DO = devF32(dO, 'normGateBackward'), G = devF32(dqkvu, 'normGateBackward'), DA = devF32(dA, 'normGateBackward');
+    const O = devF32(o, 'normGateBackward'), R = devF32(rstd, 'normGateBackward'), X = devF32(qkvu, 'normGateBackward');
+    const [T, H] = dims2(O);
+    need(DO.size === O.size && DA.size === O.size && R.size === T && X.size === T * 4 * H && G.size === X.size, `normGateBackward: shapes do not match o ${shp(O)}`);
+    if (!T) return;
+    this.launch('norm_gate_bwd', rowLaunch(T, H), 'ppppppii', [DO.ptr, G.ptr, DA.ptr, O.ptr, R.ptr, X.ptr, T, H]);
+  }
+
+  // ---- SGLU -------------------------------------------------------------------------------------------------------------
+  sgluGate(m: Tensor, h: Tensor): void {
+    const M = devF32(m, 'sgluGate'), Hh = devF32(h, 'sgluGate');
+    const [T, G2] = dims2(Hh);
+    need(G2 % 2 === 0 && M.size === T * (G2 / 2), `sgluGate: output ${shp(M)} must be [${T}, ${G2 / 2}]`);
+    if (!M.size) return;
+    this.launch('sglu_fwd', this.ew(M.size), 'ppii', [M.ptr, Hh.ptr, T, G2 / 2]);
+  }
+  sgluGateBackward(dh: Tensor, dm: Tensor, h: Tensor): void {
+    const DH = devF32(dh, 'sgluGateBackward'), DM = devF32(dm, 'sgluGateBackward'), Hh = devF32(h, 'sgluGateBackward');
+    const [T, G2] = dims2(Hh);
+    need(DH.size === Hh.size && DM.size === T * (G2 / 2), `sgluGateBackward: dh ${shp(DH)}, dm ${shp(DM)} for h ${shp(Hh)}`);
+    if (!DM.size) return;
+    this.launch('sglu_bwd', this.ew(DM.size), 'pppii', [DH.ptr, DM.ptr, Hh.ptr, T, G2 / 2]);
+  }
+
+  // ---- loss -----------------------------------------------------------------------------------------------------------------
+  crossEntropy(logits: Tensor, targets: Int32Array, dLogits: Tensor | null, gradScale: number): { loss: number; count: number } {
+    const L = devF32(logits, 'crossEntropy'), D = dLogits ? devF32(dLogits, 'crossEntropy dLogits') : null;
+    const [T, V] = dims2(L);
+    need(targets.length === T, `crossEntropy: ${targets.length} targets for ${T} rows`);
+    need(!D || D.size === L.size, `crossEntropy: dLogits ${D ? shp(D) : ''} must match logits ${shp(L)}`);
+    let count = 0;
+    for (const y of targets) {
+      if (y === -100) continue;
+      need(y >= 0 && y < V, `crossEntropy: target ${y} outside [0, ${V})`);
+      count++;
+    }
+    if (!T) return { loss: 0, count: 0 };
+    const rl = this.mem.allocRaw(T * 4);
+    this.launch('cross_entropy', rowLaunch(T, V), 'ppppiif', [L.ptr, this.ints(targets), D ? D.ptr : 0, rl.ptr, T, V, gradScale]);
+    const h = new Float32Array(T);
+    this.drv.dtoh(h, rl.ptr);
+    this.mem.release(rl.ptr, rl.bytes);
+    let loss = 0;
+    for (const x of h) loss += x;
+    return { loss, count };
+  }
+
+  // ---- optimiser -----------------------------------------------------------------------------------------------------------
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: AdamWOptions): void {
+    const P = devF32(param, 'adamw'), G = devF32(grad, 'adamw'), M = devF32(m, 'adamw'), Vv = devF32(v, 'adamw');
+    need(G.size === P.size && M.size === P.size && Vv.size === P.size, `adamw: grad ${shp(G)}, m ${shp(M)}, v ${shp(Vv)} for param ${shp(P)}`);
+    if (!P.size) return;
+    const bc1 = 1 - o.beta1 ** o.step, bc2 = 1 - o.beta2 ** o.step;
+    this.launch('adamw', this.ew(P.size), 'pppplffffffff', [P.ptr, G.ptr, M.ptr, Vv.ptr, P.size, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, bc1, bc2, o.gradScale]);
+  }
+}
+
+/** A CUDA backend, or null with the reason (no driver, no GPU, no NVRTC). */
+export function tryCudaBackend(opts: CudaBackendOptions = {}): { backend: CudaBackend } | { error: string } {
+  try { return { backend: new CudaBackend(opts) }; } catch (e) { return { error: (e as Error).message }; }
+}

@@ -1,0 +1,156 @@
+// Host-side planning for the CUDA backend: NVRTC options and cache keys, launch geometry, the
+// allocator's size buckets, the cuBLASLt operand mapping and the Lightning kernel choice. Pure
+// functions (no GPU needed): unit-tested in CI.
+import { createHash } from 'node:crypto';
+import { ShapeError } from '../../errors.ts';
+
+/** NVRTC's --gpu-architecture for a compute capability (sm_90a on Hopper: wgmma, setmaxnreg). */
+export function gpuArch(cc: readonly [number, number]): string {
+  const [maj, min] = cc;
+  if (!Number.isInteger(maj) || !Number.isInteger(min) || maj < 5) throw new ShapeError(`unsupported compute capability ${maj}.${min} (need 5.0 or newer)`);
+  return maj === 9 && min === 0 ? 'sm_90a' : `sm_${maj}${min}`;
+}
+
+/** The NVRTC options every kernel source is compiled with (fast math stays off: exact kernels). */
+export function nvrtcOptions(cc: readonly [number, number], extra: readonly string[] = []): string[] {
+  return [`--gpu-architecture=${gpuArch(cc)}`, '-std=c++17', '-default-device', '--extra-device-vectorization', ...extra];
+}
+
+/** Disk-cache key of one compiled module: the source, the options and the compiler version. */
+export function cacheKey(source: string, options: readonly string[], nvrtcVersion: readonly [number, number]): string {
+  const h = createHash('sha256');
+  h.update(`nvrtc ${nvrtcVersion[0]}.${nvrtcVersion[1]}\0`);
+  h.update(options.join('\0') + '\0\0');
+  h.update(source);
+  return h.digest('hex').slice(0, 32);
+}
+
+/** Where compiled modules are cached: $TNL_CACHE/cuda, else $XDG_CACHE_HOME/tnl/cuda, else ~/.cache/tnl/cuda. */
+export function cacheDir(env: NodeJS.ProcessEnv, home: string): string {
+  if (env.TNL_CACHE) return `${env.TNL_CACHE}/cuda`;
+  if (env.XDG_CACHE_HOME) return `${env.XDG_CACHE_HOME}/tnl/cuda`;
+  return `${home}/.cache/tnl/cuda`;
+}
+
+// ---- launch geometry --------------------------------------------------------------------------------
+export type Dim3 = [number, number, number];
+export interface Launch { grid: Dim3; block: Dim3; smem: number }
+
+/** A grid-stride elementwise launch over n items: 256 threads, at most 32 blocks per SM. */
+export function elementwiseLaunch(n: number, smCount: number): Launch {
+  if (!Number.isFinite(n) || n < 0) throw new ShapeError(`elementwise launch over ${n} items`);
+  const blocks = Math.max(1, Math.min(Math.ceil(n / 256), Math.max(1, smCount) * 32));
+  return { grid: [blocks, 1, 1], block: [256, 1, 1], smem: 0 };
+}
+
+/** One block per row: threads a power of two in [32, 1024], about 4 columns per thread. */
+export function rowLaunch(rows: number, cols: number): Launch {
+  let t = 32;
+  while (t < 1024 && t * 4 < cols) t *= 2;
+  if (rows > 2 ** 31 - 1) throw new ShapeError(`row launch: ${rows} rows exceed the grid limit`);
+  return { grid: [Math.max(1, rows), 1, 1], block: [t, 1, 1], smem: 0 };
+}
+
+/** Blocks for a grid-stride reduction (each writes one partial sum). */
+export function reductionBlocks(n: number): number {
+  return Math.max(1, Math.min(1024, Math.ceil(n / 1024)));
+}
+
+// ---- allocator buckets --------------------------------------------------------------------------------
+/**
+ * The size class a request is served from: multiples of 512 bytes up to 1 MiB, then the next of
+ * 2^k·{1, 1.25, 1.5, 1.75} (at most 25% waste), so freed blocks are found again by size.
+ */
+export function bucketBytes(bytes: number): number {
+  if (!Number.isFinite(bytes) || bytes < 0) throw new ShapeError(`allocation of ${bytes} bytes`);
+  const b = Math.max(512, bytes);
+  if (b <= 1 << 20) return Math.ceil(b / 512) * 512;
+  const p = 2 ** Math.floor(Math.log2(b));
+  for (const f of [1, 1.25, 1.5, 1.75, 2]) if (p * f >= b) return p * f;
+  return 2 * p;
+}
+
+// ---- matmul ------------------------------------------------------------------------------------------
+export interface GemmShape { M: number; N: number; K: number }
+
+/** Checks C[M,N] = op(A)[M,K]·op(B)[K,N] for row-major 2-D views; returns M, N, K. */
+export function gemmShape(c: readonly [number, number], a: readonly [number, number], b: readonly [number, number], transA: boolean, transB: boolean, what = 'matmul'): GemmShape {
+  const [M, N] = c, [ar, ac] = a, [br, bc] = b;
+  const K = transA ? ar : ac;
+  const am = transA ? ac : ar, bk = transB ? bc : br, bn = transB ? br : bc;
+  if (am !== M) throw new ShapeError(`${what}: op(A) has ${am} rows, C has ${M}`);
+  if (bk !== K) throw new ShapeError(`${what}: inner dimensions differ, op(A) has ${K} columns, op(B) has ${bk} rows`);
+  if (bn !== N) throw new ShapeError(`${what}: op(B) has ${bn} columns, C has ${N}`);
+  return { M, N, K };
+}
+
+/**
+ * The column-major cuBLASLt problem for a row-major product: Cᵀ[N,M] = op(B)ᵀ·op(A)ᵀ, so the library's
+ * first operand is B and its second is A. Layouts describe the stored matrices (rows, cols, ld).
+ */
+export function ltProblem(s: GemmShape, transA: boolean, transB: boolean): {
+  opA: 0 | 1; opB: 0 | 1; a: [number, number, number]; b: [number, number, number]; c: [number, number, number];
+} {
+  const { M, N, K } = s;
+  return {
+    opA: transB ? 1 : 0,
+    a: transB ? [K, N, K] : [N, K, N],
+    opB: transA ? 1 : 0,
+    b: transA ? [M, K, M] : [K, M, K],
+    c: [N, M, N],
+  };
+}
+
+/** Largest power of two (≤ 256) dividing a device address: the alignment cuBLASLt may assume. */
+export function alignmentOf(addr: number): number {
+  let a = 256;
+  while (a > 1 && addr % a !== 0) a /= 2;
+  return a;
+}
+
+// ---- Lightning Attention ---------------------------------------------------------------------------------
+export interface LightningPlan extends Launch {
+  kernel: 'lightning_f32' | 'lightning_bf16in' | 'lightning_tc128' | 'lightning_tc64';
+  /** Chunk length and value-column tile (the exact kernel). */
+  C: number;
+  DVT: number;
+}
+
+/** Dynamic shared memory of the exact chunked kernel, bytes. */
+export function chunkSmem(DK: number, C: number, DVT: number): number {
+  return 4 * (2 * C * (DK + 1) + C * (DVT + 1) + DK * DVT + C * (C + 1) + C + 1);
+}
+/** Dynamic shared memory of the tensor-core kernel, bytes. */
+export function tcSmem(DK: number): number {
+  const ldq = DK + 8;
+  return 2 * (3 * 64 * ldq + DK * 72 + 64 * 72 + 64 * 72) + 4 * 65;
+}
+
+/**
+ * Chooses the Lightning kernel and its geometry. Tensor cores when asked for and the head widths fit
+ * (DK ∈ {64, 128}, DV a multiple of 64); otherwise the exact fp32 kernel with the longest chunk
+ * (64, 32, 16, …) whose tiles fit in `smemLimit`.
+ */
+export function lightningPlan(p: { B: number; N: number; nh: number; DK: number; DV: number; smemLimit: number; tensorCores: boolean; bf16In?: boolean }): LightningPlan {
+  const { B, N, nh, DK, DV, smemLimit } = p;
+  for (const [k, v] of Object.entries({ B, N, nh, DK, DV })) if (!Number.isInteger(v) || v < 1) throw new ShapeError(`lightning: ${k} = ${v} must be a positive integer`);
+  if (B > 65535 || nh > 65535) throw new ShapeError(`lightning: ${B} sequences × ${nh} heads exceed the grid limits`);
+  if (p.tensorCores && (DK === 64 || DK === 128) && DV % 64 === 0 && tcSmem(DK) <= smemLimit)
+    return { kernel: DK === 128 ? 'lightning_tc128' : 'lightning_tc64', C: 64, DVT: 64, grid: [DV / 64, nh, B], block: [256, 1, 1], smem: tcSmem(DK) };
+  const DVT = Math.min(64, DV);
+  for (let C = 64; C >= 1; C /= 2) {
+    const smem = chunkSmem(DK, C, DVT);
+    if (smem <= smemLimit) return { kernel: p.bf16In ? 'lightning_bf16in' : 'lightning_f32', C, DVT, grid: [Math.ceil(DV / DVT), nh, B], block: [256, 1, 1], smem };
+  }
+  throw new ShapeError(`lightning: head width ${DK} × ${DVT} does not fit in ${smemLimit} bytes of shared memory`);
+}
+
+/** log λ per head, as the kernels take it (λ ∈ (0, 1]). */
+export function logDecay(decay: Float64Array): Float32Array {
+  const out = new Float32Array(decay.length);
+  decay.forEach((l, i) => {
+    if (!(l > 0 && l <= 1)) throw new ShapeError(`lightning: decay of head ${i} is ${l}, expected 0 < λ ≤ 1`);
+    out[i] = Math.log(l);
+  });
+  return out;
+}

@@ -1,0 +1,224 @@
+// `tnl bench --backend cuda`: Lightning Attention kernels at the device README's shapes (b=4, h=32,
+// d=128, bf16; n = 512…32K) timed with CUDA events (medians), beside the memory floor from a
+// device-to-device copy measured in the same run, PyTorch SDPA and flash-linear-attention (when
+// installed) from a small Python script in the same call, and end-to-end model numbers.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { CudaBackend } from '../backends/cuda/index.ts';
+import { presetConfig } from '../config/index.ts';
+import { TnlModel } from '../model/transnormer.ts';
+
+/** Anchors measured on the H100 machine (../shared/device/README.md), ms: forward / backward. */
+export const ANCHORS: Record<number, { reference: [number, number]; fla: [number, number]; sdpa: [number, number] }> = {
+  512: { reference: [0.170, 1.074], fla: [0.180, 0.604], sdpa: [0.038, 0.202] },
+  2048: { reference: [0.644, 4.310], fla: [0.262, 1.110], sdpa: [0.260, 1.086] },
+  8192: { reference: [2.559, 17.20], fla: [0.980, 4.417], sdpa: [3.832, 11.92] },
+  32768: { reference: [10.06, 68.65], fla: [3.862, 17.79], sdpa: [56.30, 176.0] },
+};
+
+export interface CopyBandwidth { bytes: number; ms: number; tbps: number }
+/** Device-to-device copy of `bytes`, counting bytes read plus written (TB/s). */
+export function copyBandwidth(be: CudaBackend, bytes = 2 ** 30): CopyBandwidth {
+  const a = be.empty([bytes / 4]), b = be.empty([bytes / 4]);
+  be.randn(a, 1);
+  const t = be.timeMs(() => be.copy(b, a), 20, 3);
+  be.free(a); be.free(b);
+  return { bytes, ms: t.median, tbps: (2 * bytes) / (t.median * 1e-3) / 1e12 };
+}
+
+export interface LightningRow {
+  n: number;
+  fwdMs: number; bwdMs: number; fwdBwdMs: number;
+  /** Forward bytes (q, k, v read, o written, bf16) over the copy rate. */
+  floorMs: number; fwdTBps: number;
+  /** ‖o_tc − o_fp32‖/‖o_fp32‖ and max|o_tc − o_fp32|/max|o_fp32| against the exact fp32 kernel on the same inputs. */
+  relErr?: number; maxErr?: number;
+  exactFwdMs?: number;
+}
+
+/** TNL's per-head decay at layer 0 for nh heads (slopes 2^(−8(i+1)/nh)). */
+export function benchDecay(nh: number): Float64Array {
+  return Float64Array.from({ length: nh }, (_, i) => Math.exp(-(2 ** ((-8 * (i + 1)) / nh))));
+}
+
+function relErrors(a: Float32Array, b: Float32Array): { rel: number; max: number } {
+  let num = 0, den = 0, mx = 0, ref = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i]! - b[i]!;
+    num += d * d; den += b[i]! * b[i]!;
+    mx = Math.max(mx, Math.abs(d)); ref = Math.max(ref, Math.abs(b[i]!));
+    if (!Number.isFinite(a[i]!)) return { rel: NaN, max: NaN };
+  }
+  return { rel: Math.sqrt(num / Math.max(den, 1e-300)), max: mx / Math.max(ref, 1e-300) };
+}
+
+export function benchLightning(be: CudaBackend, opts: { B?: number; H?: number; D?: number; lengths?: number[]; reps?: number; copyTBps: number; checkUpTo?: number; exactUpTo?: number }): LightningRow[] {
+  const B = opts.B ?? 4, H = opts.H ?? 32, D = opts.D ?? 128, reps = opts.reps ?? 10;
+  const decay = benchDecay(H);
+  const rows: LightningRow[] = [];
+  for (const n of opts.lengths ?? [512, 2048, 8192, 32768]) {
+    const shape = [B, n, H * D];
+    const mk = (seed: number) => { const t = be.empty(shape, 'bf16'); be.randn(t, seed, 0.3); return t; };
+    const q = mk(11 + n), k = mk(12 + n), v = mk(13 + n), dO = mk(14 + n);
+    const o = be.empty(shape, 'bf16'), dq = be.empty(shape, 'bf16'), dk = be.empty(shape, 'bf16'), dv = be.empty(shape, 'bf16');
+    const fwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
+    const bwd = be.timeMs(() => be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay), reps);
+    const both = be.timeMs(() => { be.lightningForwardBF16(o, q, k, v, decay); be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay); }, reps);
+    const bytes = 4 * B * n * H * D * 2;
+    const row: LightningRow = { n, fwdMs: fwd.median, bwdMs: bwd.median, fwdBwdMs: both.median, floorMs: bytes / (opts.copyTBps * 1e12) * 1e3, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12 };
+    if (n <= (opts.checkUpTo ?? 32768)) {
+      // the same bf16 inputs through the exact fp32 kernel (fp32 arithmetic and state): the float32 reference
+      const oTc = be.empty(shape, 'f32'), oEx = be.empty(shape, 'f32');
+      const ll = be.upload(Float32Array.from(decay, Math.log), [H]);
+      be.lightningPass(oTc, q, k, v, B, n, H, D, D, ll, null, 0, false, true);
+      const ex = () => be.lightningPass(oEx, q, k, v, B, n, H, D, D, ll, null, 0, false, false);
+      if (n <= (opts.exactUpTo ?? 8192)) row.exactFwdMs = be.timeMs(ex, 3, 1).median; else ex();
+      const e = relErrors(be.download(oTc), be.download(oEx));
+      row.relErr = e.rel; row.maxErr = e.max;
+      for (const t of [oTc, oEx, ll]) be.free(t);
+    }
+    for (const t of [q, k, v, dO, o, dq, dk, dv]) be.free(t);
+    rows.push(row);
+  }
+  return rows;
+}
+
+const ANCHOR_PY = String.raw`
+import json, sys
+out = {}
+try:
+    import torch, triton
+    import torch.nn.functional as F
+    from triton.testing import do_bench
+    out['torch'] = torch.__version__; out['triton'] = triton.__version__
+    out['device'] = torch.cuda.get_device_name()
+    B, H, D = 4, 32, 128
+    lengths = [int(x) for x in sys.argv[1].split(',')]
+    try:
+        from fla.ops.simple_gla import chunk_simple_gla
+    except Exception as e:
+        chunk_simple_gla = None; out['fla'] = 'not installed (%s)' % type(e).__name__
+    slopes = torch.tensor([2 ** (-8 * (i + 1) / H) for i in range(H)], device='cuda')
+    rows = []
+    for n in lengths:
+        r = {'n': n}
+        q, k, v = (torch.randn(B, H, n, D, device='cuda', dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        g = torch.randn(B, H, n, D, device='cuda', dtype=torch.bfloat16)
+        f = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        r['sdpa_fwd'] = do_bench(f, warmup=10, rep=50, return_mode='median')
+        o = f()
+        r['sdpa_bwd'] = do_bench(lambda: o.backward(g, retain_graph=True), warmup=5, rep=50, return_mode='median', grad_to_none=[q, k, v])
+        del o
+        if chunk_simple_gla is not None:
+            qt, kt, vt = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))
+            gate = (-slopes).view(1, 1, H).expand(B, n, H).contiguous().float()
+            def ff():
+                try:
+                    return chunk_simple_gla(qt, kt, vt, g_gamma=-slopes, scale=1.0)[0]
+                except TypeError:
+                    return chunk_simple_gla(qt, kt, vt, g=gate, scale=1.0)[0]
+            r['fla_fwd'] = do_bench(ff, warmup=10, rep=50, return_mode='median')
+            oo = ff(); gt = g.transpose(1, 2).contiguous()
+            r['fla_bwd'] = do_bench(lambda: oo.backward(gt, retain_graph=True), warmup=5, rep=50, return_mode='median', grad_to_none=[qt, kt, vt])
+            del oo
+        rows.append(r)
+        del q, k, v, g
+        torch.cuda.empty_cache()
+    out['rows'] = rows
+except Exception as e:
+    out['error'] = '%s: %s' % (type(e).__name__, e)
+print(json.dumps(out))
+`;
+
+/** PyTorch SDPA and flash-linear-attention (if installed) at the same shapes, from python3 in this call. */
+export function runAnchors(lengths: number[], python = process.env.TNL_PYTHON ?? 'python3'): Record<string, unknown> {
+  const dir = mkdtempSync(join(tmpdir(), 'tnl-anchor-'));
+  const f = join(dir, 'anchors.py');
+  writeFileSync(f, ANCHOR_PY);
+  const r = spawnSync(python, [f, lengths.join(',')], { encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) return { error: `${python} failed: ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-3).join(' | ')}` };
+  try { return JSON.parse(r.stdout.trim().split('\n').at(-1)!); } catch { return { error: `no JSON from ${python}: ${r.stdout.slice(0, 300)}` }; }
+}
+
+export interface ModelRow { what: string; lightning: string; tokens: number; ms: number; tokensPerSec: number }
+/** End to end on the bench-29m preset: prefill, one training step (forward+backward), decode. */
+export async function benchModel(be: CudaBackend, preset = 'bench-29m'): Promise<ModelRow[]> {
+  const config = presetConfig(preset);
+  const rows: ModelRow[] = [];
+  const tick = async () => { (globalThis as { gc?: () => void }).gc?.(); await new Promise((r) => setImmediate(r)); };
+  const model = TnlModel.random(be, config, 0);
+  const ids = (n: number) => Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (config.vocab_size - 3)));
+  const time = async (fn: () => void, reps = 5) => {
+    fn(); be.sync(); await tick();
+    const t: number[] = [];
+    for (let i = 0; i < reps; i++) { const t0 = performance.now(); fn(); be.sync(); t.push(performance.now() - t0); await tick(); }
+    return t.sort((a, b) => a - b)[t.length >> 1]!;
+  };
+  const mode = be.opts.lightning;
+  for (const N of [2048, 8192]) {
+    const x = ids(N);
+    const ms = await time(() => { const st = model.newState(1); model.prefill(x, 1, N, st); });
+    rows.push({ what: `prefill 1×${N}`, lightning: mode, tokens: N, ms, tokensPerSec: N / ms * 1e3 });
+  }
+  {
+    const Bt = 8, N = 1024, x = ids(Bt * N), g = model.allocGrads();
+    const ms = await time(() => { model.zeroGrads(g); model.lossAndGrads(x, Bt, N, g); }, 3);
+    rows.push({ what: `train step ${Bt}×${N} (fwd+bwd)`, lightning: mode, tokens: Bt * N, ms, tokensPerSec: Bt * N / ms * 1e3 });
+  }
+  {
+    const st = model.newState(1);
+    model.prefill(ids(1024), 1, 1024, st);
+    const tok = Int32Array.of(5);
+    const steps = 32;
+    const ms = await time(() => { for (let i = 0; i < steps; i++) be.download(model.decode(tok, st)); }, 3);
+    rows.push({ what: `decode 1 seq (${steps} steps)`, lightning: mode, tokens: steps, ms: ms / steps, tokensPerSec: steps / ms * 1e3 });
+  }
+  return rows;
+}
+
+export function fmtTable(head: string[], rows: (string | number)[][]): string {
+  const cells = [head, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? (!Number.isFinite(c) ? String(c) : Math.abs(c) >= 100 ? c.toFixed(0) : Math.abs(c) < 1e-2 && c !== 0 ? c.toExponential(2) : c.toPrecision(3)) : c)))];
+  const w = head.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
+  return cells.map((r, i) => r.map((c, j) => String(c).padStart(w[j]!)).join('  ') + (i === 0 ? '\n' + w.map((x) => '-'.repeat(x)).join('  ') : '')).join('\n');
+}
+
+/** The whole suite: prints tables, returns everything for JSON. */
+export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; anchors?: boolean; e2e?: boolean; log?: (s: string) => void } = {}): Promise<Record<string, unknown>> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const lengths = opts.lengths ?? [512, 2048, 8192, 32768];
+  const res: Record<string, unknown> = { device: be.describe() };
+  const bw = copyBandwidth(be);
+  res.copy = bw;
+  log(`device-to-device copy: ${bw.tbps.toFixed(2)} TB/s (read + write, ${bw.bytes / 2 ** 30} GiB, ${bw.ms.toFixed(3)} ms)`);
+  const rows = benchLightning(be, { lengths, copyTBps: bw.tbps });
+  res.lightning = rows;
+  let anchors: Record<string, unknown> = { error: 'not run' };
+  if (opts.anchors !== false) anchors = runAnchors(lengths);
+  res.anchors = anchors;
+  const measured = new Map<number, Record<string, number>>();
+  for (const r of (anchors.rows as Record<string, number>[] | undefined) ?? []) measured.set(r.n!, r);
+  const f2 = (a?: number, b?: number) => (a === undefined ? '-' : `${a.toFixed(3)} / ${b === undefined ? '-' : b.toFixed(3)}`);
+  log('\nLightning Attention, b=4 h=32 d=128 bf16, median ms (fwd / bwd); ours: tensor cores, fp32 state');
+  log(fmtTable(['n', 'ours fwd', 'ours bwd', 'ours f+b', 'floor fwd', 'TB/s fwd', 'err vs fp32', 'exact fp32 fwd', 'fla (README)', 'fla (now)', 'SDPA (now)', 'ref lightning (README)'],
+    rows.map((r) => {
+      const a = ANCHORS[r.n], m = measured.get(r.n);
+      return [r.n, r.fwdMs, r.bwdMs, r.fwdBwdMs, r.floorMs, r.fwdTBps, r.relErr ?? '-', r.exactFwdMs ?? '-', a ? f2(...a.fla) : '-', m?.fla_fwd !== undefined ? f2(m.fla_fwd, m.fla_bwd) : '-',
+        m ? f2(m.sdpa_fwd, m.sdpa_bwd) : '-', a ? f2(...a.reference) : '-'];
+    })));
+  if (anchors.error) log(`anchors: ${anchors.error}`);
+  else if (anchors.fla) log(`fla: ${anchors.fla}`);
+  if (opts.e2e !== false) {
+    const e2e: ModelRow[] = [];
+    for (const mode of ['fp32', 'tc'] as const) {
+      const prev = be.opts.lightning;
+      (be.opts as { lightning: string }).lightning = mode;
+      try { e2e.push(...await benchModel(be)); } finally { (be.opts as { lightning: string }).lightning = prev; }
+    }
+    res.model = e2e;
+    log('\nEnd to end, bench-29m (6×512, 8 heads, vocab 8192), f32 weights, cuBLASLt fp32 GEMMs');
+    log(fmtTable(['what', 'lightning', 'ms', 'tokens/s'], e2e.map((r) => [r.what, r.lightning, r.ms, Math.round(r.tokensPerSec)])));
+  }
+  return res;
+}

@@ -1,0 +1,170 @@
+// The CUDA backend. Host-side logic (NVRTC options and cache keys, launch geometry, allocator buckets,
+// the cuBLASLt operand mapping, shape checks, the error when libcuda is missing) runs everywhere;
+// the GPU parts skip with a message where no GPU is present (as in CI). The full GPU check is
+// scripts/gpu-check.ts on the device machine.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { ShapeError } from '../../src/errors.ts';
+import {
+  alignmentOf, bucketBytes, cacheDir, cacheKey, chunkSmem, elementwiseLaunch, gemmShape, gpuArch, lightningPlan, logDecay,
+  ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem,
+} from '../../src/backends/cuda/plan.ts';
+import { cuErrorMessage, librarySonames } from '../../src/backends/cuda/driver.ts';
+import { CudaBackend, cudaAvailable, tryCudaBackend } from '../../src/backends/cuda/index.ts';
+import { ReferenceBackend } from '../../src/backends/reference/index.ts';
+import { rng } from '../helpers/backends.ts';
+
+test('cuda plan: NVRTC architecture, options and cache keys', () => {
+  assert.equal(gpuArch([9, 0]), 'sm_90a');
+  assert.equal(gpuArch([8, 6]), 'sm_86');
+  assert.equal(gpuArch([10, 0]), 'sm_100');
+  assert.throws(() => gpuArch([3, 5]), ShapeError);
+  const o = nvrtcOptions([9, 0]);
+  assert.ok(o.includes('--gpu-architecture=sm_90a') && o.includes('-std=c++17'));
+  assert.ok(!o.some((x) => x.includes('fast-math') || x.includes('fast_math')), 'exact kernels: no fast math');
+  const k = cacheKey('src', o, [13, 0]);
+  assert.match(k, /^[0-9a-f]{32}$/);
+  assert.equal(k, cacheKey('src', [...o], [13, 0]));
+  assert.notEqual(k, cacheKey('src ', o, [13, 0]));
+  assert.notEqual(k, cacheKey('src', nvrtcOptions([8, 0]), [13, 0]));
+  assert.notEqual(k, cacheKey('src', o, [13, 1]));
+  assert.equal(cacheDir({ TNL_CACHE: '/c' }, '/h'), '/c/cuda');
+  assert.equal(cacheDir({ XDG_CACHE_HOME: '/x' }, '/h'), '/x/tnl/cuda');
+  assert.equal(cacheDir({}, '/h'), '/h/.cache/tnl/cuda');
+});
+
+test('cuda plan: launch geometry', () => {
+  assert.deepEqual(elementwiseLaunch(1, 132), { grid: [1, 1, 1], block: [256, 1, 1], smem: 0 });
+  assert.deepEqual(elementwiseLaunch(0, 132).grid, [1, 1, 1]);
+  assert.equal(elementwiseLaunch(1e9, 132).grid[0], 132 * 32);
+  assert.equal(elementwiseLaunch(1000, 132).grid[0], 4);
+  assert.equal(rowLaunch(10, 1).block[0], 32);
+  assert.equal(rowLaunch(10, 128).block[0], 32);
+  assert.equal(rowLaunch(10, 512).block[0], 128);
+  assert.equal(rowLaunch(10, 1e6).block[0], 1024);
+  assert.equal(rowLaunch(0, 5).grid[0], 1);
+  assert.equal(reductionBlocks(1), 1);
+  assert.equal(reductionBlocks(1e9), 1024);
+});
+
+test('cuda plan: allocator buckets waste at most 25% and are stable', () => {
+  const r = rng(3);
+  for (let i = 0; i < 2000; i++) {
+    const n = Math.floor(2 ** (r.uniform() * 34));
+    const b = bucketBytes(n);
+    assert.ok(b >= n && b >= 512, `${n} → ${b}`);
+    if (n > 1 << 20) assert.ok(b <= 1.25 * n + 1, `${n} → ${b} wastes more than 25%`);
+    assert.equal(bucketBytes(b), b, 'a bucket size is its own bucket');
+  }
+  assert.equal(bucketBytes(0), 512);
+  assert.equal(bucketBytes(513), 1024);
+  assert.throws(() => bucketBytes(-1), ShapeError);
+});
+
+test('cuda plan: matmul shapes and the column-major cuBLASLt mapping', () => {
+  assert.deepEqual(gemmShape([4, 5], [4, 3], [3, 5], false, false), { M: 4, N: 5, K: 3 });
+  assert.deepEqual(gemmShape([4, 5], [3, 4], [5, 3], true, true), { M: 4, N: 5, K: 3 });
+  assert.throws(() => gemmShape([4, 5], [4, 3], [4, 5], false, false), /inner dimensions/);
+  assert.throws(() => gemmShape([4, 6], [4, 3], [3, 5], false, false), /op\(B\) has 5 columns, C has 6/);
+  assert.throws(() => gemmShape([5, 5], [4, 3], [3, 5], false, false), ShapeError);
+  // Check the mapping by evaluating it: a column-major product of the stored buffers must equal
+  // the row-major product, for every transpose combination.
+  const r = rng(7);
+  for (const ta of [false, true]) for (const tb of [false, true]) {
+    const M = 3, N = 4, K = 5;
+    const A = Array.from({ length: M * K }, r.normal), B = Array.from({ length: K * N }, r.normal);
+    const a = (m: number, k: number) => (ta ? A[k * M + m]! : A[m * K + k]!);
+    const b = (k: number, n: number) => (tb ? B[n * K + k]! : B[k * N + n]!);
+    const p = ltProblem({ M, N, K }, ta, tb);
+    // column-major element (i, j) of a stored matrix with leading dimension ld: buf[i + j·ld]
+    const colA = (i: number, j: number) => (p.opA ? B[j + i * p.a[2]]! : B[i + j * p.a[2]]!);  // op(lib A)[i, j], lib A = our B
+    const colB = (i: number, j: number) => (p.opB ? A[j + i * p.b[2]]! : A[i + j * p.b[2]]!);  // op(lib B)[i, j], lib B = our A
+    assert.deepEqual(p.c, [N, M, N]);
+    for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+      let want = 0, got = 0;
+      for (let k = 0; k < K; k++) { want += a(m, k) * b(k, n); got += colA(n, k) * colB(k, m); }
+      assert.ok(Math.abs(want - got) < 1e-12, `trans ${ta}/${tb}: C[${m},${n}]`);
+    }
+    // stored layouts: rows × cols with ld = rows (column-major)
+    assert.equal(p.a[2], p.a[0]); assert.equal(p.b[2], p.b[0]);
+  }
+  assert.equal(alignmentOf(0x7f0000000000), 256);
+  assert.equal(alignmentOf(0x7f0000000010), 16);
+  assert.equal(alignmentOf(0x7f0000000004), 4);
+});
+
+test('cuda plan: the Lightning kernel choice', () => {
+  const base = { B: 4, N: 32768, nh: 32, smemLimit: 227 * 1024 };
+  const tc = lightningPlan({ ...base, DK: 128, DV: 128, tensorCores: true });
+  assert.equal(tc.kernel, 'lightning_tc128');
+  assert.deepEqual(tc.grid, [2, 32, 4]);
+  assert.equal(tc.smem, tcSmem(128));
+  assert.ok(2 * tc.smem <= 228 * 1024, 'two tensor-core blocks fit on an SM');
+  assert.equal(lightningPlan({ ...base, DK: 64, DV: 128, tensorCores: true }).kernel, 'lightning_tc64');
+  // widths the tensor-core kernel does not take, or fp32 asked for: the exact kernel
+  for (const [DK, DV, t] of [[128, 96, true], [256, 128, true], [32, 64, true], [128, 128, false]] as const) {
+    const p = lightningPlan({ ...base, DK, DV, tensorCores: t });
+    assert.equal(p.kernel, 'lightning_f32');
+    assert.ok(p.smem <= base.smemLimit && p.smem === chunkSmem(DK, p.C, p.DVT));
+  }
+  assert.equal(lightningPlan({ ...base, DK: 256, DV: 128, tensorCores: false }).C, 64);
+  assert.equal(lightningPlan({ ...base, smemLimit: 160 * 1024, DK: 256, DV: 128, tensorCores: false }).C, 32, 'less shared memory halves the chunk');
+  assert.equal(lightningPlan({ ...base, DK: 10, DV: 6, tensorCores: false, bf16In: true }).kernel, 'lightning_bf16in');
+  assert.deepEqual(lightningPlan({ ...base, DK: 10, DV: 6, tensorCores: false }).grid, [1, 32, 4]);
+  assert.throws(() => lightningPlan({ ...base, DK: 8192, DV: 64, tensorCores: false }), /does not fit/);
+  assert.throws(() => lightningPlan({ ...base, N: 0, DK: 8, DV: 8, tensorCores: false }), /N = 0/);
+  assert.deepEqual(Array.from(logDecay(Float64Array.of(1, Math.exp(-0.5)))), [0, -0.5]);
+  assert.throws(() => logDecay(Float64Array.of(1.5)), /decay of head 0/);
+});
+
+test('cuda driver: sonames, error messages, and a clear answer where no GPU is present', () => {
+  assert.deepEqual(librarySonames({}).cuda, ['libcuda.so.1']);
+  assert.equal(librarySonames({}).nvrtc[0], 'libnvrtc.so.13');
+  assert.equal(librarySonames({}).cublasLt[0], 'libcublasLt.so.13');
+  assert.equal(librarySonames({ TNL_NVRTC: '/x/libnvrtc.so' }).nvrtc[0], '/x/libnvrtc.so');
+  assert.equal(cuErrorMessage('cuMemAlloc', 2, 'CUDA_ERROR_OUT_OF_MEMORY', 'out of memory'),
+    'CUDA call cuMemAlloc failed: CUDA_ERROR_OUT_OF_MEMORY (2): out of memory');
+  assert.match(cuErrorMessage('cuLaunchKernel(x)', 999, null, null), /cuLaunchKernel\(x\) failed: CUDA_ERROR_999/);
+  const a = cudaAvailable();
+  if (!a.ok) {
+    assert.match(a.reason, /libcuda\.so\.1|koffi|NVRTC|GPU|TNL_CUDA/);
+    const r = tryCudaBackend();
+    assert.ok('error' in r && r.error.startsWith('CUDA backend unavailable: '), JSON.stringify(r));
+    assert.throws(() => new CudaBackend(), /CUDA backend unavailable/);
+  }
+});
+
+test('cuda sources: every kernel the backend launches is defined, extern "C", without headers', () => {
+  const src = (f: string) => readFileSync(new URL(`../../native/cuda/${f}`, import.meta.url), 'utf8');
+  const kernels = src('kernels.cu'), lightning = src('lightning.cu');
+  for (const s of [kernels, lightning]) assert.doesNotMatch(s, /#include/);
+  const ts = readFileSync(new URL('../../src/backends/cuda/index.ts', import.meta.url), 'utf8');
+  const names = new Set([...ts.matchAll(/launch\('([a-z_0-9]+)'/g)].map((m) => m[1]!));
+  for (const n of ["gather_rows_b32", "gather_rows_b16", "cvt_f32_bf16", "cvt_bf16_f32", "fill_normal_f32", "fill_normal_bf16", "sum_squares_f32", "sum_squares_bf16", "gla_qkv_bwd", "gla_dtheta"]) names.add(n);
+  for (const n of names) assert.match(kernels, new RegExp(`__global__ void (__launch_bounds__\\([^)]*\\) )?${n}\\(`), `kernel ${n} missing from kernels.cu`);
+  for (const n of ['lightning_f32', 'lightning_bf16in', 'lightning_tc128_f32', 'lightning_tc128_bf16', 'lightning_tc64_f32', 'lightning_tc64_bf16'])
+    assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) ${n}\\(`), `kernel ${n} missing from lightning.cu`);
+});
+
+// ---- on a GPU ----------------------------------------------------------------------------------------
+const avail = cudaAvailable();
+const gpuSkip = avail.ok ? false : `no GPU here (${avail.reason}); run scripts/gpu-check.ts on the GPU machine`;
+
+test('cuda backend on the GPU: a few kernels against the reference backend', { skip: gpuSkip }, () => {
+  const g = new CudaBackend(), ref = new ReferenceBackend(), r = rng(11);
+  const A = r.array(17 * 33), B = r.array(33 * 9);
+  const c1 = g.empty([17, 9]), c0 = ref.empty([17, 9]);
+  g.matmul(c1, g.upload(A, [17, 33]), g.upload(B, [33, 9]));
+  ref.matmul(c0, ref.upload(A, [17, 33]), ref.upload(B, [33, 9]));
+  const x = g.download(c1), y = ref.download(c0);
+  for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i]! - y[i]!) < 1e-4);
+  const q = r.array(2 * 70 * 16), v = r.array(2 * 70 * 8), decay = Float64Array.of(0.9, 0.5);
+  const og = g.empty([1, 70, 8]), orf = ref.empty([1, 70, 8]);
+  g.lightningForward(og, g.upload(q.subarray(0, 70 * 16), [1, 70, 16]), g.upload(q.subarray(70 * 16), [1, 70, 16]), g.upload(v.subarray(0, 560), [1, 70, 8]), decay, null, 64);
+  ref.lightningForward(orf, ref.upload(q.subarray(0, 70 * 16), [1, 70, 16]), ref.upload(q.subarray(70 * 16), [1, 70, 16]), ref.upload(v.subarray(0, 560), [1, 70, 8]), decay, null, 64);
+  const a = g.download(og), b = ref.download(orf);
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-4);
+  assert.throws(() => g.matmul(g.empty([3, 3]), g.empty([3, 2]), g.empty([3, 3])), ShapeError);
+  assert.ok(existsSync(new URL('../../native/cuda/lightning.cu', import.meta.url)));
+});
