@@ -349,7 +349,7 @@ if (!flag('--bench-only')) {
   const dir = fixtureDir();
   if (dir) {
     fixtureChecks(g, dir, 'model fp32', 1);
-    fixtureChecks(gtc, dir, 'model tc (bf16 attention operands)', 1e3);
+    fixtureChecks(gtc, dir, 'model, lightning=tc (fixture dv=32: exact kernel)', 1e3);
   } else rows.push({ check: 'fixture', maxAbs: NaN, rel: NaN, tol: 0, ok: false, note: 'tnl-ref-small not found (--fixture DIR)' });
   results.checkSeconds = (performance.now() - t0) / 1000;
   results.rows = rows;
