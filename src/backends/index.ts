@@ -3,10 +3,11 @@
 import type { Backend } from './backend.ts';
 import { ReferenceBackend } from './reference/index.ts';
 import { CpuBackend, loadNative, nativeLoadError } from './cpu/index.ts';
+import { CudaBackend, cudaAvailable } from './cuda/index.ts';
 import { UsageError } from '../errors.ts';
 
-export type BackendName = 'cpu' | 'reference';
-export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'reference'];
+export type BackendName = 'cpu' | 'reference' | 'cuda';
+export const BACKEND_NAMES: readonly BackendName[] = ['cpu', 'reference', 'cuda'];
 
 export interface CreateBackendOptions {
   /** cpu: threads including the caller (default: one per core, or TNL_THREADS). */
@@ -28,6 +29,12 @@ export function createBackend(name: BackendName, opts: CreateBackendOptions = {}
       else if (!warned) process.stderr.write(line + '\n');
       warned = true;
       return new ReferenceBackend();
+    }
+    case 'cuda': {
+      const a = cudaAvailable();
+      if (!a.ok) throw new UsageError(`--backend cuda: ${a.reason}`);
+      // tensor-core attention by default; TNL_CUDA_LIGHTNING=fp32 selects the exact fp32 kernel
+      return new CudaBackend({ lightning: process.env.TNL_CUDA_LIGHTNING === 'fp32' ? 'fp32' : 'tc' });
     }
     default:
       throw new UsageError(`unknown backend "${String(name)}" (expected ${BACKEND_NAMES.join(' or ')})`);

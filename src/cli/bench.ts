@@ -56,6 +56,15 @@ export function register(program: Command): void {
       const suites = o.suite.split(',').map((s) => s.trim()) as Suite[];
       for (const s of suites) if (!SUITES.includes(s)) throw new UsageError(`--suite: unknown suite "${s}" (known: ${SUITES.join(', ')})`);
       const be = backendFor(o.backend);
+      if (o.backend === 'cuda') {
+        // the GPU suite: Lightning kernels at the device README's shapes beside the copy-bandwidth floor, end to end
+        const { runCudaBench } = await import('../bench/cuda.ts');
+        const { CudaBackend } = await import('../backends/cuda/index.ts');
+        const res = await runCudaBench(be as InstanceType<typeof CudaBackend>, { lengths: o.quick ? [512, 2048] : [512, 2048, 8192, 32768] });
+        writeFileAtomic(o.json, JSON.stringify(res, null, 2) + '\n');
+        console.log(`\nwrote ${o.json}`);
+        return;
+      }
       const config = presetConfig(o.model);
       const seq = o.quick ? 128 : Number(o.seq);
       const contexts = o.quick ? [256, 1024] : o.contexts.split(',').map(Number);

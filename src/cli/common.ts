@@ -10,7 +10,7 @@ import { SafetensorsFile } from '../io/safetensors.ts';
 import { loadModel } from '../model/pretrained.ts';
 import { TnlModel } from '../model/transnormer.ts';
 
-export const backendOption = () => new Option('--backend <name>', 'compute backend').choices(['cpu', 'reference']).default('cpu');
+export const backendOption = () => new Option('--backend <name>', 'compute backend').choices(['cpu', 'reference', 'cuda']).default('cpu');
 export const dtypeOption = () => new Option('--dtype <dtype>', 'weight dtype: bf16 stores weights in bfloat16 and computes with fp32 accumulation').choices(['f32', 'bf16']).default('f32');
 export const blockOption = () => new Option('--block-size <n>', 'Lightning Attention block length').default('64');
 
@@ -26,7 +26,7 @@ export function num(name: string, v: string): number {
 }
 
 export function backendFor(name: string): Backend {
-  return createBackend(name as 'cpu' | 'reference');
+  return createBackend(name as 'cpu' | 'reference' | 'cuda');
 }
 
 export function isModelDir(spec: string): boolean {

@@ -13,9 +13,19 @@ export async function cpuBackend(): Promise<Backend | null> {
   }
   return cpu;
 }
+/** The CUDA backend where a GPU and its libraries are present (never in CI). */
+export async function cudaBackend(): Promise<Backend | null> {
+  try {
+    const mod = await import('../../src/backends/cuda/index.ts');
+    return mod.cudaAvailable().ok ? new mod.CudaBackend() : null;
+  } catch {
+    return null;
+  }
+}
 export async function backendsUnderTest(): Promise<Backend[]> {
-  const c = await cpuBackend();
-  return c ? [new ReferenceBackend(), c] : [new ReferenceBackend()];
+  const out: Backend[] = [new ReferenceBackend()];
+  for (const b of [await cpuBackend(), await cudaBackend()]) if (b) out.push(b);
+  return out;
 }
 
 /** A seeded uniform/normal generator for test inputs. */
