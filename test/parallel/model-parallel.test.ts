@@ -5,7 +5,7 @@
 // single-device loader, and a failing rank ending every rank.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ReferenceBackend } from '../../src/backends/reference/index.ts';
@@ -129,6 +129,19 @@ test('T = 4: logits, loss, every gradient = single device (8 heads tied, 4 heads
     assert.equal(l.step, 3);
     assert.ok(note('checkpoint', relErr(l.logits, single1)) < TOL, `T=4 logits of the T=2 checkpoint: ${relErr(l.logits, single1)}`);
   }
+});
+
+test('a sharded checkpoint with a rank file missing or a layout that does not match its config is refused by name', () => {
+  const bad = join(dir, 'ckpt-bad');
+  cpSync(ck, bad, { recursive: true });
+  rmSync(join(bad, 'rank-00001.safetensors'));
+  const c = openShardedCheckpoint(bad);
+  assert.throws(() => c.source('param').full('model.embed_tokens.weight'), /missing rank file rank-00001\.safetensors \(rank 1 of 2 × 1\)/);
+  c.close();
+  const m = JSON.parse(readFileSync(join(bad, 'manifest.json'), 'utf8'));
+  m.units[1].tensors[0].offset = 4;
+  writeFileSync(join(bad, 'manifest.json'), JSON.stringify(m));
+  assert.throws(() => openShardedCheckpoint(bad), /unit layout does not match its config at T = 2/);
 });
 
 test('D = 2 (sharded data parallel, no TP): logits, loss, every gradient = single device on the global batch', async () => {
