@@ -102,7 +102,7 @@ struct Blocking {
   int64_t kc, mc, nc;
 };
 const Blocking& blocking() {
-  static const Blocking b = {env_int("TNL_GEMM_KC", 384), env_int("TNL_GEMM_MC", 192),
+  static const Blocking b = {env_int("TNL_GEMM_KC", 512), env_int("TNL_GEMM_MC", 192),
                              env_int("TNL_GEMM_NC", 4096)};
   return b;
 }
@@ -146,58 +146,70 @@ void packed(int64_t M, int64_t N, int64_t K, int MR, int NR, PackA pack_a, PackB
   const double flops = 2.0 * M * N * K;
   const int T = flops < kParallelFlops ? 1 : num_threads();
 
-  const int64_t mpanels = ceil_div(M, MR);
-  // Split M across threads when there are enough rows (packed B shared, packed A private);
-  // otherwise split the columns (each thread packs the few rows of A itself).
-  const int64_t tm = mpanels >= 4 * T ? T : 1;
-  const int64_t tn = T / tm;
-
+  // Work items: blocks of MC rows (each packs its rows of A once) × column ranges of the B block.
+  // Enough of them that a thread slowed by another process hands its share to the others (the
+  // pool hands out ranges of items dynamically); columns are split only when M is short.
+  const int64_t mblocks = ceil_div(M, MC);
+  const int64_t mc_even = round_up(ceil_div(M, mblocks), MR);  // balanced block height
+  const int64_t want = T > 1 ? 3 * T : 1;
   const int64_t kcp_max = pairs ? KC / 2 : KC;
+  const int64_t nkb = ceil_div(K, KC);  // k blocks
+  // All of op(B)[K × nc] is packed up front, so that each row block of C stays in cache across
+  // the k blocks (one pass over C); nc is capped to keep that buffer ≤ 8 M elements.
+  const int64_t nc_cap = std::max<int64_t>(NR, (int64_t(8) << 20) / (nkb * kcp_max) / NR * NR);
+  const int64_t NCe = std::min(NC, nc_cap);
   Elem* bufB = static_cast<Elem*>(
-      t_bufB.get(sizeof(Elem) * kcp_max * round_up(std::min(N, NC), NR) + 64));
+      t_bufB.get(sizeof(Elem) * nkb * kcp_max * round_up(std::min(N, NCe), NR) + 64));
 
-  for (int64_t jc = 0; jc < N; jc += NC) {
-    const int64_t nc = std::min(NC, N - jc);
+  for (int64_t jc = 0; jc < N; jc += NCe) {
+    const int64_t nc = std::min(NCe, N - jc);
     const int64_t npanels = ceil_div(nc, NR);
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc);
-      const int64_t kcp = pairs ? (kc + 1) / 2 : kc;
-      const bool add = accumulate || pc > 0;
-      // Pack this block of op(B) cooperatively.
-      auto packB = [&](int64_t j0, int64_t j1) {
+    const int64_t kblock_elems = npanels * NR * kcp_max;  // one k block of packed B
+    auto packB = [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1;) {  // item i = (k block, panel)
+        const int64_t kb = i / npanels, j0 = i % npanels;
+        const int64_t j1 = std::min(npanels, j0 + (i1 - i));
+        const int64_t pc = kb * KC, kc = std::min(KC, K - pc);
+        const int64_t kcp = pairs ? (kc + 1) / 2 : kc;
         const int64_t c0 = j0 * NR, c1 = std::min(nc, j1 * NR);
-        pack_b(bufB + j0 * NR * kcp, jc + c0, c1 - c0, pc, kc);
-      };
-      if (T > 1) parallel_for(npanels, packB, 4);
-      else packB(0, npanels);
+        pack_b(bufB + kb * kblock_elems + j0 * NR * kcp, jc + c0, c1 - c0, pc, kc);
+        i += j1 - j0;
+      }
+    };
+    if (T > 1) parallel_for(nkb * npanels, packB, 4);
+    else packB(0, nkb * npanels);
 
-      auto task = [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; t++) {
-          const int64_t mi = t % tm, ni = t / tm;
-          const int64_t mp0 = mpanels * mi / tm, mp1 = mpanels * (mi + 1) / tm;
-          const int64_t np0 = npanels * ni / tn, np1 = npanels * (ni + 1) / tn;
-          if (mp0 >= mp1 || np0 >= np1) continue;
-          const int64_t m_end = std::min(M, mp1 * MR);
-          Elem* bufA = static_cast<Elem*>(t_bufA.get(sizeof(Elem) * kcp_max * MC + 64));
-          for (int64_t ic = mp0 * MR; ic < m_end; ic += MC) {
-            const int64_t mc = std::min(MC, m_end - ic);
-            pack_a(bufA, ic, mc, pc, kc);
-            for (int64_t jp = np0; jp < np1; jp++) {
-              const int64_t j = jp * NR;
-              const int nr = static_cast<int>(std::min<int64_t>(NR, nc - j));
-              const Elem* bp = bufB + jp * NR * kcp;
-              float* cj = C + ic * ldc + jc + j;
-              for (int64_t i = 0; i < mc; i += MR) {
-                const int mr = static_cast<int>(std::min<int64_t>(MR, mc - i));
-                kern(kcp, bufA + i * kcp, bp, cj + i * ldc, ldc, mr, nr, add);
-              }
+    const int64_t nsplit = mblocks >= want ? 1 : std::min(npanels, ceil_div(want, mblocks));
+    auto task = [&](int64_t t0, int64_t t1) {
+      Elem* bufA = static_cast<Elem*>(t_bufA.get(sizeof(Elem) * kcp_max * mc_even + 64));
+      for (int64_t t = t0; t < t1; t++) {
+        const int64_t mb = t / nsplit, ni = t % nsplit;
+        const int64_t ic = mb * mc_even;
+        if (ic >= M) continue;
+        const int64_t mc = std::min(mc_even, M - ic);
+        const int64_t np0 = npanels * ni / nsplit, np1 = npanels * (ni + 1) / nsplit;
+        if (np0 >= np1) continue;
+        for (int64_t kb = 0; kb < nkb; kb++) {
+          const int64_t pc = kb * KC, kc = std::min(KC, K - pc);
+          const int64_t kcp = pairs ? (kc + 1) / 2 : kc;
+          const bool add = accumulate || kb > 0;
+          pack_a(bufA, ic, mc, pc, kc);
+          for (int64_t jp = np0; jp < np1; jp++) {
+            const int64_t j = jp * NR;
+            const int nr = static_cast<int>(std::min<int64_t>(NR, nc - j));
+            const Elem* bp = bufB + kb * kblock_elems + jp * NR * kcp;
+            float* cj = C + ic * ldc + jc + j;
+            for (int64_t i = 0; i < mc; i += MR) {
+              const int mr = static_cast<int>(std::min<int64_t>(MR, mc - i));
+              kern(kcp, bufA + i * kcp, bp, cj + i * ldc, ldc, mr, nr, add);
             }
           }
         }
-      };
-      if (T > 1) parallel_for(tm * tn, task, 1);
-      else task(0, 1);
-    }
+      }
+    };
+    const int64_t ntasks = ceil_div(M, mc_even) * nsplit;
+    if (T > 1) parallel_for(ntasks, task, 1);
+    else task(0, ntasks);
   }
 }
 

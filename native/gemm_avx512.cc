@@ -18,6 +18,7 @@ namespace {
 
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
 // Small-M: software prefetch of the weight row this many rows ahead (0 = off).
+static const int kKernPf = [] { const char* e = std::getenv("TNL_KPF"); return e ? std::atoi(e) : 0; }();
 static const int kPrefetchRows = [] { const char* e = std::getenv("TNL_PF"); return e ? std::atoi(e) : 16; }();
 
 inline __mmask16 mask16(int64_t n) {
@@ -66,8 +67,14 @@ void kern_t(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, i
 #pragma GCC unroll 4
     for (int v = 0; v < NV_; v++) acc[r][v] = _mm512_setzero_ps();
   for (int r = 0; r < mr; r++) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+  const int pfd = kKernPf;
   for (int64_t k = 0; k < kc; k++) {
     __m512 bv[NV_];
+    if (pfd) {
+      _mm_prefetch(reinterpret_cast<const char*>(b + 16 * NV_ * pfd), _MM_HINT_T0);
+      if (NV_ > 1) _mm_prefetch(reinterpret_cast<const char*>(b + 16 * NV_ * pfd + 16), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a + MR_ * pfd), _MM_HINT_T0);
+    }
 #pragma GCC unroll 4
     for (int v = 0; v < NV_; v++) bv[v] = _mm512_load_ps(b + 16 * v);
 #pragma GCC unroll 16

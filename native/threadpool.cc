@@ -61,7 +61,7 @@ thread_local bool t_in_task = false;
 
 class Pool {
  public:
-  explicit Pool(int n) : nthreads_(std::max(1, std::min(n, 0x7fff))), spin_us_(spin_us()) {
+  explicit Pool(int n) : nthreads_(std::max(1, std::min(n, 1024))), spin_us_(spin_us()) {
     for (int i = 1; i < nthreads_; i++) workers_.emplace_back([this] { worker_loop(); });
   }
   ~Pool() {
@@ -187,7 +187,9 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, in
     return;
   }
   Pool* p = pool();
-  int64_t chunks = std::min<int64_t>(p->size(), n / grain);
+  // Up to 4 ranges per thread, handed out dynamically: a thread that another process slows down
+  // (this machine is shared) leaves its remaining ranges to the others.
+  int64_t chunks = std::min<int64_t>(int64_t(p->size()) * 4, n / grain);
   if (chunks <= 1) {
     fn(0, n);
     return;
