@@ -249,7 +249,7 @@ export class ShardedTnl {
     const w = this.gather(this.headUnit);
     const W = w.views.get(this.headKey)!;
     const { logits, acts } = withMemTag(be, 'activations', () => tpHeadForward(ctx, x, W));
-    const local = vocabParallelCrossEntropy(this.grid.tp, logits, this.tpd.vocabStart, targets, logits, (opts.gradScale ?? 1) / count, this.tpd.V);
+    const local = vocabParallelCrossEntropy(be, this.grid.tp, logits, this.tpd.vocabStart, targets, logits, (opts.gradScale ?? 1) / count, this.tpd.V);
     const lossSum = Float64Array.of(local.loss);
     this.grid.dp.allReduceHost(lossSum);
 

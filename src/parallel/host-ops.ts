@@ -7,9 +7,11 @@
 // A device backend needs the same three as kernels (see the report in DESIGN/README):
 //   rowSumSquares(out[T], x[T, C]) · normGateWithRstd(a, o, qkvu, rstd) · its backward with a
 //   given row dot · vocab-parallel cross-entropy in two passes (row max / row sum-exp + target).
-import type { Tensor } from '../backends/backend.ts';
+// Until then, tensors of other backends (CUDA) take a correct but slow path: inputs downloaded,
+// the host version run, outputs uploaded (exact all the same).
+import type { Backend, Tensor } from '../backends/backend.ts';
 import { dims2 } from '../backends/backend.ts';
-import { f32 } from '../backends/host.ts';
+import { f32, HostTensor } from '../backends/host.ts';
 import { ShapeError } from '../errors.ts';
 import type { Communicator } from './comm.ts';
 
@@ -18,7 +20,7 @@ import type { Communicator } from './comm.ts';
  * squares is all-reduced so that the norm runs over the full width H (spec §2), exactly as the
  * unsplit model. u = columns [3·Hl, 4·Hl) of the rank's qkvu; rstd[t] = 1/sqrt(Σ_H o²/H + eps).
  */
-export function normGateFullWidth(tp: Communicator, a: Tensor, rstd: Tensor, o: Tensor, qkvu: Tensor, Hfull: number, eps: number): void {
+function normGateFullWidthHost(tp: Communicator, a: Tensor, rstd: Tensor, o: Tensor, qkvu: Tensor, Hfull: number, eps: number): void {
   const A = f32(a), R = f32(rstd), O = f32(o), X = f32(qkvu);
   const [T, Hl] = dims2(o);
   if (X.length !== T * 4 * Hl || A.length !== T * Hl || R.length !== T) throw new ShapeError(`normGateFullWidth: o [${T}, ${Hl}] needs qkvu [${T}, ${4 * Hl}], a [${T}, ${Hl}], rstd [${T}]`);
@@ -40,7 +42,7 @@ export function normGateFullWidth(tp: Communicator, a: Tensor, rstd: Tensor, o: 
  * Backward of normGateFullWidth: dO (overwritten) and the u columns of dqkvu. The row dot
  * Σ_H dA·u·y is all-reduced (it runs over the full width, like the norm).
  */
-export function normGateFullWidthBackward(tp: Communicator, dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor, Hfull: number): void {
+function normGateFullWidthBackwardHost(tp: Communicator, dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor, Hfull: number): void {
   const DO = f32(dO), G = f32(dqkvu), DA = f32(dA), O = f32(o), R = f32(rstd), X = f32(qkvu);
   const [T, Hl] = dims2(o);
   const dot = new Float64Array(T);
@@ -71,7 +73,7 @@ export function normGateFullWidthBackward(tp: Communicator, dO: Tensor, dqkvu: T
  * summed loss over counted rows (the same on every rank) and their count; dLogits (may alias
  * logits) receives (softmax − onehot)·gradScale for this rank's columns, 0 on ignored rows.
  */
-export function vocabParallelCrossEntropy(tp: Communicator, logits: Tensor, vocabStart: number, targets: Int32Array, dLogits: Tensor | null, gradScale: number, vocabSize: number): { loss: number; count: number } {
+function vocabParallelCrossEntropyHost(tp: Communicator, logits: Tensor, vocabStart: number, targets: Int32Array, dLogits: Tensor | null, gradScale: number, vocabSize: number): { loss: number; count: number } {
   const L = f32(logits), D = dLogits ? f32(dLogits) : null;
   const [T, Vl] = dims2(logits);
   if (targets.length !== T) throw new ShapeError(`vocabParallelCrossEntropy: ${targets.length} targets for ${T} rows`);
@@ -103,4 +105,32 @@ export function vocabParallelCrossEntropy(tp: Communicator, logits: Tensor, voca
     if (D) for (let i = 0; i < Vl; i++) D[t * Vl + i] = (Math.exp(L[t * Vl + i]! - lse) - (i + vocabStart === y ? 1 : 0)) * gradScale;
   }
   return { loss, count };
+}
+
+// ---- the exported helpers: host tensors directly, other backends through host copies ------------
+
+const isHost = (...ts: Tensor[]) => ts.every((t) => t instanceof HostTensor);
+const toHost = (be: Backend, t: Tensor) => new HostTensor(t.shape, 'f32', be.download(t));
+const back = (be: Backend, dst: Tensor, h: HostTensor) => { const u = be.upload(h.data as Float32Array, dst.shape); be.copy(dst, u); be.free(u); };
+
+export function normGateFullWidth(be: Backend, tp: Communicator, a: Tensor, rstd: Tensor, o: Tensor, qkvu: Tensor, Hfull: number, eps: number): void {
+  if (isHost(a, rstd, o, qkvu)) return normGateFullWidthHost(tp, a, rstd, o, qkvu, Hfull, eps);
+  const A = toHost(be, a), R = toHost(be, rstd);
+  normGateFullWidthHost(tp, A, R, toHost(be, o), toHost(be, qkvu), Hfull, eps);
+  back(be, a, A); back(be, rstd, R);
+}
+
+export function normGateFullWidthBackward(be: Backend, tp: Communicator, dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor, Hfull: number): void {
+  if (isHost(dO, dqkvu, dA, o, rstd, qkvu)) return normGateFullWidthBackwardHost(tp, dO, dqkvu, dA, o, rstd, qkvu, Hfull);
+  const DO = toHost(be, dO), G = toHost(be, dqkvu);
+  normGateFullWidthBackwardHost(tp, DO, G, toHost(be, dA), toHost(be, o), toHost(be, rstd), toHost(be, qkvu), Hfull);
+  back(be, dO, DO); back(be, dqkvu, G);
+}
+
+export function vocabParallelCrossEntropy(be: Backend, tp: Communicator, logits: Tensor, vocabStart: number, targets: Int32Array, dLogits: Tensor | null, gradScale: number, vocabSize: number): { loss: number; count: number } {
+  if (isHost(logits) && (!dLogits || isHost(dLogits))) return vocabParallelCrossEntropyHost(tp, logits, vocabStart, targets, dLogits, gradScale, vocabSize);
+  const L = toHost(be, logits);
+  const r = vocabParallelCrossEntropyHost(tp, L, vocabStart, targets, dLogits ? L : null, gradScale, vocabSize);
+  if (dLogits) back(be, dLogits, L);
+  return r;
 }

@@ -203,7 +203,7 @@ export function tpGlaForward(ctx: TpContext, p: LayerParams, s: TpGlaShape, x: T
   const o = be.empty([B, N, s.H]);
   be.lightningForward(o, q, k, v, s.decay, null, ctx.blockSize);
   const a = be.empty([T, s.H]), r2 = be.empty([T]);
-  normGateFullWidth(tp, a, r2, o, qkvu, s.Hfull, NORM_EPS);
+  normGateFullWidth(be, tp, a, r2, o, qkvu, s.Hfull, NORM_EPS);
   const y = be.empty([T, D]);
   be.matmul(y, a, p.out, { transB: true });
   tp.allReduce(y);
@@ -220,7 +220,7 @@ export function tpGlaBackward(ctx: TpContext, p: LayerParams, g: LayerParams, s:
   be.matmul(da, dx, p.out);
   be.matmul(g.out, dx, acts.a, { transA: true, accumulate: true });
   const dO = be.empty(acts.o.shape), dqkvu = be.empty(acts.qkvu.shape);
-  normGateFullWidthBackward(tp, dO, dqkvu, da, acts.o, acts.r2, acts.qkvu, s.Hfull);
+  normGateFullWidthBackward(be, tp, dO, dqkvu, da, acts.o, acts.r2, acts.qkvu, s.Hfull);
   freeAll(be, da, acts.a, acts.r2);
   const dq = be.empty(acts.q.shape), dk = be.empty(acts.k.shape), dv = be.empty(acts.v.shape);
   be.lightningBackward(dq, dk, dv, dO, acts.q, acts.k, acts.v, s.decay, ctx.blockSize);
