@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { loadConfig, memoryEstimate, paramCounts, presetConfig, PRESETS, dims, type ModelConfig } from '../config/index.ts';
-import { run } from './common.ts';
+import { int, run } from './common.ts';
+import { planJson, planLines } from './plan.ts';
 
 export function fmtBytes(b: number): string {
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -35,7 +36,9 @@ export function register(program: Command): void {
     .argument('[model]', `a model folder or a preset (${PRESETS.map((p) => p.name).join(', ')}); omit to list the presets`)
     .option('--seq <n>', 'sequence length for the activation estimate', '2048')
     .option('--json', 'print JSON')
-    .action(run(async (spec: string | undefined, o: { seq: string; json?: boolean }) => {
+    .option('--gpus <n>', 'per-GPU memory when training on n GPUs (as tnl plan)')
+    .option('--tp <t>', 'with --gpus: tensor-parallel size (default: the smallest that fits)')
+    .action(run(async (spec: string | undefined, o: { seq: string; json?: boolean; gpus?: string; tp?: string }) => {
       if (!spec) {
         for (const p of PRESETS) {
           const c = p.config();
@@ -44,6 +47,12 @@ export function register(program: Command): void {
         return;
       }
       const c = existsSync(spec) ? loadConfig(spec) : presetConfig(spec);
+      if (o.gpus !== undefined) {
+        const req = { gpus: int('--gpus', o.gpus, 1), tp: o.tp === undefined ? undefined : int('--tp', o.tp, 1), seq: int('--seq', o.seq, 1), microBatch: 1, checkpointing: false };
+        if (o.json) console.log(JSON.stringify(planJson(spec, c, req), null, 2));
+        else for (const l of planLines(spec, c, req)) console.log(l);
+        return;
+      }
       const info = describeConfig(spec, c, Number(o.seq));
       if (o.json) { console.log(JSON.stringify(info, null, 2)); return; }
       const p = paramCounts(c), m = memoryEstimate(c), d = dims(c);

@@ -9,11 +9,12 @@ import * as grads from './grads.ts';
 import * as bench from './bench.ts';
 import * as convert from './convert.ts';
 import * as tokenize from './tokenize.ts';
+import * as plan from './plan.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 const program = new Command('tnl')
   .description('TransNormerLLM in TypeScript: run, train and serve TNL models')
   .version(pkg.version)
   .showHelpAfterError();
-for (const cmd of [info, generate, logits, train, grads, convert, tokenize, bench]) cmd.register(program);
+for (const cmd of [info, generate, logits, train, grads, convert, tokenize, plan, bench]) cmd.register(program);
 await program.parseAsync(process.argv);
