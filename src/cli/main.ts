@@ -11,6 +11,9 @@ import * as convert from './convert.ts';
 import * as tokenize from './tokenize.ts';
 import * as plan from './plan.ts';
 
+// `tnl … | head` closes stdout early: that is not an error
+process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); throw e; });
+
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 const program = new Command('tnl')
   .description('TransNormerLLM in TypeScript: run, train and serve TNL models')
