@@ -19,7 +19,6 @@ namespace {
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
 // Small-M: software prefetch of the weight row this many rows ahead (0 = off).
 static const int kKernPf = [] { const char* e = std::getenv("TNL_KPF"); return e ? std::atoi(e) : 0; }();
-static const int kPrefetchRows = [] { const char* e = std::getenv("TNL_PF"); return e ? std::atoi(e) : 16; }();
 
 inline __mmask16 mask16(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff)
@@ -230,36 +229,44 @@ void pack_b16(float* d, const uint16_t* B, int64_t ldb, bool t, int64_t nc, int6
 }
 
 // ---- small M -------------------------------------------------------------------------------
-// transB: C[m, n] = Σ_k A[m,k]·B[n,k]; G rows of B at a time, each streamed once.
-template <int MM, int G, typename T>
-inline void dot_block(int64_t n, int64_t K, const float* A, const T* B, int64_t ldb, float* C,
-                      int64_t ldc, bool add) {
-  __m512 acc[MM][G];
+// transB: C[m, n] = Σ_k A[m,k]·B[n,k]. B is read row after row (G = 1 or 2 adjacent rows at a
+// time), so the weights stream through memory in order, which the hardware prefetchers follow
+// far better than many short interleaved rows; U partial sums per output give the FMAs room.
+template <int MM, int G, int U, typename T>
+inline void dot_rows(int64_t n, int64_t K, const float* A, const T* B, int64_t ldb, float* C,
+                     int64_t ldc, bool add) {
+  __m512 acc[MM][G][U];
   for (int m = 0; m < MM; m++)
-    for (int g = 0; g < G; g++) acc[m][g] = _mm512_setzero_ps();
+    for (int g = 0; g < G; g++)
+      for (int u = 0; u < U; u++) acc[m][g][u] = _mm512_setzero_ps();
   int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    __m512 av[MM];
-    for (int m = 0; m < MM; m++) av[m] = _mm512_loadu_ps(A + m * K + k);
-#pragma GCC unroll 8
-    for (int g = 0; g < G; g++) {
-      const __m512 bv = load16(B + (n + g) * ldb + k);
-      if (kPrefetchRows) _mm_prefetch(reinterpret_cast<const char*>(B + (n + g + kPrefetchRows) * ldb + k), _MM_HINT_T0);
-      for (int m = 0; m < MM; m++) acc[m][g] = _mm512_fmadd_ps(av[m], bv, acc[m][g]);
+  for (; k + 16 * U <= K; k += 16 * U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; u++) {
+      __m512 av[MM];
+      for (int m = 0; m < MM; m++) av[m] = _mm512_loadu_ps(A + m * K + k + 16 * u);
+      // with several rows of A the FMAs fill the out-of-order window: prefetch 2 rows ahead
+      if (MM >= 4) _mm_prefetch(reinterpret_cast<const char*>(B + (n + 2) * ldb + k + 16 * u), _MM_HINT_T0);
+      for (int g = 0; g < G; g++) {
+        const __m512 bv = load16(B + (n + g) * ldb + k + 16 * u);
+        for (int m = 0; m < MM; m++) acc[m][g][u] = _mm512_fmadd_ps(av[m], bv, acc[m][g][u]);
+      }
     }
   }
-  if (k < K) {
+  for (; k < K; k += 16) {
     const __mmask16 mk = mask16(K - k);
     __m512 av[MM];
     for (int m = 0; m < MM; m++) av[m] = _mm512_maskz_loadu_ps(mk, A + m * K + k);
     for (int g = 0; g < G; g++) {
       const __m512 bv = load16(B + (n + g) * ldb + k, mk);
-      for (int m = 0; m < MM; m++) acc[m][g] = _mm512_fmadd_ps(av[m], bv, acc[m][g]);
+      for (int m = 0; m < MM; m++) acc[m][g][0] = _mm512_fmadd_ps(av[m], bv, acc[m][g][0]);
     }
   }
   for (int m = 0; m < MM; m++)
     for (int g = 0; g < G; g++) {
-      const float s = _mm512_reduce_add_ps(acc[m][g]);
+      __m512 t = acc[m][g][0];
+      for (int u = 1; u < U; u++) t = _mm512_add_ps(t, acc[m][g][u]);
+      const float s = _mm512_reduce_add_ps(t);
       float* c = C + m * ldc + n + g;
       *c = add ? *c + s : s;
     }
@@ -268,10 +275,11 @@ inline void dot_block(int64_t n, int64_t K, const float* A, const T* B, int64_t 
 template <int MM, typename T>
 void small_tb(int64_t n0, int64_t n1, int64_t K, const float* A, const T* B, int64_t ldb, float* C,
               int64_t ldc, bool add) {
-  constexpr int G = MM == 1 ? 8 : MM == 2 ? 6 : MM <= 4 ? 4 : 2;
+  constexpr int G = 1;
+  constexpr int U = MM == 1 ? 4 : MM <= 3 ? 2 : 1;
   int64_t n = n0;
-  for (; n + G <= n1; n += G) dot_block<MM, G>(n, K, A, B, ldb, C, ldc, add);
-  for (; n < n1; n++) dot_block<MM, 1>(n, K, A, B, ldb, C, ldc, add);
+  for (; n + G <= n1; n += G) dot_rows<MM, G, U>(n, K, A, B, ldb, C, ldc, add);
+  for (; n < n1; n++) dot_rows<MM, 1, U>(n, K, A, B, ldb, C, ldc, add);
 }
 
 // not transB: C[m, n0:n1] = Σ_k A[m,k]·B[k, n0:n1]; 16·V columns at a time.

@@ -17,8 +17,6 @@ namespace gemm {
 namespace {
 
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
-// Small-M: software prefetch of the weight row this many rows ahead (0 = off).
-static const int kPrefetchRows = [] { const char* e = std::getenv("TNL_PF"); return e ? std::atoi(e) : 16; }();
 
 inline __mmask16 mask16(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff)
@@ -212,35 +210,42 @@ void pack_b(uint32_t* dst, const uint16_t* B, int64_t ldb, bool transB, int64_t 
 }
 
 // ---- small M, transB: C[m, n] = Σ_k A16[m,k]·B[n,k], 32 k per vdpbf16ps ------------------------
-template <int MM, int G>
-inline void dot_block(int64_t n, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
-                      int64_t ldb, float* C, int64_t ldc, bool add) {
-  __m512 acc[MM][G];
+// Rows of B one (or two adjacent) at a time, so the weights stream in memory order; U partial sums.
+template <int MM, int G, int U>
+inline void dot_rows(int64_t n, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
+                     int64_t ldb, float* C, int64_t ldc, bool add) {
+  __m512 acc[MM][G][U];
   for (int m = 0; m < MM; m++)
-    for (int g = 0; g < G; g++) acc[m][g] = _mm512_setzero_ps();
+    for (int g = 0; g < G; g++)
+      for (int u = 0; u < U; u++) acc[m][g][u] = _mm512_setzero_ps();
   int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    __m512bh av[MM];
-    for (int m = 0; m < MM; m++) av[m] = as_bh(_mm512_loadu_si512(A + m * lda + k));
-#pragma GCC unroll 8
-    for (int g = 0; g < G; g++) {
-      const __m512bh bv = as_bh(_mm512_loadu_si512(B + (n + g) * ldb + k));
-      if (kPrefetchRows) _mm_prefetch(reinterpret_cast<const char*>(B + (n + g + kPrefetchRows) * ldb + k), _MM_HINT_T0);
-      for (int m = 0; m < MM; m++) acc[m][g] = _mm512_dpbf16_ps(acc[m][g], av[m], bv);
+  for (; k + 32 * U <= K; k += 32 * U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; u++) {
+      __m512bh av[MM];
+      for (int m = 0; m < MM; m++) av[m] = as_bh(_mm512_loadu_si512(A + m * lda + k + 32 * u));
+      // with several rows of A the FMAs fill the out-of-order window: prefetch 2 rows ahead
+      if (MM >= 4) _mm_prefetch(reinterpret_cast<const char*>(B + (n + 2) * ldb + k + 32 * u), _MM_HINT_T0);
+      for (int g = 0; g < G; g++) {
+        const __m512bh bv = as_bh(_mm512_loadu_si512(B + (n + g) * ldb + k + 32 * u));
+        for (int m = 0; m < MM; m++) acc[m][g][u] = _mm512_dpbf16_ps(acc[m][g][u], av[m], bv);
+      }
     }
   }
-  if (k < K) {  // A is zero padded; B is masked (what lies past a row may be anything)
+  for (; k < K; k += 32) {  // A is zero padded; B is masked (what lies past a row may be anything)
     const __mmask32 mk = mask32(K - k);
     __m512bh av[MM];
     for (int m = 0; m < MM; m++) av[m] = as_bh(_mm512_loadu_si512(A + m * lda + k));
     for (int g = 0; g < G; g++) {
       const __m512bh bv = as_bh(_mm512_maskz_loadu_epi16(mk, B + (n + g) * ldb + k));
-      for (int m = 0; m < MM; m++) acc[m][g] = _mm512_dpbf16_ps(acc[m][g], av[m], bv);
+      for (int m = 0; m < MM; m++) acc[m][g][0] = _mm512_dpbf16_ps(acc[m][g][0], av[m], bv);
     }
   }
   for (int m = 0; m < MM; m++)
     for (int g = 0; g < G; g++) {
-      const float s = _mm512_reduce_add_ps(acc[m][g]);
+      __m512 t = acc[m][g][0];
+      for (int u = 1; u < U; u++) t = _mm512_add_ps(t, acc[m][g][u]);
+      const float s = _mm512_reduce_add_ps(t);
       float* c = C + m * ldc + n + g;
       *c = add ? *c + s : s;
     }
@@ -249,10 +254,11 @@ inline void dot_block(int64_t n, int64_t K, const uint16_t* A, int64_t lda, cons
 template <int MM>
 void small_tb_t(int64_t n0, int64_t n1, int64_t K, const uint16_t* A, int64_t lda,
                 const uint16_t* B, int64_t ldb, float* C, int64_t ldc, bool add) {
-  constexpr int G = MM == 1 ? 8 : MM == 2 ? 6 : MM <= 4 ? 4 : 2;
+  constexpr int G = 1;
+  constexpr int U = MM == 1 ? 4 : MM <= 3 ? 2 : 1;
   int64_t n = n0;
-  for (; n + G <= n1; n += G) dot_block<MM, G>(n, K, A, lda, B, ldb, C, ldc, add);
-  for (; n < n1; n++) dot_block<MM, 1>(n, K, A, lda, B, ldb, C, ldc, add);
+  for (; n + G <= n1; n += G) dot_rows<MM, G, U>(n, K, A, lda, B, ldb, C, ldc, add);
+  for (; n < n1; n++) dot_rows<MM, 1, U>(n, K, A, lda, B, ldb, C, ldc, add);
 }
 
 void small_tb(int64_t M, int64_t n0, int64_t n1, int64_t K, const uint16_t* A, int64_t lda,
