@@ -20,12 +20,12 @@
 //   dq_t = Σ_{j≤t} λ^{t−j} (dO_t·v_j) k_j
 //   dk_j = Σ_{t≥j} λ^{t−j} (dO_t·v_j) q_t = R_j v_j,   dv_j = Σ_{t≥j} λ^{t−j} (q_t·k_j) dO_t = R_jᵀ k_j,
 //   with R_j = Σ_{t≥j} λ^{t−j} q_tᵀ dO_t.
-// Each has the forward's shape, so the same block routine computes them:
-//   dq = forward scan with (q, k, v) → (dO, v, k): its state is Σ λ^{t−j} v_jᵀ k_j;
-//   dk = reverse scan (time read backwards through negative strides) with (q, k, v) → (v, dO, q),
-//        whose state is R_jᵀ;
-//   dv = reverse scan with (q, k, v) → (k, q, dO), whose state is R_j.
-// Nothing N×N is formed: every scan keeps one block of P and one state. The three scans of every
+// dq has the forward's shape: the forward scan with (q, k, v) → (dO, v, k), whose state is
+// Σ λ^{t−j} v_jᵀ k_j. dk and dv come from one reverse scan (time read backwards through negated
+// strides, so the forward's block algebra applies unchanged) that carries R (dk×dv): per block,
+//   dv = diag(λ^{τ+1}) K R + mask(K Qᵀ) dO,   dk = diag(λ^{τ+1}) V Rᵀ + mask(V dOᵀ) Q,
+//   R ← λ^m R + Qᵀ diag(λ^{m−1−τ'}) dO        (τ counted from the block's last token).
+// Nothing N×N is formed: a scan keeps one block of P and one state. The two scans of every
 // (sequence, head) are independent tasks for the thread pool.
 #include "attention.h"
 
@@ -304,7 +304,7 @@ const Ops& ops() {
 // ---------------------------------------------------------------------------------------------
 // Per-thread scratch, grown on demand (never shrunk), so steady-state calls do not allocate.
 struct Scratch {
-  std::vector<float> kt, p, vd, s, pw, qc, vc;
+  std::vector<float> kt, p, vd, s, pw, qc, vc, st;
   float* grow(std::vector<float>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
     return v.data();
@@ -386,6 +386,82 @@ void head_blocks(const Ops& op, const Head& h, const float* pw, int64_t block, f
   if (s_out && !have) std::memset(S, 0, sizeof(float) * h.dk * h.dv);  // N = 0
 }
 
+// dk and dv of one (sequence, head) in one reverse scan sharing the state R_j = Σ_{t≥j} λ^{t−j} q_tᵀ dO_t
+// (dk×dv). Pointers address the last token and the strides are negated, so block row τ is time
+// N−1−τ and the forward's block algebra applies as is:
+//   dv = diag(λ^{τ+1}) K R + mask(K Qᵀ) dO,   dk = diag(λ^{τ+1}) V Rᵀ + mask(V dOᵀ) Q,
+//   R ← λ^m R + Qᵀ diag(λ^{m−1−τ'}) dO.
+struct HeadKV {
+  float* dk; float* dv;
+  const float* q; const float* k; int64_t ldq;     // q, k, dk rows
+  const float* v; const float* dO; int64_t ldv;    // v, dO, dv rows
+  int64_t N, dk_, dv_;
+};
+void head_backward_kv(const Ops& op, const HeadKV& h, const float* pw, int64_t block, Scratch& sc) {
+  const int64_t bm = std::min(block, h.N);
+  const int64_t ldp = round_up(bm, 16);
+  const int64_t DK = h.dk_, DV = h.dv_;
+  float* Qt = sc.grow(sc.kt, std::max(DK, DV) * ldp * 2);
+  float* Gt = Qt + DK * ldp;  // dOᵀ
+  float* P = sc.grow(sc.p, bm * ldp);
+  float* Gd = sc.grow(sc.vd, bm * DV);  // λ-scaled dO rows
+  float* Kc = sc.grow(sc.qc, bm * DK);
+  float* Vc = sc.grow(sc.vc, bm * DV);
+  float* R = sc.grow(sc.s, DK * DV);
+  float* Rt = sc.grow(sc.st, DK * DV);
+  auto mask = [&](int64_t m) {
+    for (int64_t t = 0; t < m; t++) {
+      float* pr = P + t * ldp;
+      const float* w = pw + t;
+      for (int64_t u = 0; u <= t; u++) pr[u] *= w[-u];
+      for (int64_t u = t + 1; u < m; u++) pr[u] = 0.f;
+    }
+  };
+  bool have = false;
+  for (int64_t s0 = 0; s0 < h.N; s0 += bm) {
+    const int64_t m = std::min(bm, h.N - s0);
+    const bool last = s0 + m >= h.N;
+    const float* qb = h.q + s0 * h.ldq;
+    const float* gb = h.dO + s0 * h.ldv;
+    float* dkb = h.dk + s0 * h.ldq;
+    float* dvb = h.dv + s0 * h.ldv;
+    for (int64_t u = 0; u < m; u++) {
+      std::memcpy(Kc + u * DK, h.k + (s0 + u) * h.ldq, sizeof(float) * DK);
+      std::memcpy(Vc + u * DV, h.v + (s0 + u) * h.ldv, sizeof(float) * DV);
+    }
+    op.transpose(m, DK, qb, h.ldq, Qt, ldp);
+    op.transpose(m, DV, gb, h.ldv, Gt, ldp);
+    // dv
+    op.gemm(m, m, DK, Kc, DK, Qt, ldp, P, ldp, nullptr, 0.f, kCausalCols);
+    mask(m);
+    float beta = 0.f;
+    if (have) {
+      op.gemm(m, DV, DK, Kc, DK, R, DV, dvb, h.ldv, pw + 1, 0.f, kFull);
+      beta = 1.f;
+    }
+    op.gemm(m, DV, m, P, ldp, gb, h.ldv, dvb, h.ldv, nullptr, beta, kCausalK);
+    // dk
+    op.gemm(m, m, DV, Vc, DV, Gt, ldp, P, ldp, nullptr, 0.f, kCausalCols);
+    mask(m);
+    if (have) {
+      op.transpose(DK, DV, R, DV, Rt, DK);
+      op.gemm(m, DK, DV, Vc, DV, Rt, DK, dkb, h.ldq, pw + 1, 0.f, kFull);
+    }
+    op.gemm(m, DK, m, P, ldp, qb, h.ldq, dkb, h.ldq, nullptr, beta, kCausalK);
+    // R
+    if (!last) {
+      for (int64_t u = 0; u < m; u++) {
+        const float w = pw[m - 1 - u];
+        const float* src = gb + u * h.ldv;
+        float* dst = Gd + u * DV;
+        for (int64_t j = 0; j < DV; j++) dst[j] = w * src[j];
+      }
+      op.gemm(DK, DV, m, Qt, ldp, Gd, DV, R, DV, nullptr, have ? pw[m] : 0.f, kFull);
+      have = true;
+    }
+  }
+}
+
 // o = (q·k) v: the decode step from a zero state.
 void decode_nostate(float* o, const float* q, const float* k, const float* v, int64_t dk,
                     int64_t dv) {
@@ -436,22 +512,21 @@ void backward_range(const BwdArgs& a, int64_t i0, int64_t i1) {
   const int64_t ldq = a.nh * a.dk_, ldv = a.nh * a.dv_;
   const int64_t bm = std::min(a.block, a.N);
   for (int64_t i = i0; i < i1; i++) {
-    const int64_t part = i % 3, bh = i / 3, b = bh / a.nh, h = bh % a.nh;
+    // task 2·bh: dq (forward scan); 2·bh+1: dk and dv (one reverse scan)
+    const int64_t part = i % 2, bh = i / 2, b = bh / a.nh, h = bh % a.nh;
     const int64_t qo = b * a.N * ldq + h * a.dk_, vo = b * a.N * ldv + h * a.dv_;
     float* pw = sc.grow(sc.pw, bm + 1);
     decay_powers(pw, a.decay[h], bm);
-    float* S = sc.grow(sc.s, a.dk_ * a.dv_);
-    const int64_t L = a.N - 1;  // reverse scans start at the last token with negated strides
-    Head hd{};
-    if (part == 0)  // dq: forward scan, (q, k, v) → (dO, v, k)
-      hd = Head{a.dq + qo, ldq, a.dO + vo, ldv, a.v + vo, ldv, a.k + qo, ldq, a.N, a.dv_, a.dk_};
-    else if (part == 1)  // dk: reverse scan, (q, k, v) → (v, dO, q)
-      hd = Head{a.dk + qo + L * ldq, -ldq, a.v + vo + L * ldv, -ldv, a.dO + vo + L * ldv, -ldv,
-                a.q + qo + L * ldq, -ldq, a.N, a.dv_, a.dk_};
-    else  // dv: reverse scan, (q, k, v) → (k, q, dO)
-      hd = Head{a.dv + vo + L * ldv, -ldv, a.k + qo + L * ldq, -ldq, a.q + qo + L * ldq, -ldq,
-                a.dO + vo + L * ldv, -ldv, a.N, a.dk_, a.dv_};
-    head_blocks(op, hd, pw, a.block, S, false, false, sc);
+    if (part == 0) {  // dq: the forward's scan with (q, k, v) → (dO, v, k)
+      float* S = sc.grow(sc.st, a.dk_ * a.dv_);
+      const Head hd{a.dq + qo, ldq, a.dO + vo, ldv, a.v + vo, ldv, a.k + qo, ldq, a.N, a.dv_, a.dk_};
+      head_blocks(op, hd, pw, a.block, S, false, false, sc);
+    } else {
+      const int64_t L = a.N - 1;  // start at the last token, negated strides
+      const HeadKV hk{a.dk + qo + L * ldq, a.dv + vo + L * ldv, a.q + qo + L * ldq, a.k + qo + L * ldq, -ldq,
+                      a.v + vo + L * ldv, a.dO + vo + L * ldv, -ldv, a.N, a.dk_, a.dv_};
+      head_backward_kv(op, hk, pw, a.block, sc);
+    }
   }
 }
 
@@ -481,7 +556,7 @@ void lightning_backward(float* dq, float* dk, float* dv, const float* dO,
   if (block < 1) block = 1;
   const BwdArgs a{dq, dk, dv, dO, q, k, v, decay, B, N, nh, dk_, dv_, block};
   const BwdArgs* pa = &a;
-  const int64_t tasks = 3 * B * nh;
+  const int64_t tasks = 2 * B * nh;
   const int64_t per = std::max<int64_t>(1, N * dk_ * dv_);
   const int64_t grain = std::max<int64_t>(1, 32768 / per);
   if (tasks < 2 * grain)

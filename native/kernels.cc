@@ -336,7 +336,6 @@ TNL_AVX512 double ce_row_avx512(const float* x, float* d, int64_t V, int32_t y, 
   if (i < V) vmx = _mm512_mask_max_ps(vmx, tail16(V - i), vmx, _mm512_maskz_loadu_ps(tail16(V - i), x + i));
   const float mx = _mm512_reduce_max_ps(vmx);
   const float xy = x[y];
-  const __m512 vm = _mm512_set1_ps(mx);
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
   const __m512 nvm = _mm512_set1_ps(-mx);
   for (i = 0; i < V; i += 16) {

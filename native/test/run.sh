@@ -13,7 +13,10 @@ pool="$native/threadpool.cc"
 [ -f "$pool" ] || pool="$here/stub_threadpool.cc"
 "$CXX" "${FLAGS[@]}" -o "$out/test_kernels" "$here/test_kernels.cc" "$native/attention.cc" "$native/kernels.cc" "$pool"
 if [ "${1:-}" = "--bench" ]; then
-  "$CXX" -O3 -std=c++17 -pthread -I"$native" -o "$out/bench" "$here/bench.cc" "$native/attention.cc" "$native/kernels.cc" "$pool"
+  # the GEMM (bench anchor) when its sources exist
+  gemm=()
+  for f in gemm.cc gemm_avx2.cc gemm_avx512.cc gemm_avx512bf16.cc; do [ -f "$native/$f" ] && gemm+=("$native/$f"); done
+  "$CXX" -O3 -std=c++17 -pthread -I"$native" -o "$out/bench" "$here/bench.cc" "$native/attention.cc" "$native/kernels.cc" "$pool" "${gemm[@]}" -ldl
   shift
   exec "$out/bench" "$@"
 fi
