@@ -35,11 +35,17 @@ function main() {
     return;
   }
   const args = [gyp, 'rebuild', '-j', '2'];
+  const env = { ...process.env };
   const prefix = dirname(dirname(process.execPath));
-  if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
+  if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) {
+    // Node's own headers: never let node-gyp try to download them (there may be no network).
+    args.push(`--nodedir=${prefix}`);
+    env.npm_config_nodedir = prefix;
+  }
   const t0 = Date.now();
   const r = spawnSync(process.execPath, args, {
     cwd: root,
+    env,
     stdio: quiet ? ['ignore', 'ignore', 'pipe'] : ['ignore', 'inherit', 'pipe'],
     encoding: 'utf8',
   });
