@@ -36,7 +36,7 @@ export interface GeneratedToken extends Sampled {
 }
 
 export interface EngineRequest {
-  promptIds: readonly number[];
+  promptIds: readonly number[] | Int32Array;
   /** Sequences sharing the prompt (OpenAI n). */
   n: number;
   /** Most tokens per sequence (≥ 1). */
@@ -71,8 +71,13 @@ export interface EngineOptions {
   maxSeqs?: number;
   /** Most requests waiting for slots; beyond it submit() throws OverloadedError (default 256). */
   maxQueue?: number;
-  /** Longest prefill call, in tokens (default 256). */
+  /** Prompt tokens per request in one prefill call (default 256). */
   prefillChunk?: number;
+  /**
+   * Most requests whose chunks go into one prefill call (default 1): more makes prefill calls
+   * bigger (more efficient on some machines) and each engine step longer.
+   */
+  prefillBatch?: number;
   /** Prefix state cache entries (default maxSeqs; 0 turns it off). */
   prefixCache?: number;
   /** Shared metrics (the HTTP layer adds its own); created when absent. */
@@ -105,6 +110,10 @@ interface Seq {
 
 export class Job {
   state: JobState = 'waiting';
+  /** The prompt (4 bytes a token: a 16K-token prompt holds 64 KiB). */
+  readonly ids: Int32Array;
+  /** Hash of the whole prompt (the prefix cache's key). */
+  hash = 0;
   slots: number[] = [];
   seqs: Seq[] = [];
   /** Prompt tokens already in the first slot's state. */
@@ -118,6 +127,7 @@ export class Job {
   resolveDone!: () => void;
   constructor(readonly engine: Engine, readonly req: EngineRequest) {
     this.arrival = req.arrival ?? performance.now();
+    this.ids = req.promptIds instanceof Int32Array ? req.promptIds : Int32Array.from(req.promptIds);
     this.done = new Promise((r) => { this.resolveDone = r; });
   }
   /** End every sequence of this request now (finish reason "abort" by default); frees its slots. */
@@ -154,7 +164,7 @@ class PrefixCache {
   }
 
   /** The longest entry whose ids are a prefix of `ids` (possibly all of it). */
-  lookup(ids: readonly number[], hashes: Float64Array): CacheEntry | null {
+  lookup(ids: ArrayLike<number>, hashes: Float64Array): CacheEntry | null {
     let best: CacheEntry | null = null;
     for (const e of this.entries) {
       const n = e.ids.length;
@@ -214,6 +224,7 @@ export class Engine {
   readonly maxSeqs: number;
   readonly maxQueue: number;
   readonly prefillChunk: number;
+  readonly prefillBatch: number;
   readonly metrics: ServerMetrics;
   readonly pool: ModelState;
   private readonly cache: PrefixCache;
@@ -236,7 +247,8 @@ export class Engine {
     this.maxSeqs = opts.maxSeqs ?? 64;
     this.maxQueue = opts.maxQueue ?? 256;
     this.prefillChunk = opts.prefillChunk ?? 256;
-    for (const [k, v, min] of [['maxSeqs', this.maxSeqs, 1], ['maxQueue', this.maxQueue, 0], ['prefillChunk', this.prefillChunk, 1]] as const)
+    this.prefillBatch = opts.prefillBatch ?? 1;
+    for (const [k, v, min] of [['maxSeqs', this.maxSeqs, 1], ['maxQueue', this.maxQueue, 0], ['prefillChunk', this.prefillChunk, 1], ['prefillBatch', this.prefillBatch, 1]] as const)
       if (!Number.isInteger(v) || v < min) throw new RangeError(`${k} must be an integer ≥ ${min}, got ${v}`);
     const cacheSize = opts.prefixCache ?? this.maxSeqs;
     if (!Number.isInteger(cacheSize) || cacheSize < 0) throw new RangeError(`prefixCache must be an integer ≥ 0, got ${cacheSize}`);
@@ -364,8 +376,10 @@ export class Engine {
       if (job.cancelRequested) { this.doCancel(job, job.cancelRequested); continue; }
       job.slots = this.freeSlotList.splice(this.freeSlotList.length - job.req.n, job.req.n).reverse();
       job.state = 'prefill';
-      const ids = job.req.promptIds, slot0 = job.slots[0]!;
-      const hit = this.cache.pool ? this.cache.lookup(ids, prefixHashes(ids)) : null;
+      const ids = job.ids, slot0 = job.slots[0]!;
+      const hashes = prefixHashes(ids);
+      job.hash = hashes[ids.length]!;
+      const hit = this.cache.pool ? this.cache.lookup(ids, hashes) : null;
       this.metrics.promptTokens.inc(ids.length);
       if (hit) {
         this.cache.load(hit, this.pool, slot0);
@@ -383,29 +397,46 @@ export class Engine {
     }
   }
 
+  /**
+   * One prefill call: the request next in round-robin order takes up to prefillChunk tokens, and
+   * (with prefillBatch > 1) the following requests with at least as many tokens left join the same
+   * call with as many tokens each (a call runs B sequences of equal length).
+   */
   private prefillOne(): void {
-    const i = this.rr % this.prefillQ.length;
-    const job = this.prefillQ[i]!;
-    if (job.cancelRequested) { this.rr = i + 1; return; }
-    const ids = job.req.promptIds;
-    const end = Math.min(ids.length, job.pos + this.prefillChunk);
-    const chunk = Int32Array.from(ids.slice(job.pos, end));
+    const q = this.prefillQ;
+    const i0 = this.rr % q.length;
+    const first = q[i0]!;
+    const len = Math.min(this.prefillChunk, first.ids.length - first.pos);
+    const group: Job[] = [];
+    for (let k = 0; k < q.length && group.length < this.prefillBatch; k++) {
+      const j = q[(i0 + k) % q.length]!;
+      if (!j.cancelRequested && j.ids.length - j.pos >= len) group.push(j);
+    }
+    if (group.length === 0) { this.rr = i0 + 1; return; }
+    const B = group.length;
+    const chunk = new Int32Array(B * len), slots = new Int32Array(B);
+    group.forEach((j, b) => { chunk.set(j.ids.subarray(j.pos, j.pos + len), b * len); slots[b] = j.slots[0]!; });
     let logits: Float32Array | null = null;
     try {
-      const t = this.model.prefill(chunk, 1, chunk.length, this.pool, { slots: Int32Array.of(job.slots[0]!) });
-      if (end === ids.length) logits = this.model.be.download(t);
+      const t = this.model.prefill(chunk, B, len, this.pool, { slots });
+      if (group.some((j) => j.pos + len === j.ids.length)) logits = this.model.be.download(t);
     } catch (e) {
-      this.prefillQ.splice(i, 1);
-      this.failJob(job, e as Error);
+      for (const j of group) this.failJob(j, e as Error);
       return;
     }
-    job.pos = end;
-    if (end < ids.length) { this.rr = i + 1; return; }
-    this.prefillQ.splice(i, 1);
-    this.rr = i;
-    const key = Int32Array.from(ids);
-    job.cacheEntry = this.cache.store(key, prefixHashes(key)[key.length]!, this.pool, job.slots[0]!, logits!, job.cacheEntry);
-    this.startDecoding(job, logits!);
+    // the round-robin pointer moves past the last request served
+    const lastServed = q.indexOf(group[B - 1]!);
+    let next = q[(lastServed + 1) % q.length]!;
+    group.forEach((j, b) => {
+      j.pos += len;
+      if (j.pos < j.ids.length) return;
+      q.splice(q.indexOf(j), 1);
+      const row = logits!.subarray(b * this.V, (b + 1) * this.V);
+      j.cacheEntry = this.cache.store(j.ids, j.hash, this.pool, j.slots[0]!, row, j.cacheEntry);
+      this.startDecoding(j, row);
+    });
+    if (next.state !== 'prefill') next = q[0]!;
+    this.rr = q.length ? Math.max(0, q.indexOf(next)) : 0;
   }
 
   /** The prompt is in slot 0: copy it to the siblings, sample each sequence's first token. */
@@ -498,7 +529,7 @@ export class Engine {
     const job = seq.job;
     // Keep the state after prompt + generated text: a following chat turn starts with it.
     if (cacheable && seq.row && this.cache.pool) {
-      const ids = job.req.promptIds;
+      const ids = job.ids;
       const fed = reason === 'length' ? seq.tokens.length - 1 : seq.tokens.length;
       if (fed > 0) {
         const key = new Int32Array(ids.length + fed);

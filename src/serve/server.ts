@@ -162,6 +162,8 @@ export function createServer(opts: ServerOptions): TnlServer {
     if (p.model !== modelName) throw modelNotFound(p.model);
   };
 
+  // a long conversation's body is large: keep only its token ids while the request runs
+  const release = (req: FastifyRequest) => { (req as { body: unknown }).body = null; };
   const encode = (text: string, addBos?: boolean) => tokenizer.encode(text, addBos === undefined ? {} : { addBos });
 
   /** max_tokens for a prompt: as asked, or the default (bounded by the context left); checks the context limit. */
@@ -176,7 +178,8 @@ export function createServer(opts: ServerOptions): TnlServer {
   app.post('/v1/completions', async (req, reply) => {
     const p = parseCompletionRequest(req.body, limits, V);
     preflight(p);
-    const prompts = p.prompts.map((q) => (typeof q === 'string' ? encode(q) : q));
+    const prompts = p.prompts.map((q) => Int32Array.from(typeof q === 'string' ? encode(q) : q));
+    release(req);
     const maxTokens = prompts.map((ids) => budget(ids.length, p.maxTokens, 16, 'prompt'));
     return run(req, reply, 'completion', p, prompts, maxTokens, p.stop, p.logprobs !== null, p.logprobs ?? 0);
   });
@@ -190,7 +193,9 @@ export function createServer(opts: ServerOptions): TnlServer {
     } catch (e) {
       throw invalid(`The chat template could not render these messages: ${(e as Error).message}`, 'messages', 'invalid_value');
     }
-    const ids = encode(text, template.includesSpecials ? false : undefined);
+    const ids = Int32Array.from(encode(text, template.includesSpecials ? false : undefined));
+    release(req);
+    p.messages = [];
     const maxTokens = budget(ids.length, p.maxTokens, limits.defaultChatMaxTokens, 'messages');
     const stops = [...new Set([...p.stop, ...template.defaultStops])];
     return run(req, reply, 'chat', p, [ids], [maxTokens], stops, p.logprobs, p.topLogprobs);
@@ -199,7 +204,7 @@ export function createServer(opts: ServerOptions): TnlServer {
   // ---- one generation request -------------------------------------------------------------------
 
   async function run(req: FastifyRequest, reply: FastifyReply, kind: 'completion' | 'chat', p: CommonParams,
-                     prompts: number[][], maxTokens: number[], stops: string[], wantLogprobs: boolean, topLogprobs: number): Promise<unknown> {
+                     prompts: Int32Array[], maxTokens: number[], stops: string[], wantLogprobs: boolean, topLogprobs: number): Promise<unknown> {
     const id = newId(kind === 'chat' ? 'chatcmpl' : 'cmpl');
     const createdAt = Math.floor(Date.now() / 1000);
     const n = p.n;

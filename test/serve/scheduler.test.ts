@@ -70,6 +70,21 @@ test('continuous batching: requests joining and leaving at every step each get e
   assert.ok(new Set(sizes).size >= 3, `the batch should grow and shrink: ${sizes.join(',')}`);
 });
 
+test('batched prefill (several requests per prefill call) is exact too', async () => {
+  const engine = new Engine(model, { maxSeqs: 6, prefillChunk: 8, prefillBatch: 3, prefixCache: 0, log: () => {} });
+  const shapes: number[] = [];
+  const prefill = model.prefill.bind(model);
+  const spy = Object.create(model) as TnlModel;
+  spy.prefill = (ids, B, N, st, o) => { if (N > 1) shapes.push(B); return prefill(ids, B, N, st, o); }; // N = 1: decode steps
+  (engine as unknown as { model: TnlModel }).model = spy;
+  const runs = [[3, 5], [20, 4], [17, 6], [8, 3], [33, 5], [16, 7], [2, 4]].map(([len, max], i) => ({ ids: prompt(len!, 200 + i), max: max!, run: null as unknown as ReturnType<typeof request> }));
+  for (const r of runs) r.run = request(engine, r.ids, r.max);
+  await Promise.all(runs.map((r) => r.run.done));
+  for (const r of runs) assert.deepEqual(r.run.tokens[0], await reference(r.ids, r.max), `prompt of ${r.ids.length}`);
+  assert.ok(shapes.some((b) => b > 1), `prefill calls were never batched: ${shapes.join(',')}`);
+  assert.ok(Math.max(...shapes) <= 3);
+});
+
 test('n > 1: the prompt is prefilled once and copied; greedy copies agree, seeded ones follow seed + i', async () => {
   const engine = new Engine(model, { maxSeqs: 8, prefillChunk: 16, log: () => {} });
   const ids = prompt(37, 7);

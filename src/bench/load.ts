@@ -1,0 +1,344 @@
+// Load test of `tnl serve`, on loopback only, bounded in requests and wall-clock time.
+//
+// It starts the server as its own process (so its memory is the server's alone; or uses --url),
+// with a preset's random weights and a byte-level BPE trained on the Brown Corpus to the preset's
+// vocabulary, then runs three phases with streaming clients (fetch + SSE):
+//  A. throughput: N concurrent clients (default 32), each one completion with a long prompt
+//     (default ~1024 tokens of Brown text, all distinct) and max_tokens generated tokens;
+//  B. the same kind of requests one at a time (default 8 of them): the baseline;
+//  C. conversations: N concurrent chat conversations whose context grows through 1K, 2K, 4K, 8K,
+//     16K tokens (each turn appends the reply and a long user message), all clients moving from one
+//     size to the next together; the server's RSS is sampled throughout (from /metrics).
+// Reported: aggregate generated tokens/s, p50/p99 time to first token and inter-token latency
+// (client side: gaps between streamed chunks), RSS per context size, and the ratios against the
+// targets (A ≥ 4× B; RSS flat within ±10% from 1K to 16K). Prints tables and writes JSON.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { presetConfig } from '../config/index.ts';
+import { brownDocuments } from '../data/brown.ts';
+import { trainBpe } from '../tokenizer/index.ts';
+import type { Tokenizer } from '../tokenizer/types.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
+import { UsageError } from '../errors.ts';
+import { parsePrometheus } from '../serve/metrics.ts';
+
+export interface LoadOptions {
+  /** Preset with random weights (default "small"). */
+  preset?: string;
+  /** Target an already running server instead of starting one (its tokenizer must match the preset's vocabulary). */
+  url?: string;
+  /** Concurrent clients (default 32). */
+  clients?: number;
+  /** Prompt length of phases A and B, tokens (default 1024). */
+  promptTokens?: number;
+  /** Generated tokens per request in A and B (default 128). */
+  maxTokens?: number;
+  /** Requests of the one-at-a-time baseline (default 8). */
+  sequentialRequests?: number;
+  /** Context sizes the conversations grow through (default 1024, 2048, 4096, 8192, 16384). */
+  contexts?: number[];
+  /** Generated tokens per conversation turn (default 16). */
+  turnTokens?: number;
+  /** Phases to run (default all: "throughput", "sequential", "conversations"). */
+  phases?: string[];
+  /** Wall-clock bound for the whole run, seconds (default 900): past it, clients stop and the run reports what it has. */
+  timeLimitS?: number;
+  /** Extra arguments for `tnl serve`. */
+  serverArgs?: string[];
+  /** JSON results file (default bench-results/load.json). */
+  out?: string;
+  log?: (line: string) => void;
+}
+
+interface RequestResult { ttft: number; gaps: number[]; completionTokens: number; promptTokens: number; cachedTokens: number; ok: boolean; error?: string; text: string }
+
+export interface PhaseResult {
+  name: string;
+  requests: number;
+  failed: number;
+  promptTokens: number;
+  cachedPromptTokens: number;
+  generatedTokens: number;
+  wallSeconds: number;
+  generatedTokensPerSecond: number;
+  totalTokensPerSecond: number;
+  ttftP50: number; ttftP99: number;
+  itlP50: number; itlP99: number;
+}
+
+export interface StageResult { context: number; promptTokensMean: number; rssMaxBytes: number; rssMeanBytes: number; heapUsedMaxBytes: number; ttftP50: number; itlP50: number; seconds: number }
+
+export interface LoadResult {
+  preset: string;
+  server: string;
+  clients: number;
+  phases: PhaseResult[];
+  speedup: number | null;
+  conversation: StageResult[];
+  rssSpread: number | null;
+  stateBytes: number | null;
+  timedOut: boolean;
+  machine: { cpus: number; node: string };
+}
+
+export function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const i = Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1));
+  return s[i]!;
+}
+
+const repoRoot = () => resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Start `tnl serve` on 127.0.0.1 with a free port; resolves to its URL. */
+async function startServer(args: string[], log: (l: string) => void): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repoRoot(), 'src/cli/serve.ts'), '--host', '127.0.0.1', '--port', '0', ...args], { cwd: repoRoot(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '', err = '';
+  child.stderr!.on('data', (d) => { err += d; });
+  const url = await new Promise<string>((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`tnl serve did not start in 120 s: ${err}`)), 120_000);
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m) { clearTimeout(t); res(m[1]!); }
+    });
+    child.on('exit', (code) => { clearTimeout(t); rej(new Error(`tnl serve exited (${code}): ${err}`)); });
+  });
+  for (const line of err.trim().split('\n')) if (line) log(`  ${line}`);
+  return { url, child };
+}
+
+/** One streaming request; measures time to first token and the gaps between chunks. */
+async function streamRequest(url: string, path: string, body: Record<string, unknown>, signal: AbortSignal): Promise<RequestResult> {
+  const t0 = performance.now();
+  const r: RequestResult = { ttft: NaN, gaps: [], completionTokens: 0, promptTokens: 0, cachedTokens: 0, ok: false, text: '' };
+  try {
+    const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }), signal });
+    if (!res.ok || !res.body) { r.error = `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`; return r; }
+    const reader = res.body.getReader();
+    const dec = new TextDecoder();
+    let buf = '', last = NaN;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (!ev.startsWith('data: ')) continue;
+        const data = ev.slice(6);
+        if (data === '[DONE]') { r.ok = true; continue; }
+        const j = JSON.parse(data);
+        if (j.error) { r.error = j.error.message; continue; }
+        if (j.usage) { r.completionTokens = j.usage.completion_tokens; r.promptTokens = j.usage.prompt_tokens; r.cachedTokens = j.usage.prompt_tokens_details?.cached_tokens ?? 0; }
+        const c = j.choices?.[0];
+        const piece: string = c ? (c.text ?? c.delta?.content ?? '') : '';
+        if (piece) {
+          const now = performance.now();
+          if (Number.isNaN(r.ttft)) r.ttft = (now - t0) / 1000;
+          else r.gaps.push((now - last) / 1000);
+          last = now;
+          r.text += piece;
+        }
+      }
+    }
+  } catch (e) {
+    r.error = (e as Error).message;
+  }
+  return r;
+}
+
+function summarize(name: string, rs: RequestResult[], wall: number): PhaseResult {
+  const ok = rs.filter((r) => r.ok && !r.error);
+  const gen = ok.reduce((a, r) => a + r.completionTokens, 0), prompt = ok.reduce((a, r) => a + r.promptTokens, 0);
+  const gaps = ok.flatMap((r) => r.gaps), ttfts = ok.map((r) => r.ttft).filter((x) => !Number.isNaN(x));
+  return {
+    name, requests: rs.length, failed: rs.length - ok.length, promptTokens: prompt, cachedPromptTokens: ok.reduce((a, r) => a + r.cachedTokens, 0),
+    generatedTokens: gen, wallSeconds: wall, generatedTokensPerSecond: gen / wall, totalTokensPerSecond: (gen + prompt) / wall,
+    ttftP50: quantile(ttfts, 0.5), ttftP99: quantile(ttfts, 0.99), itlP50: quantile(gaps, 0.5), itlP99: quantile(gaps, 0.99),
+  };
+}
+
+/** Brown text in token-exact pieces (by the server's tokenizer), handed out without repeats. */
+class TextSource {
+  private ids: number[] = [];
+  private pos = 0;
+  private readonly docs: Generator<string>;
+  constructor(private readonly tok: Tokenizer) { this.docs = brownDocuments(); }
+  take(n: number): string {
+    while (this.ids.length - this.pos < n) {
+      const d = this.docs.next();
+      if (d.done) { this.pos = 0; if (this.ids.length < n) throw new Error('not enough Brown text'); break; }
+      this.ids.push(...this.tok.encode(d.value + '\n\n'));
+    }
+    const piece = this.ids.slice(this.pos, this.pos + n);
+    this.pos += n;
+    return this.tok.decode(piece);
+  }
+}
+
+const fmtMiB = (b: number) => (b / 1048576).toFixed(1);
+const ms = (s: number) => (s * 1000).toFixed(s < 0.1 ? 1 : 0);
+
+function table(log: (l: string) => void, head: string[], rows: (string | number)[][]): void {
+  const cells = [head, ...rows.map((r) => r.map(String))];
+  const w = head.map((_, i) => Math.max(...cells.map((r) => r[i]!.length)));
+  cells.forEach((r, i) => {
+    log(r.map((c, j) => c.padStart(w[j]!)).join('  '));
+    if (i === 0) log(w.map((x) => '-'.repeat(x)).join('  '));
+  });
+}
+
+export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
+  const log = o.log ?? ((l: string) => console.log(l));
+  const preset = o.preset ?? 'small';
+  const clients = o.clients ?? 32, promptTokens = o.promptTokens ?? 1024, maxTokens = o.maxTokens ?? 128;
+  const sequential = o.sequentialRequests ?? 8, turnTokens = o.turnTokens ?? 16;
+  const contexts = o.contexts ?? [1024, 2048, 4096, 8192, 16384];
+  const phases = new Set(o.phases ?? ['throughput', 'sequential', 'conversations']);
+  const deadline = performance.now() + (o.timeLimitS ?? 900) * 1000;
+  const stopAll = new AbortController();
+  const timer = setTimeout(() => stopAll.abort(), Math.max(0, deadline - performance.now()));
+  timer.unref();
+  for (const [k, v] of [['clients', clients], ['promptTokens', promptTokens], ['maxTokens', maxTokens], ['turnTokens', turnTokens]] as const)
+    if (!Number.isInteger(v) || v < 1) throw new UsageError(`${k} must be an integer ≥ 1, got ${v}`);
+  const config = presetConfig(preset);
+  const V = config.vocab_size;
+
+  log(`load test: preset ${preset} (random weights, vocab ${V}), ${clients} clients; training a ${V}-id byte-level BPE on the Brown Corpus…`);
+  const texts = [...brownDocuments()].slice(0, 120);
+  const tok = trainBpe(texts, { vocabSize: V });
+  const source = new TextSource(tok);
+
+  let url = o.url ?? '';
+  let child: ChildProcess | null = null;
+  let tokDir: string | null = null;
+  const maxCtx = Math.max(...contexts) + 4096;
+  try {
+    if (!url) {
+      tokDir = mkdtempSync(join(tmpdir(), 'tnl-load-'));
+      tok.save(tokDir);
+      const args = ['--model', preset, '--tokenizer', tokDir, '--max-context', String(Math.max(maxCtx, promptTokens + maxTokens + 64)),
+        '--max-tokens', String(Math.max(maxTokens, turnTokens)), '--max-seqs', String(Math.max(64, clients)), '--max-queue', String(Math.max(256, clients * 2)),
+        ...(o.serverArgs ?? [])];
+      log(`starting: tnl serve ${args.join(' ')}`);
+      ({ url, child } = await startServer(args, log));
+    }
+    if (!/^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?$/.test(url)) throw new UsageError(`the load test only targets loopback servers, got ${url}`);
+    const health = await (await fetch(`${url}/health`)).json() as { model: string };
+    const modelName = health.model;
+    const metrics = async () => parsePrometheus(await (await fetch(`${url}/metrics`)).text());
+    log(`server ${url} (model "${modelName}")`);
+
+    const results: PhaseResult[] = [];
+    const completion = (prompt: string) => ({ model: modelName, prompt, max_tokens: maxTokens, ignore_eos: true, temperature: 1 });
+
+    // warm up (JIT, allocator) so neither phase pays for it
+    await streamRequest(url, '/v1/completions', { ...completion(source.take(64)), max_tokens: 8 }, stopAll.signal);
+
+    if (phases.has('throughput')) {
+      log(`\nA. ${clients} concurrent streams, prompts of ~${promptTokens} tokens, ${maxTokens} generated tokens each`);
+      const prompts = Array.from({ length: clients }, () => source.take(promptTokens));
+      const t0 = performance.now();
+      const rs = await Promise.all(prompts.map((p) => streamRequest(url, '/v1/completions', completion(p), stopAll.signal)));
+      results.push(summarize(`${clients} concurrent`, rs, (performance.now() - t0) / 1000));
+      const errs = rs.filter((r) => r.error).map((r) => r.error);
+      if (errs.length) log(`  ${errs.length} failed: ${errs[0]}`);
+    }
+    if (phases.has('sequential')) {
+      log(`\nB. one at a time: ${sequential} requests of the same shape`);
+      const rs: RequestResult[] = [];
+      const t0 = performance.now();
+      for (let i = 0; i < sequential && !stopAll.signal.aborted; i++) rs.push(await streamRequest(url, '/v1/completions', completion(source.take(promptTokens)), stopAll.signal));
+      results.push(summarize('1 at a time', rs, (performance.now() - t0) / 1000));
+    }
+
+    const stages: StageResult[] = [];
+    if (phases.has('conversations') && !stopAll.signal.aborted) {
+      log(`\nC. ${clients} concurrent conversations growing through ${contexts.map((c) => `${c / 1024}K`).join(' → ')} tokens (${turnTokens} generated per turn)`);
+      const convs = Array.from({ length: clients }, () => ({ messages: [{ role: 'system', content: 'You are a helpful assistant.' }] as { role: string; content: string }[], context: 0 }));
+      const convRs: RequestResult[] = [];
+      const tC = performance.now();
+      for (const target of contexts) {
+        if (stopAll.signal.aborted) break;
+        const samples: { rss: number; heap: number }[] = [];
+        let sampling = true;
+        const sampler = (async () => {
+          while (sampling) {
+            try { const m = await metrics(); samples.push({ rss: m.get('process_resident_memory_bytes')!, heap: m.get('nodejs_heap_used_bytes')! }); } catch { /* server busy */ }
+            await new Promise((r) => setTimeout(r, 200));
+          }
+        })();
+        const t0 = performance.now();
+        const rs = await Promise.all(convs.map(async (c) => {
+          // the user message brings the context to the target (the reply and template lines count too)
+          const add = Math.max(16, target - c.context - turnTokens - 8);
+          c.messages.push({ role: 'user', content: source.take(add) });
+          const r = await streamRequest(url, '/v1/chat/completions', { model: modelName, messages: c.messages, max_tokens: turnTokens, ignore_eos: true, temperature: 1 }, stopAll.signal);
+          c.messages.push({ role: 'assistant', content: r.text });
+          c.context = r.promptTokens + r.completionTokens;
+          return r;
+        }));
+        sampling = false;
+        await sampler;
+        const m = await metrics();
+        samples.push({ rss: m.get('process_resident_memory_bytes')!, heap: m.get('nodejs_heap_used_bytes')! });
+        convRs.push(...rs);
+        const ok = rs.filter((r) => r.ok && !r.error);
+        if (ok.length < rs.length) log(`  ${rs.length - ok.length} failed: ${rs.find((r) => r.error)?.error}`);
+        stages.push({
+          context: target, promptTokensMean: ok.reduce((a, r) => a + r.promptTokens, 0) / Math.max(1, ok.length),
+          rssMaxBytes: Math.max(...samples.map((s) => s.rss)), rssMeanBytes: samples.reduce((a, s) => a + s.rss, 0) / samples.length,
+          heapUsedMaxBytes: Math.max(...samples.map((s) => s.heap)),
+          ttftP50: quantile(ok.map((r) => r.ttft), 0.5), itlP50: quantile(ok.flatMap((r) => r.gaps), 0.5), seconds: (performance.now() - t0) / 1000,
+        });
+        const st = stages[stages.length - 1]!;
+        log(`  ${String(target).padStart(6)} tokens: mean prompt ${st.promptTokensMean.toFixed(0)}, RSS max ${fmtMiB(st.rssMaxBytes)} MiB, TTFT p50 ${ms(st.ttftP50)} ms, ${st.seconds.toFixed(1)} s`);
+      }
+      results.push(summarize(`${clients} conversations`, convRs, (performance.now() - tC) / 1000));
+    }
+
+    const m = await metrics();
+    const conc = results.find((r) => r.name.endsWith('concurrent')), seq = results.find((r) => r.name === '1 at a time');
+    const speedup = conc && seq ? conc.generatedTokensPerSecond / seq.generatedTokensPerSecond : null;
+    const rss = stages.map((s) => s.rssMaxBytes);
+    const rssSpread = rss.length > 1 ? (Math.max(...rss) - Math.min(...rss)) / Math.min(...rss) : null;
+
+    log('');
+    table(log, ['phase', 'requests', 'failed', 'prompt tok', 'cached', 'generated', 'wall s', 'gen tok/s', 'all tok/s', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms'],
+      results.map((r) => [r.name, r.requests, r.failed, r.promptTokens, r.cachedPromptTokens, r.generatedTokens, r.wallSeconds.toFixed(1), r.generatedTokensPerSecond.toFixed(1), r.totalTokensPerSecond.toFixed(0), ms(r.ttftP50), ms(r.ttftP99), ms(r.itlP50), ms(r.itlP99)]));
+    if (speedup !== null) log(`\naggregate generated tokens/s, ${clients} concurrent vs one at a time: ${speedup.toFixed(2)}× (target ≥ 4×)`);
+    if (stages.length) {
+      log('');
+      table(log, ['context', 'mean prompt tok', 'server RSS max MiB', 'RSS mean MiB', 'heap max MiB', 'TTFT p50 ms', 'ITL p50 ms'],
+        stages.map((s) => [s.context, s.promptTokensMean.toFixed(0), fmtMiB(s.rssMaxBytes), fmtMiB(s.rssMeanBytes), fmtMiB(s.heapUsedMaxBytes), ms(s.ttftP50), ms(s.itlP50)]));
+      if (rssSpread !== null) log(`server RSS from ${contexts[0]} to ${contexts[stages.length - 1]} tokens: spread ${(rssSpread * 100).toFixed(1)}% of the smallest (target within ±10%)`);
+    }
+    const cached = m.get('tnl_prompt_tokens_cached_total') ?? 0, prompts = m.get('tnl_prompt_tokens_total') ?? 0;
+    log(`prefix state cache: ${cached} of ${prompts} prompt tokens (${(100 * cached / Math.max(1, prompts)).toFixed(0)}%) resumed from saved states instead of prefilled`);
+    if (stopAll.signal.aborted) log(`time limit (${o.timeLimitS ?? 900} s) reached: the figures cover what ran before it`);
+
+    const result: LoadResult = {
+      preset, server: url, clients, phases: results, speedup, conversation: stages, rssSpread, stateBytes: null,
+      timedOut: stopAll.signal.aborted, machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
+    };
+    const out = o.out ?? join('bench-results', 'load.json');
+    mkdirSync(dirname(resolve(out)), { recursive: true });
+    writeFileAtomic(out, JSON.stringify(result, null, 2) + '\n');
+    log(`\nwrote ${out}`);
+    return result;
+  } finally {
+    clearTimeout(timer);
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child!.on('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    if (tokDir) rmSync(tokDir, { recursive: true, force: true });
+  }
+}
