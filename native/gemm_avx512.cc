@@ -17,6 +17,7 @@ namespace gemm {
 namespace {
 
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
+constexpr __mmask16 kMaskMR = static_cast<__mmask16>((1u << MR) - 1);  // MR ≤ 16 lanes of a panel row
 // Small-M: software prefetch of the weight row this many rows ahead (0 = off).
 static const int kKernPf = [] { const char* e = std::getenv("TNL_KPF"); return e ? std::atoi(e) : 0; }();
 
@@ -129,7 +130,7 @@ void pack_a(float* dst, const float* A, int64_t lda, bool transA, int64_t mc, in
       float* d = dst + i * kc;
       const float* s = A + i;
       for (int64_t k = 0; k < kc; k++)
-        _mm512_mask_storeu_ps(d + k * MR, 0x0fff, _mm512_maskz_loadu_ps(m, s + k * lda));
+        _mm512_mask_storeu_ps(d + k * MR, kMaskMR, _mm512_maskz_loadu_ps(m, s + k * lda));
     }
     return;
   }
@@ -143,14 +144,14 @@ void pack_a(float* dst, const float* A, int64_t lda, bool transA, int64_t mc, in
       __m512 r[16];
       for (int q = 0; q < 16; q++) r[q] = q < mr ? _mm512_loadu_ps(s + q * lda + k) : _mm512_setzero_ps();
       transpose16(r);
-      for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(d + (k + q) * MR, 0x0fff, r[q]);
+      for (int q = 0; q < 16; q++) _mm512_mask_storeu_ps(d + (k + q) * MR, kMaskMR, r[q]);
     }
     if (k < kc) {
       const __mmask16 mk = mask16(kc - k);
       __m512 r[16];
       for (int q = 0; q < 16; q++) r[q] = q < mr ? _mm512_maskz_loadu_ps(mk, s + q * lda + k) : _mm512_setzero_ps();
       transpose16(r);
-      for (int q = 0; k + q < kc; q++) _mm512_mask_storeu_ps(d + (k + q) * MR, 0x0fff, r[q]);
+      for (int q = 0; k + q < kc; q++) _mm512_mask_storeu_ps(d + (k + q) * MR, kMaskMR, r[q]);
     }
   }
 }

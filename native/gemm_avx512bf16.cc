@@ -17,6 +17,7 @@ namespace gemm {
 namespace {
 
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
+constexpr __mmask16 kMaskMR = static_cast<__mmask16>((1u << MR) - 1);  // MR ≤ 16 lanes of a panel row
 
 inline __mmask16 mask16(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xffff)
@@ -91,7 +92,7 @@ void pack_a(uint32_t* dst, const float* A, int64_t lda, bool transA, int64_t mc,
         const __m512 hi = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(m, s + (2 * p + 1) * lda)
                                          : _mm512_setzero_ps();
         const __m512i w = _mm512_or_si512(bf16_lanes(lo), _mm512_slli_epi32(bf16_lanes(hi), 16));
-        _mm512_mask_storeu_epi32(d + p * MR, 0x0fff, w);
+        _mm512_mask_storeu_epi32(d + p * MR, kMaskMR, w);
       }
       continue;
     }
@@ -136,7 +137,7 @@ void pack_a(uint32_t* dst, const float* A, int64_t lda, bool transA, int64_t mc,
       }
       const int64_t p0 = k / 2;
       for (int q = 0; q < 16 && p0 + q < kp; q++)
-        _mm512_mask_storeu_ps(reinterpret_cast<float*>(d + (p0 + q) * MR), 0x0fff, r[q]);
+        _mm512_mask_storeu_ps(reinterpret_cast<float*>(d + (p0 + q) * MR), kMaskMR, r[q]);
     }
   }
 }
