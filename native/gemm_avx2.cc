@@ -103,7 +103,7 @@ inline void dot_block(int64_t n, int64_t K, const float* A, const T* B, int64_t 
 template <int MM, typename T>
 void small_tb(int64_t n0, int64_t n1, int64_t K, const float* A, const T* B, int64_t ldb, float* C,
               int64_t ldc, bool add) {
-  constexpr int G = MM == 1 ? 4 : MM == 2 ? 4 : MM <= 4 ? 2 : 1;
+  constexpr int G = 1;  // one row at a time: the weights stream in memory order
   int64_t n = n0;
   for (; n + G <= n1; n += G) dot_block<MM, G>(n, K, A, B, ldb, C, ldc, add);
   for (; n < n1; n++) dot_block<MM, 1>(n, K, A, B, ldb, C, ldc, add);
