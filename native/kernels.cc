@@ -152,6 +152,35 @@ double ce_row_generic(const float* x, float* d, int64_t V, int32_t y, float scal
 }
 // AdamW in double, like the reference: g·scale, the moments and the update are each rounded to
 // float once. (The kernel is bound by memory traffic, 28 bytes an element, not by this arithmetic.)
+// One head of LRPE: out[c] = s[c]·cos[c], out[dh + c] = s[c]·sin[c].
+void lrpe_fwd_generic(float* out, const float* s, const float* cs, const float* sn, int64_t dh) {
+  for (int64_t c = 0; c < dh; c++) {
+    out[c] = s[c] * cs[c];
+    out[dh + c] = s[c] * sn[c];
+  }
+}
+// One head of the LRPE + silu backward for q and k: g = (d_cos·cos + d_sin·sin)·silu'; and
+// acc[c] += p·(s_q·(dq_sin·cos − dq_cos·sin) + s_k·(dk_sin·cos − dk_cos·sin)) when acc is given
+// (d/dθ of s·cos(θp) is −s·p·sin(θp), of s·sin(θp) it is s·p·cos(θp)).
+struct LrpeBwd {
+  float* gq; float* gk;
+  const float* dq; const float* dk;                          // [cos half | sin half] of one head
+  const float* sq; const float* dsq; const float* sk; const float* dsk;
+  const float* cs; const float* sn;
+  double* acc; double p; int64_t dh;
+};
+void lrpe_bwd_generic(const LrpeBwd& a) {
+  for (int64_t c = 0; c < a.dh; c++) {
+    const float qc = a.dq[c], qs = a.dq[a.dh + c], kc = a.dk[c], ks = a.dk[a.dh + c];
+    a.gq[c] = (qc * a.cs[c] + qs * a.sn[c]) * a.dsq[c];
+    a.gk[c] = (kc * a.cs[c] + ks * a.sn[c]) * a.dsk[c];
+    if (a.acc) {
+      const double e = static_cast<double>(a.sq[c]) * (static_cast<double>(qs) * a.cs[c] - static_cast<double>(qc) * a.sn[c]) +
+                       static_cast<double>(a.sk[c]) * (static_cast<double>(ks) * a.cs[c] - static_cast<double>(kc) * a.sn[c]);
+      a.acc[c] += a.p * e;
+    }
+  }
+}
 struct AdamC {
   double b1, omb1, b2, omb2, eps, decay, lr, inv_bc1, inv_bc2, gs;
 };
@@ -275,57 +304,73 @@ TNL_AVX512 void silu_grad_avx512(const float* x, float* s, float* d, int64_t n) 
   }
 }
 
-// sin and cos of x (double, |x| < 2^31·π/2): x = k·π/2 + r with |r| ≤ π/4 (two-constant
-// FMA reduction, error ≈ 1e-16 absolute), Taylor polynomials for sin r and cos r, then the
-// quadrant's swap and signs.
-TNL_AVX512 inline void sincos_pd(__m512d x, __m512d* s, __m512d* c) {
-  const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(0.63661977236758134308)),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(1.5707963267948966), x);
-  r = _mm512_fnmadd_pd(k, _mm512_set1_pd(6.123233995736766e-17), r);
-  const __m512d r2 = _mm512_mul_pd(r, r);
-  // sin r = r (1 − r²/3! + r⁴/5! − …) up to r^15; cos r = 1 − r²/2! + … up to r^16
-  __m512d ps = _mm512_set1_pd(-7.6471637318198164759e-13);  // −1/15!
-  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(1.6059043836821614599e-10));   // 1/13!
-  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(-2.5052108385441718775e-08));  // −1/11!
-  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(2.7557319223985890653e-06));   // 1/9!
-  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(-1.9841269841269841270e-04));  // −1/7!
-  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(8.3333333333333333333e-03));   // 1/5!
-  ps = _mm512_fmadd_pd(ps, r2, _mm512_set1_pd(-1.6666666666666666667e-01));  // −1/3!
-  const __m512d sr = _mm512_fmadd_pd(_mm512_mul_pd(ps, r2), r, r);
-  __m512d pc = _mm512_set1_pd(4.7794773323873852974e-14);  // 1/16!
-  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-1.1470745597729724714e-11));  // −1/14!
-  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(2.0876756987868098979e-09));   // 1/12!
-  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-2.7557319223985890653e-07));  // −1/10!
-  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(2.4801587301587301587e-05));   // 1/8!
-  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-1.3888888888888888889e-03));  // −1/6!
-  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(4.1666666666666666667e-02));   // 1/4!
-  pc = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(-0.5));
-  const __m512d cr = _mm512_fmadd_pd(pc, r2, _mm512_set1_pd(1.0));
-  // quadrant q = k mod 4: sin x = (sr, cr, −sr, −cr)[q], cos x = (cr, −sr, −cr, sr)[q]
-  const __m512d q = _mm512_sub_pd(k, _mm512_mul_pd(_mm512_set1_pd(4.0),
-      _mm512_roundscale_pd(_mm512_mul_pd(k, _mm512_set1_pd(0.25)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)));
-  const __mmask8 q1 = _mm512_cmp_pd_mask(q, _mm512_set1_pd(1.0), _CMP_EQ_OQ);
-  const __mmask8 q2 = _mm512_cmp_pd_mask(q, _mm512_set1_pd(2.0), _CMP_EQ_OQ);
-  const __mmask8 q3 = _mm512_cmp_pd_mask(q, _mm512_set1_pd(3.0), _CMP_EQ_OQ);
-  const __mmask8 swap = q1 | q3;
-  __m512d sv = _mm512_mask_blend_pd(swap, sr, cr);
-  __m512d cv = _mm512_mask_blend_pd(swap, cr, sr);
-  const __m512d neg = _mm512_set1_pd(-0.0);
-  sv = _mm512_mask_xor_pd(sv, static_cast<__mmask8>(q2 | q3), sv, neg);
-  cv = _mm512_mask_xor_pd(cv, static_cast<__mmask8>(q1 | q2), cv, neg);
-  *s = sv;
-  *c = cv;
+// cos and sin of θ_i·p for 16 values at a time. The angle x = θ·p is exact in double (θ is a
+// float, p an int32); x = k·π/2 + r, |r| ≤ π/4, by a two-constant FMA reduction in double
+// (error ≈ 1e-16, whatever the position); then r is rounded to float and sin r, cos r come from
+// Cephes' single-precision minimax polynomials (≈ 1 ulp); k mod 4 picks the swap and the signs.
+TNL_AVX512 inline void reduce_pi2(__m512d x, __m256* r, __m256i* k) {
+  const __m512d kd = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(0.63661977236758134308)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512d rd = _mm512_fnmadd_pd(kd, _mm512_set1_pd(1.5707963267948966), x);
+  rd = _mm512_fnmadd_pd(kd, _mm512_set1_pd(6.123233995736766e-17), rd);
+  *r = _mm512_cvtpd_ps(rd);
+  *k = _mm512_cvtpd_epi32(kd);
 }
 TNL_AVX512 void sincos_avx512(const float* theta, double p, float* cs, float* sn, int64_t n) {
   const __m512d vp = _mm512_set1_pd(p);
-  for (int64_t i = 0; i < n; i += 8) {
-    const __mmask8 m = tail8(n - i);
-    const __m512d a = _mm512_mul_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, theta + i)), vp);
-    __m512d s, c;
-    sincos_pd(a, &s, &c);
-    _mm256_mask_storeu_ps(cs + i, m, _mm512_cvtpd_ps(c));
-    _mm256_mask_storeu_ps(sn + i, m, _mm512_cvtpd_ps(s));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail16(n - i);
+    const __m512 th = _mm512_maskz_loadu_ps(m, theta + i);
+    __m256 rlo, rhi;
+    __m256i klo, khi;
+    reduce_pi2(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(th)), vp), &rlo, &klo);
+    reduce_pi2(_mm512_mul_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(th, 1)), vp), &rhi, &khi);
+    const __m512 r = _mm512_insertf32x8(_mm512_castps256_ps512(rlo), rhi, 1);
+    const __m512i k = _mm512_inserti32x8(_mm512_castsi256_si512(klo), khi, 1);
+    const __m512 z = _mm512_mul_ps(r, r);
+    __m512 ps = _mm512_fmadd_ps(_mm512_set1_ps(-1.9515295891e-4f), z, _mm512_set1_ps(8.3321608736e-3f));
+    ps = _mm512_fmadd_ps(ps, z, _mm512_set1_ps(-1.6666654611e-1f));
+    const __m512 sr = _mm512_fmadd_ps(_mm512_mul_ps(ps, z), r, r);
+    __m512 pc = _mm512_fmadd_ps(_mm512_set1_ps(2.443315711809948e-5f), z, _mm512_set1_ps(-1.388731625493765e-3f));
+    pc = _mm512_fmadd_ps(pc, z, _mm512_set1_ps(4.166664568298827e-2f));
+    const __m512 cr = _mm512_fmadd_ps(_mm512_mul_ps(pc, z), z, _mm512_fnmadd_ps(_mm512_set1_ps(0.5f), z, _mm512_set1_ps(1.f)));
+    // quadrant q = k mod 4: sin x = (sr, cr, −sr, −cr)[q], cos x = (cr, −sr, −cr, sr)[q]
+    const __mmask16 odd = _mm512_test_epi32_mask(k, _mm512_set1_epi32(1));
+    const __m512i ssign = _mm512_slli_epi32(_mm512_and_si512(k, _mm512_set1_epi32(2)), 30);
+    const __m512i csign = _mm512_slli_epi32(_mm512_and_si512(_mm512_add_epi32(k, _mm512_set1_epi32(1)), _mm512_set1_epi32(2)), 30);
+    const __m512 sv = _mm512_mask_blend_ps(odd, sr, cr), cv = _mm512_mask_blend_ps(odd, cr, sr);
+    _mm512_mask_storeu_ps(sn + i, m, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(sv), ssign)));
+    _mm512_mask_storeu_ps(cs + i, m, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(cv), csign)));
+  }
+}
+
+TNL_AVX512 void lrpe_fwd_avx512(float* out, const float* s, const float* cs, const float* sn, int64_t dh) {
+  for (int64_t c = 0; c < dh; c += 16) {
+    const __mmask16 m = tail16(dh - c);
+    const __m512 x = _mm512_maskz_loadu_ps(m, s + c);
+    _mm512_mask_storeu_ps(out + c, m, _mm512_mul_ps(x, _mm512_maskz_loadu_ps(m, cs + c)));
+    _mm512_mask_storeu_ps(out + dh + c, m, _mm512_mul_ps(x, _mm512_maskz_loadu_ps(m, sn + c)));
+  }
+}
+TNL_AVX512 void lrpe_bwd_avx512(const LrpeBwd& a) {
+  const __m512d vp = _mm512_set1_pd(a.p);
+  const int64_t dh = a.dh;
+  for (int64_t c = 0; c < dh; c += 16) {
+    const __mmask16 m = tail16(dh - c);
+    const __m512 cs = _mm512_maskz_loadu_ps(m, a.cs + c), sn = _mm512_maskz_loadu_ps(m, a.sn + c);
+    const __m512 qc = _mm512_maskz_loadu_ps(m, a.dq + c), qs = _mm512_maskz_loadu_ps(m, a.dq + dh + c);
+    const __m512 kc = _mm512_maskz_loadu_ps(m, a.dk + c), ks = _mm512_maskz_loadu_ps(m, a.dk + dh + c);
+    _mm512_mask_storeu_ps(a.gq + c, m, _mm512_mul_ps(_mm512_fmadd_ps(qc, cs, _mm512_mul_ps(qs, sn)), _mm512_maskz_loadu_ps(m, a.dsq + c)));
+    _mm512_mask_storeu_ps(a.gk + c, m, _mm512_mul_ps(_mm512_fmadd_ps(kc, cs, _mm512_mul_ps(ks, sn)), _mm512_maskz_loadu_ps(m, a.dsk + c)));
+    if (a.acc) {
+      const __m512 eq = _mm512_fmsub_ps(qs, cs, _mm512_mul_ps(qc, sn));
+      const __m512 ek = _mm512_fmsub_ps(ks, cs, _mm512_mul_ps(kc, sn));
+      const __m512 e = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a.sq + c), eq, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a.sk + c), ek));
+      const __mmask8 mlo = static_cast<__mmask8>(m), mhi = static_cast<__mmask8>(m >> 8);
+      double* acc = a.acc + c;
+      _mm512_mask_storeu_pd(acc, mlo, _mm512_fmadd_pd(vp, _mm512_cvtps_pd(_mm512_castps512_ps256(e)), _mm512_maskz_loadu_pd(mlo, acc)));
+      _mm512_mask_storeu_pd(acc + 8, mhi, _mm512_fmadd_pd(vp, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)), _mm512_maskz_loadu_pd(mhi, acc + 8)));
+    }
   }
 }
 
@@ -397,16 +442,18 @@ struct Ops {
   double (*ce_row)(const float*, float*, int64_t, int32_t, float);
   void (*adamw)(float*, const float*, float*, float*, int64_t, const AdamC&);
   double (*sumsq_bf16)(const uint16_t*, int64_t);
+  void (*lrpe_fwd)(float*, const float*, const float*, const float*, int64_t);
+  void (*lrpe_bwd)(const LrpeBwd&);
 };
 const Ops& ops() {
   static const Ops o = [] {
 #if TNL_X86
     if (avx512())
       return Ops{dot_avx512, dot3_avx512, silu_avx512, silu_grad_avx512, sincos_avx512,
-                 ce_row_avx512, adamw_avx512, sumsq_bf16_avx512};
+                 ce_row_avx512, adamw_avx512, sumsq_bf16_avx512, lrpe_fwd_avx512, lrpe_bwd_avx512};
 #endif
     return Ops{dot_generic, dot3_generic, silu_generic, silu_grad_generic, sincos_generic,
-               ce_row_generic, adamw_generic, sumsq_bf16_generic};
+               ce_row_generic, adamw_generic, sumsq_bf16_generic, lrpe_fwd_generic, lrpe_bwd_generic};
   }();
   return o;
 }
@@ -526,14 +573,8 @@ void gla_qkv(float* q, float* k, float* v, const float* qkvu, int64_t T, int64_t
         op.sincos(theta, static_cast<double>(positions[t]), cs, sn, H);
         for (int64_t h = 0; h < heads; h++) {
           const int64_t i0 = h * dh;
-          float* qh = qo + h * dk;
-          float* kh = ko + h * dk;
-          for (int64_t c = 0; c < dh; c++) {
-            qh[c] = sq[i0 + c] * cs[i0 + c];
-            qh[dh + c] = sq[i0 + c] * sn[i0 + c];
-            kh[c] = sk[i0 + c] * cs[i0 + c];
-            kh[dh + c] = sk[i0 + c] * sn[i0 + c];
-          }
+          op.lrpe_fwd(qo + h * dk, sq + i0, cs + i0, sn + i0, dh);
+          op.lrpe_fwd(ko + h * dk, sk + i0, cs + i0, sn + i0, dh);
         }
       }
       float* vo = v + t * H;
@@ -578,20 +619,8 @@ void gla_qkv_backward(float* dqkvu, float* dtheta, const float* dq, const float*
           op.sincos(theta, p, cs, sn, H);
           for (int64_t h = 0; h < heads; h++) {
             const int64_t i0 = h * dh;
-            const float* dqh = dqr + h * dkk;
-            const float* dkh = dkr + h * dkk;
-            for (int64_t c = 0; c < dh; c++) {
-              const int64_t i = i0 + c;
-              const float qc = dqh[c], qs = dqh[dh + c], kc = dkh[c], ks = dkh[dh + c];
-              grow[i] = (qc * cs[i] + qs * sn[i]) * gq[i];
-              grow[H + i] = (kc * cs[i] + ks * sn[i]) * gk[i];
-              if (acc) {
-                // d/dθ of s·cos(θp) = −s·p·sin(θp); of s·sin(θp) = s·p·cos(θp)
-                const double e = static_cast<double>(sq[i]) * (static_cast<double>(qs) * cs[i] - static_cast<double>(qc) * sn[i]) +
-                                 static_cast<double>(sk[i]) * (static_cast<double>(ks) * cs[i] - static_cast<double>(kc) * sn[i]);
-                acc[i] += p * e;
-              }
-            }
+            op.lrpe_bwd(LrpeBwd{grow + i0, grow + H + i0, dqr + h * dkk, dkr + h * dkk, sq + i0, gq + i0,
+                                sk + i0, gk + i0, cs + i0, sn + i0, acc ? acc + i0 : nullptr, p, dh});
           }
         }
         if (vmask && vmask[t] == 0)

@@ -535,6 +535,17 @@ void test_gla_qkv() {
     double worst = 0;
     for (size_t i = 0; i < q.size(); i++) worst = std::max(worst, std::fabs(q[i] - rq[i]) / (std::fabs(rq[i]) + 1e-30));
     if (!c.theta) kcheck("gla_qkv", nm + " silu element-wise relative", worst, 6e-7);
+    if (c.theta) {  // element-wise against |silu(q̃)|: cos and sin to ~1e-7 absolute at any position
+      double w2 = 0;
+      for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < c.heads; h++)
+          for (int64_t i = 0; i < c.dh; i++) {
+            const double xq = x[t * 4 * H + h * c.dh + i], sq = std::fabs(xq * sigmoid_d(xq)) + 1e-30;
+            const int64_t o = t * c.heads * dk + h * dk + i;
+            w2 = std::max(w2, std::max(std::fabs(q[o] - rq[o]), std::fabs(q[o + c.dh] - rq[o + c.dh])) / sq);
+          }
+      kcheck("gla_qkv", nm + " lrpe element-wise (relative to |silu|)", w2, 5e-7);
+    }
 
     // backward
     auto dq = randv(q.size()), dkk = randv(k.size()), dv = randv(v.size());
