@@ -34,7 +34,7 @@ export interface LoadOptions {
   clients?: number;
   /** Prompt length of phases A and B, tokens (default 1024). */
   promptTokens?: number;
-  /** Generated tokens per request in A and B (default 128). */
+  /** Generated tokens per request in A and B (default 256). */
   maxTokens?: number;
   /** Requests of the one-at-a-time baseline (default 8). */
   sequentialRequests?: number;
@@ -69,7 +69,10 @@ export interface PhaseResult {
   itlP50: number; itlP99: number;
 }
 
-export interface StageResult { context: number; promptTokensMean: number; rssMaxBytes: number; rssMeanBytes: number; heapUsedMaxBytes: number; ttftP50: number; itlP50: number; seconds: number }
+export interface StageResult {
+  context: number; promptTokensMean: number; rssMaxBytes: number; rssMeanBytes: number; rssEndBytes: number;
+  heapUsedMaxBytes: number; heapTotalMaxBytes: number; arrayBuffersMaxBytes: number; ttftP50: number; itlP50: number; seconds: number;
+}
 
 export interface LoadResult {
   preset: string;
@@ -196,7 +199,7 @@ function table(log: (l: string) => void, head: string[], rows: (string | number)
 export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
   const log = o.log ?? ((l: string) => console.log(l));
   const preset = o.preset ?? 'small';
-  const clients = o.clients ?? 32, promptTokens = o.promptTokens ?? 1024, maxTokens = o.maxTokens ?? 128;
+  const clients = o.clients ?? 32, promptTokens = o.promptTokens ?? 1024, maxTokens = o.maxTokens ?? 256;
   const sequential = o.sequentialRequests ?? 8, turnTokens = o.turnTokens ?? 16;
   const contexts = o.contexts ?? [1024, 2048, 4096, 8192, 16384];
   const phases = new Set(o.phases ?? ['throughput', 'sequential', 'conversations']);
@@ -265,11 +268,12 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
       const tC = performance.now();
       for (const target of contexts) {
         if (stopAll.signal.aborted) break;
-        const samples: { rss: number; heap: number }[] = [];
+        const samples: { rss: number; heap: number; heapTotal: number; ab: number }[] = [];
+        const sampleOf = (m: Map<string, number>) => ({ rss: m.get('process_resident_memory_bytes')!, heap: m.get('nodejs_heap_used_bytes')!, heapTotal: m.get('nodejs_heap_total_bytes') ?? NaN, ab: m.get('nodejs_array_buffers_bytes') ?? NaN });
         let sampling = true;
         const sampler = (async () => {
           while (sampling) {
-            try { const m = await metrics(); samples.push({ rss: m.get('process_resident_memory_bytes')!, heap: m.get('nodejs_heap_used_bytes')! }); } catch { /* server busy */ }
+            try { samples.push(sampleOf(await metrics())); } catch { /* server busy */ }
             await new Promise((r) => setTimeout(r, 200));
           }
         })();
@@ -285,15 +289,16 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
         }));
         sampling = false;
         await sampler;
-        const m = await metrics();
-        samples.push({ rss: m.get('process_resident_memory_bytes')!, heap: m.get('nodejs_heap_used_bytes')! });
+        const end = sampleOf(await metrics());
+        samples.push(end);
         convRs.push(...rs);
         const ok = rs.filter((r) => r.ok && !r.error);
         if (ok.length < rs.length) log(`  ${rs.length - ok.length} failed: ${rs.find((r) => r.error)?.error}`);
         stages.push({
           context: target, promptTokensMean: ok.reduce((a, r) => a + r.promptTokens, 0) / Math.max(1, ok.length),
-          rssMaxBytes: Math.max(...samples.map((s) => s.rss)), rssMeanBytes: samples.reduce((a, s) => a + s.rss, 0) / samples.length,
-          heapUsedMaxBytes: Math.max(...samples.map((s) => s.heap)),
+          rssMaxBytes: Math.max(...samples.map((s) => s.rss)), rssMeanBytes: samples.reduce((a, s) => a + s.rss, 0) / samples.length, rssEndBytes: end.rss,
+          heapUsedMaxBytes: Math.max(...samples.map((s) => s.heap)), heapTotalMaxBytes: Math.max(...samples.map((s) => s.heapTotal)),
+          arrayBuffersMaxBytes: Math.max(...samples.map((s) => s.ab)),
           ttftP50: quantile(ok.map((r) => r.ttft), 0.5), itlP50: quantile(ok.flatMap((r) => r.gaps), 0.5), seconds: (performance.now() - t0) / 1000,
         });
         const st = stages[stages.length - 1]!;
@@ -314,8 +319,8 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
     if (speedup !== null) log(`\naggregate generated tokens/s, ${clients} concurrent vs one at a time: ${speedup.toFixed(2)}× (target ≥ 4×)`);
     if (stages.length) {
       log('');
-      table(log, ['context', 'mean prompt tok', 'server RSS max MiB', 'RSS mean MiB', 'heap max MiB', 'TTFT p50 ms', 'ITL p50 ms'],
-        stages.map((s) => [s.context, s.promptTokensMean.toFixed(0), fmtMiB(s.rssMaxBytes), fmtMiB(s.rssMeanBytes), fmtMiB(s.heapUsedMaxBytes), ms(s.ttftP50), ms(s.itlP50)]));
+      table(log, ['context', 'mean prompt tok', 'server RSS max MiB', 'RSS mean MiB', 'RSS end MiB', 'JS heap used max', 'JS heap total max', 'ArrayBuffers max', 'TTFT p50 ms', 'ITL p50 ms'],
+        stages.map((s) => [s.context, s.promptTokensMean.toFixed(0), fmtMiB(s.rssMaxBytes), fmtMiB(s.rssMeanBytes), fmtMiB(s.rssEndBytes), fmtMiB(s.heapUsedMaxBytes), fmtMiB(s.heapTotalMaxBytes), fmtMiB(s.arrayBuffersMaxBytes), ms(s.ttftP50), ms(s.itlP50)]));
       if (rssSpread !== null) log(`server RSS from ${contexts[0]} to ${contexts[stages.length - 1]} tokens: spread ${(rssSpread * 100).toFixed(1)}% of the smallest (target within ±10%)`);
     }
     const cached = m.get('tnl_prompt_tokens_cached_total') ?? 0, prompts = m.get('tnl_prompt_tokens_total') ?? 0;

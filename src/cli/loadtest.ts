@@ -19,7 +19,7 @@ export function register(program: Command): void {
     .option('--url <url>', 'use a running loopback server instead of starting one (its tokenizer must match --model\'s vocabulary)')
     .option('--clients <n>', 'concurrent streaming clients', '32')
     .option('--prompt-tokens <n>', 'prompt length of the throughput phases', '1024')
-    .option('--max-tokens <n>', 'generated tokens per request in the throughput phases', '128')
+    .option('--max-tokens <n>', 'generated tokens per request in the throughput phases', '256')
     .option('--sequential <n>', 'requests of the one-at-a-time baseline', '8')
     .option('--contexts <list>', 'context sizes the conversations grow through', '1024,2048,4096,8192,16384')
     .option('--turn-tokens <n>', 'generated tokens per conversation turn', '16')

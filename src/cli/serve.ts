@@ -13,7 +13,7 @@ import { DEFAULT_LIMITS } from '../serve/openai.ts';
 
 interface Opts {
   model: string; tokenizer?: string; modelName?: string; host: string; port: string; apiKey?: string;
-  maxSeqs: string; maxQueue: string; prefillChunk: string; prefillBatch: string; prefixCache?: string; maxContext: string; maxTokens: string;
+  maxSeqs: string; maxQueue: string; prefillChunk: string; prefillBatch: string; bufferPool: string; prefixCache?: string; maxContext: string; maxTokens: string;
   defaultMaxTokens: string; maxN: string; bodyLimit: string; shutdownTimeout: string; backend: string; dtype: DType; blockSize: string;
 }
 
@@ -33,6 +33,7 @@ export function register(program: Command): void {
     .option('--prefill-chunk <n>', 'prompt tokens per prefill call (interleaved with decode steps)', '256')
     .option('--prefill-batch <n>', 'most requests whose prompt chunks share one prefill call', '1')
     .option('--prefix-cache <n>', 'states kept for prompt prefixes (chat turns resume without re-reading the history; 0 = off; default: --max-seqs)')
+    .option('--buffer-pool <MiB>', 'most MiB of freed activation buffers kept for reuse (the pool is keyed by exact size; serving shapes vary)', '0')
     .option('--max-context <n>', 'most prompt + completion tokens per sequence', String(DEFAULT_LIMITS.maxContext))
     .option('--max-tokens <n>', 'most max_tokens a request may ask for', String(DEFAULT_LIMITS.maxTokens))
     .option('--default-max-tokens <n>', 'max_tokens of chat requests that give none', String(DEFAULT_LIMITS.defaultChatMaxTokens))
@@ -70,6 +71,7 @@ async function serve(o: Opts): Promise<void> {
     engine: {
       maxSeqs, maxQueue: int('--max-queue', o.maxQueue, 0), prefillChunk: int('--prefill-chunk', o.prefillChunk, 1),
       prefillBatch: int('--prefill-batch', o.prefillBatch, 1),
+      bufferPoolBytes: int('--buffer-pool', o.bufferPool, 0) * 1024 * 1024,
       prefixCache: o.prefixCache === undefined ? maxSeqs : int('--prefix-cache', o.prefixCache, 0),
     },
   });

@@ -158,7 +158,9 @@ export class ServerMetrics {
     this.step = r.add(new Histogram('tnl_engine_step_seconds', 'One engine iteration (a prefill chunk and a batched decode step)', LATENCY_BUCKETS));
     r.add(new Gauge('process_resident_memory_bytes', 'Resident memory size in bytes', () => process.memoryUsage.rss()));
     r.add(new Gauge('nodejs_heap_used_bytes', 'V8 heap in use, bytes', () => process.memoryUsage().heapUsed));
+    r.add(new Gauge('nodejs_heap_total_bytes', 'V8 heap reserved (used + free, young generation included), bytes', () => process.memoryUsage().heapTotal));
     r.add(new Gauge('nodejs_external_memory_bytes', 'Memory of ArrayBuffers and other objects outside the V8 heap, bytes', () => process.memoryUsage().external));
+    r.add(new Gauge('nodejs_array_buffers_bytes', 'Memory of ArrayBuffers (tensors, typed arrays), bytes', () => process.memoryUsage().arrayBuffers));
   }
 
   render(): string { return this.registry.render(); }

@@ -3,11 +3,12 @@
 // frequency penalties, seeded), written for a batch of sequences sampled one after the other on
 // the event loop at every decode step. Sampler allocates and sorts the whole vocabulary for every
 // token (0.2–2 ms at vocab 4–8K); with 32 sequences per step that costs more than the model's
-// batched decode. Here: scratch buffers reused across calls, one exp per token where Sampler
-// computes the same value twice, top-k / top-p sorting only the candidates that can be in the
-// nucleus (a histogram of log-probabilities finds them), top logprobs by partial selection.
-// Every value is computed by the same floating-point operations in the same order as Sampler,
-// so both pick the same token for the same seed (test/serve/sampler.test.ts checks this).
+// batched decode. Here: scratch buffers reused across calls, one exponential per vocabulary entry
+// where Sampler computes three (and none at all for greedy without logprobs), top-k / top-p sorting
+// only the candidates that can be in the nucleus (a histogram of log-probabilities finds them), top
+// logprobs by partial selection. The same distribution and the same random draws as Sampler, so
+// both pick the same token for the same seed (test/serve/sampler.test.ts checks this), except
+// when a draw falls within rounding error (~1e-16) of a boundary between two tokens.
 // Also: OpenAI's logit_bias (added to the logits before penalties).
 import { validateSampling, type Sampled, type SamplingOptions } from '../generate/sampling.ts';
 import { Rng } from '../util/rng.ts';
@@ -59,33 +60,38 @@ export class FastSampler {
         x[id] = v - pp - fp * n;
       }
     // log-softmax at temperature 1 (what logprobs report), as Sampler's logSoftmax(x, 1)
-    const needLse1 = withLogprob || topLogprobs > 0 || temp === 1;
-    const lse1 = needLse1 ? logSumExp(x, V, 1) : NaN;
+    let lse1 = NaN;
     let id: number;
+    const k = o.topK ?? 0, p = o.topP ?? 1;
     if (temp === 0) {
       id = 0;
       for (let i = 1; i < V; i++) if (x[i]! > x[id]!) id = i;
-    } else {
-      const lse = temp === 1 ? lse1 : logSumExp(x, V, temp);
+    } else if (k > 0 || p < 1) {
+      const lse = logSumExp(x, V, temp);
       const lp = LP, e = E;
       for (let i = 0; i < V; i++) lp[i] = x[i]! / temp - lse;
-      const k = o.topK ?? 0, p = o.topP ?? 1;
-      if (k > 0 || p < 1) {
-        const order = this.nucleusOrder(lp, V, k, p);
-        const m = order.length;
-        let total = 0;
-        for (let j = 0; j < m; j++) { const v = Math.exp(lp[order[j]!]!); e[j] = v; total += v; }
-        let r = this.rng.float() * total;
-        id = order[m - 1]!;
-        for (let j = 0; j < m; j++) { r -= e[j]!; if (r <= 0) { id = order[j]!; break; } }
-      } else {
-        let total = 0;
-        for (let i = 0; i < V; i++) { const v = Math.exp(lp[i]!); e[i] = v; total += v; }
-        let r = this.rng.float() * total;
-        id = V - 1;
-        for (let i = 0; i < V; i++) { r -= e[i]!; if (r <= 0) { id = i; break; } }
-      }
+      const order = this.nucleusOrder(lp, V, k, p);
+      const m = order.length;
+      let total = 0;
+      for (let j = 0; j < m; j++) { const v = Math.exp(lp[order[j]!]!); e[j] = v; total += v; }
+      let r = this.rng.float() * total;
+      id = order[m - 1]!;
+      for (let j = 0; j < m; j++) { r -= e[j]!; if (r <= 0) { id = order[j]!; break; } }
+    } else {
+      // The whole vocabulary: weights exp(x/T − max) in one pass (Sampler computes exp(x/T − lse),
+      // the same weights scaled by a constant: the same distribution and the same draw, the pick
+      // differing only if the draw falls within rounding error of a boundary between two tokens).
+      const e = E;
+      let mx = -Infinity;
+      for (let i = 0; i < V; i++) mx = Math.max(mx, x[i]! / temp);
+      let total = 0;
+      for (let i = 0; i < V; i++) { const v = Math.exp(x[i]! / temp - mx); e[i] = v; total += v; }
+      if (temp === 1) lse1 = mx + Math.log(total);
+      let r = this.rng.float() * total;
+      id = V - 1;
+      for (let i = 0; i < V; i++) { r -= e[i]!; if (r <= 0) { id = i; break; } }
     }
+    if (Number.isNaN(lse1) && (withLogprob || topLogprobs > 0)) lse1 = logSumExp(x, V, 1);
     this.counts.set(id, (this.counts.get(id) ?? 0) + 1);
     const out: Sampled = { id, logprob: x[id]! - lse1 };
     if (topLogprobs > 0) out.top = topK(x, lse1, V, Math.min(topLogprobs, V)).map((i) => ({ id: i, logprob: x[i]! - lse1 }));

@@ -85,6 +85,13 @@ export interface EngineOptions {
   /** Where unexpected errors are reported (default: stderr). */
   log?: (line: string) => void;
   /**
+   * Most bytes of freed activation buffers the backend keeps for reuse (host backends'
+   * poolLimitBytes; default 0, never raised). The pool is keyed by exact buffer size, and a
+   * server meets many sizes (prefill tails of 1…prefillChunk tokens, decode batches of 1…maxSeqs
+   * sequences): unbounded, it would keep buffers of sizes that never come back.
+   */
+  bufferPoolBytes?: number;
+  /**
    * Sample only ids below this (default: the model's vocabulary): the tokenizer's size when the
    * model's embedding is padded beyond it, so no sequence produces an id the tokenizer lacks.
    */
@@ -255,6 +262,9 @@ export class Engine {
     this.V = model.config.vocab_size;
     this.sampleV = Math.min(this.V, opts.sampleVocab ?? this.V);
     if (!(Number.isInteger(this.sampleV) && this.sampleV >= 1)) throw new RangeError(`sampleVocab must be an integer ≥ 1, got ${opts.sampleVocab}`);
+    const be = model.be as { poolLimitBytes?: number };
+    const poolCap = opts.bufferPoolBytes ?? 0;
+    if (typeof be.poolLimitBytes === 'number' && be.poolLimitBytes > poolCap) be.poolLimitBytes = poolCap;
     this.pool = model.newState(this.maxSeqs);
     this.cache = new PrefixCache(model, cacheSize);
     this.freeSlotList = Array.from({ length: this.maxSeqs }, (_, i) => this.maxSeqs - 1 - i);
