@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import type { Backend, DType, Tensor } from '../src/backends/backend.ts';
 import { ReferenceBackend } from '../src/backends/reference/index.ts';
 import { CudaBackend, cudaAvailable } from '../src/backends/cuda/index.ts';
+import type { LightningTuning } from '../src/backends/cuda/plan.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
@@ -178,6 +179,21 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
     guarded(`lightningForward tc ${B},${N}`, () => lightningCase(gtc, 'tc', B, N, nh, dk, dv, st, null, 2e-2));
   for (const [B, N, nh, dk, dv] of [[2, 150, 2, 128, 64], [1, 97, 2, 64, 64]] as const)
     guarded(`lightningBackward tc ${B},${N}`, () => lightningBwdCase(gtc, 'tc', B, N, nh, dk, dv, 2e-2));
+  // the sequence-parallel form (segments in rounds of G blocks, states exchanged between blocks),
+  // forced onto short sequences: several rounds, a partial last round, initial and final states
+  const seqCase = (seg: number, maxG: number, fn: () => void, extra: LightningTuning = {}) => {
+    const prev = gtc.lightningTuning;
+    gtc.lightningTuning = { ...prev, seg, maxG, ...extra };
+    try { fn(); } finally { gtc.lightningTuning = prev; }
+  };
+  for (const [B, N, nh, dk, dv, st, seg, G] of [[1, 1000, 2, 128, 128, true, 128, 3], [2, 777, 1, 64, 128, true, 64, 4], [1, 300, 3, 128, 64, false, 64, 2], [1, 2000, 1, 128, 256, true, 256, 8]] as const)
+    guarded(`lightningForward tc seq ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc seq L=${seg} G≤${G}`, B, N, nh, dk, dv, st, null, 2e-2)));
+  for (const [B, N, nh, dk, dv, seg, G] of [[1, 700, 2, 128, 128, 128, 2], [1, 500, 1, 64, 64, 64, 3]] as const)
+    guarded(`lightningBackward tc seq ${B},${N}`, () => seqCase(seg, G, () => lightningBwdCase(gtc, `tc seq L=${seg} G≤${G}`, B, N, nh, dk, dv, 2e-2)));
+  // DK = DV = 128 runs the wgmma kernel on Hopper; the mma.sync kernel of the same widths, forced
+  for (const [B, N, nh, st, seg, G] of [[2, 300, 2, true, 512, 1], [1, 900, 2, true, 128, 3]] as const)
+    guarded(`lightningForward tc mma.sync ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc mma.sync L=${seg} G≤${G}`, B, N, nh, 128, 128, st, null, 2e-2), { wgmma: false }));
+  guarded('lightningBackward tc mma.sync', () => seqCase(512, 1, () => lightningBwdCase(gtc, 'tc mma.sync', 1, 200, 2, 128, 128, 2e-2), { wgmma: false }));
   guarded('normGate', () => {
     const r = R(), T = 19, H = 37;
     const o = both(r.arr(T * H, 2), [T, H]), X = both(r.arr(T * 4 * H), [T, 4 * H]), a = poisoned([T, H]), rs = poisoned([T]);
@@ -362,7 +378,7 @@ const failed = rows.filter((r) => !r.ok);
 
 if (flag('--bench')) {
   const lengths = (opt('--lengths') ?? '512,2048,8192,32768').split(',').map(Number);
-  const bench = await runCudaBench(g, { lengths, e2e: !flag('--no-e2e'), anchors: !flag('--no-anchors') });
+  const bench = await runCudaBench(g, { lengths, e2e: !flag('--no-e2e'), anchors: !flag('--no-anchors'), long: !flag('--no-long') });
   writeFileSync(join(outDir, 'bench.json'), JSON.stringify(bench, null, 1));
 }
 process.exit(failed.length ? 1 : 0);

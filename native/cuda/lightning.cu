@@ -8,8 +8,9 @@
 //
 // lightning_f32 / lightning_bf16in: chunks of C tokens, one block per (dv tile, head, sequence), the
 // state tile [DK, DVT] in shared memory, fp32 arithmetic; any DK, DV (the exact path, and decode).
-// lightning_tc_*: tensor cores (mma.sync m16n8k16 bf16, fp32 accumulation), chunk 64, DK ∈ {64, 128},
-// DV a multiple of 64; the fp32 state lives in registers, a bf16 copy in shared memory feeds q·S.
+// lightning_tc_k{DK}_v{DVT}_*: tensor cores (mma.sync m16n8k16 bf16, fp32 accumulation), chunk 64,
+// DK ∈ {64, 128}, DV a multiple of 64 (DVT = 128 or 64 columns per block); the fp32 state lives in
+// registers, a bf16 copy in shared memory feeds q·S; optionally sequence-parallel (see below).
 typedef unsigned short u16;
 typedef unsigned int u32;
 typedef long long i64;
@@ -102,237 +103,646 @@ __device__ void lightning_chunk(TO* o, const T* q, const T* k, const T* v, int B
 }
 
 // ------------------------------------------------------------------------------------------------
-// Tensor-core kernel. 256 threads = 8 warps; chunk 64; the block owns a DVT = 64 column tile of one
-// (sequence, head). Shared memory (bf16, rows padded by 8 to spread banks):
-//   QS[64][DK+8], KS[64][DK+8]  q, k rows of the chunk            (A·Bᵀ operands of Q·Kᵀ)
-//   KT[DK][72]                  kᵀ scaled by λ^{m−1−j}            (A operand of the state update)
-//   VT[64][72]                  vᵀ tile                           (B operand of A·V and of the update)
-//   ST[64][DK+8]                bf16 copy of the state, transposed (B operand of Q·S)
-//   AS[64][72]                  masked, decayed scores
-#define TC_C 64
-#define TC_DVT 64
-#define PADL 72
+// Tensor-core kernel (mma.sync m16n8k16 bf16, fp32 accumulation; chunk 64; 256 threads = 8 warps,
+// one block per SM). A block owns one (sequence, head, DVT-column tile) with DVT = 128 where DV allows
+// (q and k are then read once), DK ∈ {64, 128}. Per chunk, one barrier:
+//   top:    wait for the chunk's cp.async group, __syncthreads, issue the loads of chunk + 2 (3 stages)
+//   output: warp (rt, ch) = (w & 3, w >> 2) owns rows 16·rt, columns ch·DVT/2; Q fragments stay in
+//           registers; O = λ^{i+1}·Q·S + Σ_j (Q·Kᵀ ⊙ λ^{i−j})·V, the 16×16 score blocks going from the
+//           accumulator straight into A fragments (no shared-memory round trip, causal blocks only)
+//   state:  warp w owns 16 rows of the fp32 state (all DVT columns for DK = 128) in registers:
+//           S = λ^m·S + (K ⊙ λ^{m−1−j})ᵀ·V, the decay applied to the K fragments in registers; its bf16
+//           copy goes to the other of two shared buffers (read by the next chunk's Q·S).
+// Shared memory rows are XOR-swizzled in 16-byte units (conflict-free ldmatrix and cp.async).
+//
+// Sequence-parallel form (G > 1 blocks per (sequence, head, tile), all resident): the sequence is cut
+// into segments of L tokens, handed out in rounds of G. Per round, block g (1) runs the state update
+// alone over its segment from zero (ΔS_g), (2) publishes ΔS_g, meets the round's other blocks at a
+// counter in global memory, and forms its incoming state S_in = λ^L(…(λ^L·S_round + ΔS_0)…) + ΔS_{g−1},
+// (3) runs the full chunk loop over its segment from S_in (k, v mostly from L2 now). Block G−1 leaves
+// its final state as the next round's S_round. The loads run ahead across the phases.
+#define LT_C 64
 
-__device__ __forceinline__ void mma16816(float c[4], const u32 a[4], const u32 b[2]) {
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+  return r;
+}
+// byte offset of element (row, col) in a [rows][W] bf16 array with 16-byte units XOR-swizzled by row
+__device__ __forceinline__ u32 swz(int row, int col, int W) {
+  return (u32)((row * W + ((((col >> 3) ^ row) & 7) | ((col >> 3) & ~7)) * 8 + (col & 7)) * 2);
+}
+__device__ __forceinline__ void ldsm4(u32 r[4], u32 a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void ldsm4t(u32 r[4], u32 a) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+__device__ __forceinline__ void mma16816(float c[4], const u32 a[4], u32 b0, u32 b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
-// A fragment (16×16, row-major tile at r0, k0 of a [rows][ld] bf16 array).
-__device__ __forceinline__ void ldA(u32 a[4], const u16* s, int ld, int r0, int k0, int lane) {
-  const int g = lane >> 2, t = lane & 3;
-  a[0] = *(const u32*)(s + (r0 + g) * ld + k0 + 2 * t);
-  a[1] = *(const u32*)(s + (r0 + g + 8) * ld + k0 + 2 * t);
-  a[2] = *(const u32*)(s + (r0 + g) * ld + k0 + 8 + 2 * t);
-  a[3] = *(const u32*)(s + (r0 + g + 8) * ld + k0 + 8 + 2 * t);
+// two floats to bf16x2 (round to nearest even), lo in the low half
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
 }
-// B fragment (16×8, k × n) from an array stored n-major: s[n][k].
-__device__ __forceinline__ void ldB(u32 b[2], const u16* s, int ld, int n0, int k0, int lane) {
-  const int g = lane >> 2, t = lane & 3;
-  b[0] = *(const u32*)(s + (n0 + g) * ld + k0 + 2 * t);
-  b[1] = *(const u32*)(s + (n0 + g) * ld + k0 + 8 + 2 * t);
+__device__ __forceinline__ u32 scale2(u32 x, float flo, float fhi) {
+  return pack2(__uint_as_float(x << 16) * flo, __uint_as_float(x & 0xffff0000u) * fhi);
 }
-// Element e (0‥7) of eight bf16 held in a uint4, for a run-time e (selects, no local memory).
-__device__ __forceinline__ u16 pick(const uint4& v, int e) {
-  const u32 w = (e & 4) ? ((e & 2) ? v.w : v.z) : ((e & 2) ? v.y : v.x);
-  return (e & 1) ? (u16)(w >> 16) : (u16)(w & 0xffffu);
+__device__ __forceinline__ void cp16(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp16h(u32 dst, const void* src, int bytes, unsigned long long pol) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" :: "r"(dst), "l"(src), "r"(bytes), "l"(pol));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+__device__ __forceinline__ float4 ldcg4(const float* p) {
+  float4 r;
+  asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(r.x), "=f"(r.y), "=f"(r.z), "=f"(r.w) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
+  unsigned r;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(r) : "l"(p) : "memory");
+  return r;
 }
 __device__ __forceinline__ void st2(float* p, float a, float b) { *(float2*)p = make_float2(a, b); }
-__device__ __forceinline__ void st2(u16* p, float a, float b) { *(u32*)p = (u32)f2bf(a) | ((u32)f2bf(b) << 16); }
+__device__ __forceinline__ void st2(u16* p, float a, float b) { *(u32*)p = pack2(a, b); }
 
-template <int DK, typename TO>
-__device__ void lightning_tc(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
-                             const float* loglam, float* state, const int* slots, int reverse) {
-  constexpr int LDQ = DK + 8;
-  extern __shared__ __align__(16) unsigned char smraw[];
-  u16* QS = (u16*)smraw;
-  u16* KS = QS + TC_C * LDQ;
-  u16* KT = KS + TC_C * LDQ;
-  u16* VT = KT + DK * PADL;
-  u16* ST = VT + TC_DVT * PADL;
-  u16* AS = ST + TC_DVT * LDQ;
-  float* pw = (float*)(AS + TC_C * PADL);
+template <int DK, int DVT, typename TO>
+__device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
+                                             const float* loglam, float* state, const int* slots, int reverse,
+                                             int G, int L, float* ws, unsigned* cnt, int hint) {
+  constexpr int STAGE = LT_C * (2 * DK + DVT) * 2;  // bytes: Q, K [64][DK], V [64][DVT]
+  constexpr int SBB = DK * DVT * 2;                 // bytes of one bf16 state copy [DK][DVT]
+  constexpr int RT = DK / 16;                       // row tiles of the state (8 or 4)
+  constexpr int NTS = RT == 8 ? DVT / 8 : DVT / 16; // state n-tiles per warp
+  constexpr int NTO = DVT / 16;                     // output n-tiles per warp
+  constexpr int KS = DK / 16;
+  constexpr int SE = DK * DVT;                      // state elements
+  extern __shared__ __align__(128) unsigned char smraw[];
+  const u32 sbase = smem_u32(smraw);
+  const u32 sb0 = sbase + 3 * STAGE;
+  float* pwz = (float*)(smraw + 3 * STAGE + 2 * SBB);  // pwz[64 + d] = λ^d (d ≥ 0), 0 (d < 0)
 
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
-  const int c0 = blockIdx.x * TC_DVT, h = blockIdx.y, b = blockIdx.z;
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int ct = blockIdx.x / G, g = blockIdx.x % G, h = blockIdx.y, b = blockIdx.z;
+  const int c0 = ct * DVT, ntiles = DV / DVT;
+  const int unit = (b * nh + h) * ntiles + ct;
   const float ll = loglam[h];
-  for (int i = tid; i <= TC_C; i += blockDim.x) pw[i] = expf(ll * (float)i);
+  for (int i = tid; i <= 128; i += 256) pwz[i] = i >= 64 ? expf(ll * (float)(i - 64)) : 0.f;
   const int slot = slots ? slots[b] : b;
-  float* st = state ? state + ((i64)slot * nh + h) * DK * DV : nullptr;
-
-  // The state: warp w owns rows kk ∈ [16·wr, 16·wr+16) (DK/16 row tiles over 8 warps: DK = 128 → one
-  // tile each; DK = 64 → 4 tiles, warps 0‥3 take columns 0‥31, 4‥7 columns 32‥63).
-  constexpr int SROWT = DK / 16;                 // row tiles of the state
-  constexpr int SNT = (SROWT >= 8) ? 8 : 4;      // n-tiles (of 8 columns) per warp
-  const int srt = (SROWT >= 8) ? warp : (warp & 3);
-  const int sc0 = (SROWT >= 8) ? 0 : (warp >> 2) * 32;
-  float s[SNT][4];
-#pragma unroll
-  for (int nt = 0; nt < SNT; nt++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int kk = 16 * srt + g + (e >= 2 ? 8 : 0), c = sc0 + 8 * nt + 2 * t4 + (e & 1);
-      s[nt][e] = st ? st[(i64)kk * DV + c0 + c] : 0.f;
-    }
-  __syncthreads();
-#pragma unroll
-  for (int nt = 0; nt < SNT; nt++)
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int kk = 16 * srt + g + (e >= 2 ? 8 : 0), c = sc0 + 8 * nt + 2 * t4 + (e & 1);
-      ST[c * LDQ + kk] = f2bf(s[nt][e]);
-    }
-
+  float* st = state ? state + ((i64)slot * nh + h) * DK * DV + c0 : nullptr;
   const i64 qrow = (i64)nh * DK, vrow = (i64)nh * DV;
-  // The next chunk's q, k, v are fetched into registers while this chunk computes (all loads of a
-  // chunk issued together, 16 bytes each), then stored to shared memory at the top of the loop.
-  constexpr int QV = DK / 8;                    // 16-byte vectors per q/k row
-  constexpr int QIT = TC_C * QV / 256;          // per thread
-  constexpr int VIT = TC_C * (TC_DVT / 8) / 256;
-  uint4 pq[QIT], pk[QIT], pv[VIT];
-  auto fetch = [&](int s0) {
-    const int m = min(TC_C, N - s0);
-#pragma unroll
-    for (int it = 0; it < QIT; it++) {
-      const int idx = tid + it * 256, i = idx / QV, kk = (idx % QV) * 8;
-      pq[it] = pk[it] = make_uint4(0, 0, 0, 0);
-      if (s0 < N && i < m) {
-        const int tok = reverse ? N - 1 - (s0 + i) : s0 + i;
-        const i64 gq = ((i64)b * N + tok) * qrow + (i64)h * DK + kk;
-        pq[it] = *(const uint4*)(q + gq);
-        pk[it] = *(const uint4*)(k + gq);
-      }
-    }
-#pragma unroll
-    for (int it = 0; it < VIT; it++) {
-      const int idx = tid + it * 256, i = idx / (TC_DVT / 8), c = (idx % (TC_DVT / 8)) * 8;
-      pv[it] = make_uint4(0, 0, 0, 0);
-      if (s0 < N && i < m) {
-        const int tok = reverse ? N - 1 - (s0 + i) : s0 + i;
-        pv[it] = *(const uint4*)(v + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + c);
-      }
-    }
-  };
-  fetch(0);
-  for (int s0 = 0; s0 < N; s0 += TC_C) {
-    const int m = min(TC_C, N - s0);
-    // ---- store q, k rows, kᵀ (decayed by λ^{m−1−j}) and vᵀ; zeros past the end ----
-#pragma unroll
-    for (int it = 0; it < QIT; it++) {
-      const int idx = tid + it * 256, i = idx / QV, kk = (idx % QV) * 8;
-      *(uint4*)(QS + i * LDQ + kk) = pq[it];
-      *(uint4*)(KS + i * LDQ + kk) = pk[it];
-      const float f = i < m ? pw[m - 1 - i] : 0.f;
-#pragma unroll
-      for (int e = 0; e < 8; e++) {  // rotated by lane: the 16 lanes of one token hit 8 banks, not 1
-        const int ee = (e + lane) & 7;
-        KT[(kk + ee) * PADL + i] = f2bf(bf2f(pick(pk[it], ee)) * f);
-      }
-    }
-#pragma unroll
-    for (int it = 0; it < VIT; it++) {
-      const int idx = tid + it * 256, i = idx / (TC_DVT / 8), c = (idx % (TC_DVT / 8)) * 8;
-#pragma unroll
-      for (int e = 0; e < 8; e++) { const int ee = (e + lane) & 7; VT[(c + ee) * PADL + i] = pick(pv[it], ee); }
-    }
-    __syncthreads();
-    fetch(s0 + TC_C);
+  unsigned long long pol = 0;
+  if (hint) asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(pol));
 
-    // ---- scores: AS = (Q·Kᵀ) ⊙ λ^{i−j} (j ≤ i); warp: rows 16·(w&3), columns 32·(w>>2) ----
-    {
-      const int rt = warp & 3, ch = warp >> 2;
-      float acc[4][4];
+  // state ownership: rows 16·srt + (g8, g8 + 8), columns scb + 8·nt + 2·t4 (+1)
+  const int srt = RT == 8 ? w : (w & 3);
+  const int scb = RT == 8 ? 0 : (w >> 2) * (DVT / 2);
+  float s[NTS][4];
+  auto load_strided = [&]() {
 #pragma unroll
-      for (int nt = 0; nt < 4; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-      if (32 * ch <= 16 * rt + 15) {  // tiles wholly above the diagonal stay zero
-#pragma unroll
-        for (int k0 = 0; k0 < DK; k0 += 16) {
-          u32 a[4];
-          ldA(a, QS, LDQ, 16 * rt, k0, lane);
-#pragma unroll
-          for (int nt = 0; nt < 4; nt++) { u32 bb[2]; ldB(bb, KS, LDQ, 32 * ch + 8 * nt, k0, lane); mma16816(acc[nt], a, bb); }
-        }
-      }
-#pragma unroll
-      for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-          const int i = 16 * rt + g + 8 * hf, j = 32 * ch + 8 * nt + 2 * t4;
-          const float a0 = j <= i ? acc[nt][2 * hf] * pw[i - j] : 0.f;
-          const float a1 = j + 1 <= i ? acc[nt][2 * hf + 1] * pw[i - j - 1] : 0.f;
-          *(u32*)(AS + i * PADL + j) = (u32)f2bf(a0) | ((u32)f2bf(a1) << 16);
-        }
-    }
-    __syncthreads();
-
-    // ---- outputs: O = λ^{i+1}·(Q·S) + AS·V; warp: rows 16·(w&3), columns 32·(w>>2) ----
-    {
-      const int rt = warp & 3, ch = warp >> 2;
-      float acc[4][4];
-#pragma unroll
-      for (int nt = 0; nt < 4; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
-#pragma unroll
-      for (int k0 = 0; k0 < DK; k0 += 16) {
-        u32 a[4];
-        ldA(a, QS, LDQ, 16 * rt, k0, lane);
-#pragma unroll
-        for (int nt = 0; nt < 4; nt++) { u32 bb[2]; ldB(bb, ST, LDQ, 32 * ch + 8 * nt, k0, lane); mma16816(acc[nt], a, bb); }
-      }
-      const float f0 = pw[16 * rt + g + 1], f1 = pw[16 * rt + g + 9];
-#pragma unroll
-      for (int nt = 0; nt < 4; nt++) { acc[nt][0] *= f0; acc[nt][1] *= f0; acc[nt][2] *= f1; acc[nt][3] *= f1; }
-#pragma unroll
-      for (int k0 = 0; k0 < TC_C; k0 += 16) {
-        if (k0 > 16 * rt + 15) break;  // AS is zero there
-        u32 a[4];
-        ldA(a, AS, PADL, 16 * rt, k0, lane);
-#pragma unroll
-        for (int nt = 0; nt < 4; nt++) { u32 bb[2]; ldB(bb, VT, PADL, 32 * ch + 8 * nt, k0, lane); mma16816(acc[nt], a, bb); }
-      }
-#pragma unroll
-      for (int hf = 0; hf < 2; hf++) {
-        const int i = 16 * rt + g + 8 * hf;
-        if (i < m) {
-          const int tok = reverse ? N - 1 - (s0 + i) : s0 + i;
-          TO* orow = o + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + 32 * ch + 2 * t4;
-#pragma unroll
-          for (int nt = 0; nt < 4; nt++) st2(orow + 8 * nt, acc[nt][2 * hf], acc[nt][2 * hf + 1]);
-        }
-      }
-    }
-    __syncthreads();
-
-    // ---- state: S = λ^m·S + KTᵀ·V (KT already carries λ^{m−1−j}); then the bf16 copy ----
-    {
-      const float lm = pw[m];
-#pragma unroll
-      for (int nt = 0; nt < SNT; nt++) { s[nt][0] *= lm; s[nt][1] *= lm; s[nt][2] *= lm; s[nt][3] *= lm; }
-#pragma unroll
-      for (int k0 = 0; k0 < TC_C; k0 += 16) {
-        u32 a[4];
-        ldA(a, KT, PADL, 16 * srt, k0, lane);
-#pragma unroll
-        for (int nt = 0; nt < SNT; nt++) { u32 bb[2]; ldB(bb, VT, PADL, sc0 + 8 * nt, k0, lane); mma16816(s[nt], a, bb); }
-      }
-#pragma unroll
-      for (int nt = 0; nt < SNT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int kk = 16 * srt + g + (e >= 2 ? 8 : 0), c = sc0 + 8 * nt + 2 * t4 + (e & 1);
-          ST[c * LDQ + kk] = f2bf(s[nt][e]);
-        }
-    }
-    __syncthreads();
-  }
-  if (st) {
-#pragma unroll
-    for (int nt = 0; nt < SNT; nt++)
+    for (int nt = 0; nt < NTS; nt++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        const int kk = 16 * srt + g + (e >= 2 ? 8 : 0), c = sc0 + 8 * nt + 2 * t4 + (e & 1);
-        st[(i64)kk * DV + c0 + c] = s[nt][e];
+        const int kk = 16 * srt + g8 + (e >= 2 ? 8 : 0), c = scb + 8 * nt + 2 * t4 + (e & 1);
+        s[nt][e] = st ? st[(i64)kk * DV + c] : 0.f;
       }
+  };
+  auto store_strided = [&]() {
+#pragma unroll
+    for (int nt = 0; nt < NTS; nt++)
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        const int kk = 16 * srt + g8 + 8 * hf, c = scb + 8 * nt + 2 * t4;
+        *(float2*)(st + (i64)kk * DV + c) = make_float2(s[nt][2 * hf], s[nt][2 * hf + 1]);
+      }
+  };
+  // fragment-native order for the workspace (coalesced 16-byte accesses)
+  auto frag_idx = [&](int nt) { return ((w * NTS + nt) * 32 + lane) * 4; };
+  auto write_sb = [&](int buf) {
+    const u32 base = sb0 + buf * SBB;
+#pragma unroll
+    for (int nt = 0; nt < NTS; nt++) {
+      const int kk = 16 * srt + g8, c = scb + 8 * nt + 2 * t4;
+      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(base + swz(kk, c, DVT)), "r"(pack2(s[nt][0], s[nt][1])));
+      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(base + swz(kk + 8, c, DVT)), "r"(pack2(s[nt][2], s[nt][3])));
+    }
+  };
+
+  // jobs: G = 1: the chunks of the sequence; G > 1: per round, NCL state-only chunks then NCL full ones
+  const int NCL = G > 1 ? L / LT_C : 0;
+  const int R = G > 1 ? (N + G * L - 1) / (G * L) : 1;
+  const int NJ = G > 1 ? R * 2 * NCL : (N + LT_C - 1) / LT_C;
+  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) {
+    if (G == 1) { r = 0; c = J; full = 1; s0 = LT_C * J; }
+    else { r = J / (2 * NCL); const int x = J - r * 2 * NCL; full = x >= NCL; c = full ? x - NCL : x; s0 = (r * G + g) * L + LT_C * c; }
+    m = min(LT_C, N - s0);
+  };
+  auto issue = [&](int J) {
+    if (J < NJ) {
+      int s0, m, full, r, c;
+      job(J, s0, m, full, r, c);
+      if (m > 0) {
+        const u32 stg = sbase + (J % 3) * STAGE;
+        const bool hnt = hint && (full || G == 1);
+#pragma unroll
+        for (int it = 0; it < LT_C * DK / 8 / 256; it++) {
+          const int idx = tid + it * 256, i = idx / (DK / 8), cc = (idx % (DK / 8)) * 8;
+          const int pos = s0 + i, ok = i < m;
+          const int tok = ok ? (reverse ? N - 1 - pos : pos) : 0;
+          const i64 gq = ((i64)b * N + tok) * qrow + (i64)h * DK + cc;
+          const u32 off = swz(i, cc, DK);
+          if (hnt) {
+            if (full) cp16h(stg + off, q + gq, ok ? 16 : 0, pol);
+            cp16h(stg + LT_C * DK * 2 + off, k + gq, ok ? 16 : 0, pol);
+          } else {
+            if (full) cp16(stg + off, q + gq, ok ? 16 : 0);
+            cp16(stg + LT_C * DK * 2 + off, k + gq, ok ? 16 : 0);
+          }
+        }
+#pragma unroll
+        for (int it = 0; it < LT_C * DVT / 8 / 256; it++) {
+          const int idx = tid + it * 256, i = idx / (DVT / 8), cc = (idx % (DVT / 8)) * 8;
+          const int pos = s0 + i, ok = i < m;
+          const int tok = ok ? (reverse ? N - 1 - pos : pos) : 0;
+          const u16* src = v + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + cc;
+          const u32 dst = stg + 2 * LT_C * DK * 2 + swz(i, cc, DVT);
+          if (hnt) cp16h(dst, src, ok ? 16 : 0, pol); else cp16(dst, src, ok ? 16 : 0);
+        }
+      }
+    }
+    cp_commit();
+  };
+
+  float* wsd = ws ? ws + (i64)unit * 2 * G * SE : nullptr;                               // ΔS [2][G][SE]
+  float* wsr = ws ? ws + (i64)B * nh * ntiles * 2 * G * SE + (i64)unit * 2 * SE : nullptr;  // S_round [2][SE]
+
+  issue(0);
+  issue(1);
+  int sbuf = 0;
+  if (G == 1) { load_strided(); write_sb(0); }
+  else {
+#pragma unroll
+    for (int nt = 0; nt < NTS; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
   }
+
+  const int rt = w & 3, ocb = (w >> 2) * (DVT / 2);
+  for (int J = 0; J < NJ; J++) {
+    int s0, m, full, r, c;
+    job(J, s0, m, full, r, c);
+    if (G > 1 && full && c == 0) {
+      // ---- exchange: publish ΔS_g, meet the round, form S_in ----
+      float* d = wsd + (i64)((r & 1) * G + g) * SE;
+#pragma unroll
+      for (int nt = 0; nt < NTS; nt++) *(float4*)(d + frag_idx(nt)) = make_float4(s[nt][0], s[nt][1], s[nt][2], s[nt][3]);
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) {
+        atomicAdd(cnt + 2 * unit, 1u);
+        const unsigned want = (unsigned)(G * (r + 1));
+        while (ld_acquire(cnt + 2 * unit) < want) asm volatile("nanosleep.u32 64;\n");
+        __threadfence();
+      }
+      __syncthreads();
+      if (r == 0) load_strided();
+      else {
+        const float* sr = wsr + (i64)(r & 1) * SE;
+#pragma unroll
+        for (int nt = 0; nt < NTS; nt++) { const float4 x = ldcg4(sr + frag_idx(nt)); s[nt][0] = x.x; s[nt][1] = x.y; s[nt][2] = x.z; s[nt][3] = x.w; }
+      }
+      if (r == 0 && st) {  // the initial state has been read: the block that writes the final state may go on
+        __syncthreads();
+        if (tid == 0) atomicAdd(cnt + 2 * unit + 1, 1u);
+      }
+      const float fL = expf(ll * (float)L);
+      for (int gp = 0; gp < g; gp++) {
+        const float* dp = wsd + (i64)((r & 1) * G + gp) * SE;
+#pragma unroll
+        for (int nt = 0; nt < NTS; nt++) {
+          const float4 x = ldcg4(dp + frag_idx(nt));
+          s[nt][0] = s[nt][0] * fL + x.x; s[nt][1] = s[nt][1] * fL + x.y; s[nt][2] = s[nt][2] * fL + x.z; s[nt][3] = s[nt][3] * fL + x.w;
+        }
+      }
+      write_sb(sbuf);
+    }
+
+    cp_wait1();
+    __syncthreads();
+    issue(J + 2);
+
+    if (m > 0) {
+      const u32 stg = sbase + (J % 3) * STAGE;
+      const u32 QS = stg, KSa = stg + LT_C * DK * 2, VSa = stg + 2 * LT_C * DK * 2;
+      if (full) {
+        // ---- outputs ----
+        u32 qa[KS][4];
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) ldsm4(qa[ks], QS + swz(16 * rt + (lane & 15), 16 * ks + (lane >> 4) * 8, DK));
+        float oc[NTO][4];
+#pragma unroll
+        for (int nt = 0; nt < NTO; nt++) oc[nt][0] = oc[nt][1] = oc[nt][2] = oc[nt][3] = 0.f;
+        const u32 SB = sb0 + sbuf * SBB;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+          for (int np = 0; np < NTO / 2; np++) {
+            u32 bb[4];
+            ldsm4t(bb, SB + swz(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, ocb + 16 * np + (lane >> 4) * 8, DVT));
+            mma16816(oc[2 * np], qa[ks], bb[0], bb[1]);
+            mma16816(oc[2 * np + 1], qa[ks], bb[2], bb[3]);
+          }
+        {
+          const float f0 = pwz[64 + 16 * rt + g8 + 1], f1 = pwz[64 + 16 * rt + g8 + 9];
+#pragma unroll
+          for (int nt = 0; nt < NTO; nt++) { oc[nt][0] *= f0; oc[nt][1] *= f0; oc[nt][2] *= f1; oc[nt][3] *= f1; }
+        }
+        for (int jt = 0; jt <= rt; jt++) {
+          float sc[2][4];
+#pragma unroll
+          for (int e = 0; e < 4; e++) sc[0][e] = sc[1][e] = 0.f;
+#pragma unroll
+          for (int ks = 0; ks < KS; ks++) {
+            u32 bk[4];
+            ldsm4(bk, KSa + swz(16 * jt + (lane & 7) + (lane >> 4) * 8, 16 * ks + ((lane >> 3) & 1) * 8, DK));
+            mma16816(sc[0], qa[ks], bk[0], bk[1]);
+            mma16816(sc[1], qa[ks], bk[2], bk[3]);
+          }
+          const float* pz = pwz + 64 + 16 * (rt - jt) + g8 - 2 * t4;
+          u32 pa[4];
+          pa[0] = pack2(sc[0][0] * pz[0], sc[0][1] * pz[-1]);
+          pa[1] = pack2(sc[0][2] * pz[8], sc[0][3] * pz[7]);
+          pa[2] = pack2(sc[1][0] * pz[-8], sc[1][1] * pz[-9]);
+          pa[3] = pack2(sc[1][2] * pz[0], sc[1][3] * pz[-1]);
+#pragma unroll
+          for (int np = 0; np < NTO / 2; np++) {
+            u32 bv[4];
+            ldsm4t(bv, VSa + swz(16 * jt + (lane & 7) + ((lane >> 3) & 1) * 8, ocb + 16 * np + (lane >> 4) * 8, DVT));
+            mma16816(oc[2 * np], pa, bv[0], bv[1]);
+            mma16816(oc[2 * np + 1], pa, bv[2], bv[3]);
+          }
+        }
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+          const int i = 16 * rt + g8 + 8 * hf;
+          if (i < m) {
+            const int pos = s0 + i, tok = reverse ? N - 1 - pos : pos;
+            TO* orow = o + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + ocb + 2 * t4;
+#pragma unroll
+            for (int nt = 0; nt < NTO; nt++) st2(orow + 8 * nt, oc[nt][2 * hf], oc[nt][2 * hf + 1]);
+          }
+        }
+      }
+      // ---- state: S = λ^m·S + (K ⊙ λ^{m−1−j})ᵀ·V ----
+      {
+        const float lm = pwz[64 + m];
+#pragma unroll
+        for (int nt = 0; nt < NTS; nt++) { s[nt][0] *= lm; s[nt][1] *= lm; s[nt][2] *= lm; s[nt][3] *= lm; }
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+          u32 ka[4];
+          ldsm4t(ka, KSa + swz(16 * ks + (lane & 7) + ((lane >> 4) & 1) * 8, 16 * srt + ((lane >> 3) & 1) * 8, DK));
+          const float* pz = pwz + 64 + m - 1 - 16 * ks - 2 * t4;
+          const float fa = pz[0], fb = pz[-1], fc = pz[-8], fd = pz[-9];
+          ka[0] = scale2(ka[0], fa, fb); ka[1] = scale2(ka[1], fa, fb);
+          ka[2] = scale2(ka[2], fc, fd); ka[3] = scale2(ka[3], fc, fd);
+#pragma unroll
+          for (int np = 0; np < NTS / 2; np++) {
+            u32 bv[4];
+            ldsm4t(bv, VSa + swz(16 * ks + (lane & 7) + ((lane >> 3) & 1) * 8, scb + 16 * np + (lane >> 4) * 8, DVT));
+            mma16816(s[2 * np], ka, bv[0], bv[1]);
+            mma16816(s[2 * np + 1], ka, bv[2], bv[3]);
+          }
+        }
+        if (full) { write_sb(sbuf ^ 1); sbuf ^= 1; }
+      }
+    }
+
+    if (G > 1 && full && c == NCL - 1) {
+      // ---- end of a round ----
+      if (g == G - 1 && r + 1 < R) {
+        float* sr = wsr + (i64)((r + 1) & 1) * SE;
+#pragma unroll
+        for (int nt = 0; nt < NTS; nt++) *(float4*)(sr + frag_idx(nt)) = make_float4(s[nt][0], s[nt][1], s[nt][2], s[nt][3]);
+      }
+      const int a0 = (r * G + g) * L;
+      if (st && a0 <= N - 1 && N - 1 < a0 + L) {
+        if (tid == 0) { while (ld_acquire(cnt + 2 * unit + 1) < (unsigned)G) asm volatile("nanosleep.u32 64;\n"); }
+        __syncthreads();
+        store_strided();
+      }
+#pragma unroll
+      for (int nt = 0; nt < NTS; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    }
+  }
+  if (G == 1 && st) store_strided();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Hopper kernel (sm_90a): the same blocks, jobs, pipeline and exchange as lightning_tc, DK = DVT = 128,
+// with the products on wgmma (warpgroup matrix multiply, operands read from shared memory by the
+// tensor cores instead of through registers by every warp). Warpgroup wg ∈ {0, 1} (warps 4·wg‥4·wg+3):
+//   scores  P = (Q·Kᵀ) ⊙ λ^{i−j}       m64n64, both warpgroups (each needs all of P as its A operand)
+//   output  O = λ^{i+1}·Q·S + P·V       m64n64, value columns 64·wg‥64·wg+63, P from registers
+//   state   S = λ^m·S + (K ⊙ λ^{m−1−j})ᵀ·V   m64n128, state rows 64·wg‥64·wg+63 (the accumulator IS the
+//           state: the same registers as lightning_tc's), the decayed Kᵀ fragments from registers
+// Shared tiles are [rows][64] bf16 blocks with the 128-byte swizzle (16-byte unit ^= row & 7), 1024-byte
+// aligned: q, k as two 64-column blocks (K-major operands), v and the bf16 state as two 64-column
+// blocks read MN-major (transposed B).
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && (defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(TNL_SM90A))
+#define LT_HAVE_WGMMA 1
+#endif
+
+#ifdef LT_HAVE_WGMMA
+__device__ __forceinline__ unsigned long long wg_desc(u32 addr, u32 lbo, u32 sbo) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | ((unsigned long long)((lbo >> 4) & 0x3FFF) << 16) |
+         ((unsigned long long)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+// the warp must be converged at warpgroup instructions (after divergent stores and loops, say)
+__device__ __forceinline__ void wg_fence() { __syncwarp(); asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_fence_nosync() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+template <int TB>
+__device__ __forceinline__ void wg_ss_n64(float* d, unsigned long long da, unsigned long long db, int acc) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, %35;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "l"(da), "l"(db), "r"(acc), "n"(TB));
+}
+template <int TB>
+__device__ __forceinline__ void wg_rs_n64(float* d, const u32* a, unsigned long long db) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1), "n"(TB));
+}
+template <int TB>
+__device__ __forceinline__ void wg_rs_n128(float* d, const u32* a, unsigned long long db) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1), "n"(TB));
+}
+#endif
+
+// byte offset of (row, col) in [rows][64]-blocks with the 128-byte swizzle; `rows` rows per block
+__device__ __forceinline__ u32 blk(int row, int col, int rows) {
+  return (u32)((col >> 6) * rows * 128 + row * 128 + ((((col >> 3) & 7) ^ (row & 7)) << 4) + (col & 7) * 2);
+}
+
+// DBG (probes only): 1 skips the scores and q·S products, 2 the p·v product, 4 the state update, 8 the
+// warp reconvergence before the warpgroup instructions
+template <typename TO, int DBG = 0>
+__device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
+                                             const float* loglam, float* state, const int* slots, int reverse,
+                                             int G, int L, float* ws, unsigned* cnt, int hint) {
+#ifdef LT_HAVE_WGMMA
+  constexpr int DK = 128, DVT = 128;
+  constexpr int STAGE = 49152;                       // Q [2][64][64], K [2][64][64], V [2][64][64] bf16
+  constexpr int SBB = 32768;                         // bf16 state [2][128][64]
+  constexpr int SE = DK * DVT;
+  extern __shared__ __align__(1024) unsigned char smwg[];
+  const u32 sraw = smem_u32(smwg);
+  const u32 sbase = (sraw + 1023u) & ~1023u;
+  unsigned char* sgen = smwg + (sbase - sraw);
+  const u32 sb0 = sbase + 3 * STAGE;
+  float* pwz = (float*)(sgen + 3 * STAGE + 2 * SBB);  // pwz[64 + d] = λ^d (d ≥ 0), 0 (d < 0)
+
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
+  const int wg = w >> 2, wq = w & 3;
+  const int ct = blockIdx.x / G, g = blockIdx.x % G, h = blockIdx.y, b = blockIdx.z;
+  const int c0 = ct * DVT, ntiles = DV / DVT;
+  const int unit = (b * nh + h) * ntiles + ct;
+  const float ll = loglam[h];
+  for (int i = tid; i <= 128; i += 256) pwz[i] = i >= 64 ? expf(ll * (float)(i - 64)) : 0.f;
+  const int slot = slots ? slots[b] : b;
+  float* st = state ? state + ((i64)slot * nh + h) * DK * DV + c0 : nullptr;
+  const i64 qrow = (i64)nh * DK, vrow = (i64)nh * DV;
+  (void)hint;  // L2 hints: cp.async with a cache policy raised "illegal instruction" in this kernel (sm_90a, CUDA 13.0)
+
+  // state: warp w owns rows 16·w + (g8, g8 + 8), columns 8·nt + 2·t4 (+1): s[4·nt + 2·hf + e]
+  float s[64];
+  auto load_strided = [&]() {
+#pragma unroll
+    for (int i = 0; i < 64; i++) {
+      const int kk = 16 * w + g8 + ((i >> 1) & 1) * 8, c = 8 * (i >> 2) + 2 * t4 + (i & 1);
+      s[i] = st ? st[(i64)kk * DV + c] : 0.f;
+    }
+  };
+  auto store_strided = [&]() {
+#pragma unroll
+    for (int i = 0; i < 64; i += 2) {
+      const int kk = 16 * w + g8 + ((i >> 1) & 1) * 8, c = 8 * (i >> 2) + 2 * t4;
+      *(float2*)(st + (i64)kk * DV + c) = make_float2(s[i], s[i + 1]);
+    }
+  };
+  auto frag_idx = [&](int nt) { return ((w * 16 + nt) * 32 + lane) * 4; };
+  auto write_sb = [&](int buf) {
+    const u32 base = sb0 + buf * SBB;
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++) {
+      const int kk = 16 * w + g8, c = 8 * nt + 2 * t4;
+      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(base + blk(kk, c, DK)), "r"(pack2(s[4 * nt], s[4 * nt + 1])));
+      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(base + blk(kk + 8, c, DK)), "r"(pack2(s[4 * nt + 2], s[4 * nt + 3])));
+    }
+    fence_async_smem();
+  };
+
+  const int NCL = G > 1 ? L / LT_C : 0;
+  const int R = G > 1 ? (N + G * L - 1) / (G * L) : 1;
+  const int NJ = G > 1 ? R * 2 * NCL : (N + LT_C - 1) / LT_C;
+  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) {
+    if (G == 1) { r = 0; c = J; full = 1; s0 = LT_C * J; }
+    else { r = J / (2 * NCL); const int x = J - r * 2 * NCL; full = x >= NCL; c = full ? x - NCL : x; s0 = (r * G + g) * L + LT_C * c; }
+    m = min(LT_C, N - s0);
+  };
+  auto issue = [&](int J) {
+    if (J < NJ) {
+      int s0, m, full, r, c;
+      job(J, s0, m, full, r, c);
+      if (m > 0) {
+        const u32 stg = sbase + (J % 3) * STAGE;
+#pragma unroll
+        for (int it = 0; it < 4; it++) {
+          const int idx = tid + it * 256, i = idx >> 4, cc = (idx & 15) * 8;
+          const int pos = s0 + i, ok = i < m;
+          const int tok = ok ? (reverse ? N - 1 - pos : pos) : 0;
+          const i64 gq = ((i64)b * N + tok) * qrow + (i64)h * DK + cc;
+          const i64 gv = ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + cc;
+          const u32 off = blk(i, cc, 64);
+          if (full) cp16(stg + off, q + gq, ok ? 16 : 0);
+          cp16(stg + 16384 + off, k + gq, ok ? 16 : 0);
+          cp16(stg + 32768 + off, v + gv, ok ? 16 : 0);
+        }
+      }
+    }
+    cp_commit();
+  };
+
+  float* wsd = ws ? ws + (i64)unit * 2 * G * SE : nullptr;
+  float* wsr = ws ? ws + (i64)B * nh * ntiles * 2 * G * SE + (i64)unit * 2 * SE : nullptr;
+
+  issue(0);
+  issue(1);
+  int sbuf = 0;
+  if (G == 1) { load_strided(); write_sb(0); }
+  else {
+#pragma unroll
+    for (int i = 0; i < 64; i++) s[i] = 0.f;
+  }
+
+  for (int J = 0; J < NJ; J++) {
+    int s0, m, full, r, c;
+    job(J, s0, m, full, r, c);
+    if (G > 1 && full && c == 0) {
+      float* d = wsd + (i64)((r & 1) * G + g) * SE;
+#pragma unroll
+      for (int nt = 0; nt < 16; nt++) *(float4*)(d + frag_idx(nt)) = make_float4(s[4 * nt], s[4 * nt + 1], s[4 * nt + 2], s[4 * nt + 3]);
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) {
+        atomicAdd(cnt + 2 * unit, 1u);
+        const unsigned want = (unsigned)(G * (r + 1));
+        while (ld_acquire(cnt + 2 * unit) < want) asm volatile("nanosleep.u32 64;\n");
+        __threadfence();
+      }
+      __syncthreads();
+      if (r == 0) load_strided();
+      else {
+        const float* sr = wsr + (i64)(r & 1) * SE;
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++) { const float4 x = ldcg4(sr + frag_idx(nt)); s[4 * nt] = x.x; s[4 * nt + 1] = x.y; s[4 * nt + 2] = x.z; s[4 * nt + 3] = x.w; }
+      }
+      if (r == 0 && st) {
+        __syncthreads();
+        if (tid == 0) atomicAdd(cnt + 2 * unit + 1, 1u);
+      }
+      const float fL = expf(ll * (float)L);
+      for (int gp = 0; gp < g; gp++) {
+        const float* dp = wsd + (i64)((r & 1) * G + gp) * SE;
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++) {
+          const float4 x = ldcg4(dp + frag_idx(nt));
+          s[4 * nt] = s[4 * nt] * fL + x.x; s[4 * nt + 1] = s[4 * nt + 1] * fL + x.y;
+          s[4 * nt + 2] = s[4 * nt + 2] * fL + x.z; s[4 * nt + 3] = s[4 * nt + 3] * fL + x.w;
+        }
+      }
+      write_sb(sbuf);
+    }
+
+    cp_wait1();
+    fence_async_smem();
+    __syncthreads();
+    issue(J + 2);
+
+    if (m > 0) {
+      const u32 stg = sbase + (J % 3) * STAGE;
+      const u32 QS = stg, KSa = stg + 16384, VSa = stg + 32768;
+      // decayed Kᵀ fragments (A of the state update): rows 16·w, tokens 16·kj
+      u32 ka[4][4];
+#pragma unroll
+      for (int kj = 0; kj < 4; kj++) {
+        ldsm4t(ka[kj], KSa + blk(16 * kj + (lane & 7) + ((lane >> 4) & 1) * 8, 16 * w + ((lane >> 3) & 1) * 8, 64));
+        const float* pz = pwz + 64 + m - 1 - 16 * kj - 2 * t4;
+        const float fa = pz[0], fb = pz[-1], fc = pz[-8], fd = pz[-9];
+        ka[kj][0] = scale2(ka[kj][0], fa, fb); ka[kj][1] = scale2(ka[kj][1], fa, fb);
+        ka[kj][2] = scale2(ka[kj][2], fc, fd); ka[kj][3] = scale2(ka[kj][3], fc, fd);
+      }
+      const float lm = pwz[64 + m];
+#pragma unroll
+      for (int i = 0; i < 64; i++) s[i] *= lm;
+      if (full) {
+        float sc[32], oc[32];
+        if (DBG & 1) {
+#pragma unroll
+          for (int i = 0; i < 32; i++) sc[i] = oc[i] = 0.f;
+        }
+        if (DBG & 8) wg_fence_nosync(); else wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+          const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
+          if (!(DBG & 1)) wg_ss_n64<0>(sc, wg_desc(QS + ko, 16, 1024), wg_desc(KSa + ko, 16, 1024), ks);
+        }
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++) {
+          const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
+          if (!(DBG & 1)) wg_ss_n64<1>(oc, wg_desc(QS + ko, 16, 1024), wg_desc(sb0 + sbuf * SBB + wg * 16384 + ks * 2048, 16384, 1024), ks);
+        }
+        wg_commit();
+        wg_wait0();
+        {
+          const float f0 = pwz[64 + 16 * wq + g8 + 1], f1 = pwz[64 + 16 * wq + g8 + 9];
+#pragma unroll
+          for (int nt = 0; nt < 8; nt++) { oc[4 * nt] *= f0; oc[4 * nt + 1] *= f0; oc[4 * nt + 2] *= f1; oc[4 * nt + 3] *= f1; }
+        }
+        u32 pa[4][4];
+        {
+          const float* pz = pwz + 64 + 16 * wq + g8 - 2 * t4;  // λ^{i−j} at i = 16·wq + g8, j = 2·t4
+#pragma unroll
+          for (int kj = 0; kj < 4; kj++)
+#pragma unroll
+            for (int hh = 0; hh < 2; hh++) {   // n-tile 2·kj + hh: j = 16·kj + 8·hh + 2·t4
+              const float* p = pz - 16 * kj - 8 * hh;
+              const float* x = sc + 4 * (2 * kj + hh);
+              pa[kj][2 * hh] = pack2(x[0] * p[0], x[1] * p[-1]);
+              pa[kj][2 * hh + 1] = pack2(x[2] * p[8], x[3] * p[7]);
+            }
+        }
+        if (DBG & 8) wg_fence_nosync(); else wg_fence();
+#pragma unroll
+        for (int kj = 0; kj < 4; kj++) if (!(DBG & 2)) wg_rs_n64<1>(oc, pa[kj], wg_desc(VSa + wg * 8192 + kj * 2048, 8192, 1024));
+#pragma unroll
+        for (int kj = 0; kj < 4; kj++) if (!(DBG & 4)) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
+        wg_commit();
+        wg_wait0();
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+          const int i = 16 * wq + g8 + 8 * hf;
+          if (i < m) {
+            const int pos = s0 + i, tok = reverse ? N - 1 - pos : pos;
+            TO* orow = o + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + 64 * wg + 2 * t4;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) st2(orow + 8 * nt, oc[4 * nt + 2 * hf], oc[4 * nt + 2 * hf + 1]);
+          }
+        }
+        write_sb(sbuf ^ 1);
+        sbuf ^= 1;
+      } else {
+        if (DBG & 8) wg_fence_nosync(); else wg_fence();
+#pragma unroll
+        for (int kj = 0; kj < 4; kj++) if (!(DBG & 4)) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
+        wg_commit();
+        wg_wait0();
+      }
+    }
+
+    if (G > 1 && full && c == NCL - 1) {
+      if (g == G - 1 && r + 1 < R) {
+        float* sr = wsr + (i64)((r + 1) & 1) * SE;
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++) *(float4*)(sr + frag_idx(nt)) = make_float4(s[4 * nt], s[4 * nt + 1], s[4 * nt + 2], s[4 * nt + 3]);
+      }
+      const int a0 = (r * G + g) * L;
+      if (st && a0 <= N - 1 && N - 1 < a0 + L) {
+        if (tid == 0) { while (ld_acquire(cnt + 2 * unit + 1) < (unsigned)G) asm volatile("nanosleep.u32 64;\n"); }
+        __syncthreads();
+        store_strided();
+      }
+#pragma unroll
+      for (int i = 0; i < 64; i++) s[i] = 0.f;
+    }
+  }
+  if (G == 1 && st) store_strided();
+#else
+  asm volatile("trap;");
+#endif
 }
 
 extern "C" {
@@ -344,10 +754,18 @@ __global__ void __launch_bounds__(256) lightning_f32(float* o, const float* q, c
 __global__ void __launch_bounds__(256) lightning_bf16in(float* o, const u16* q, const u16* k, const u16* v, CHUNK_ARGS) {
   lightning_chunk<u16, float>(o, q, k, v, CHUNK_PASS);
 }
-#define TC_ARGS const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV, const float* loglam, float* state, const int* slots, int reverse
-#define TC_PASS q, k, v, B, N, nh, DV, loglam, state, slots, reverse
-__global__ void __launch_bounds__(256, 2) lightning_tc128_f32(float* o, TC_ARGS) { lightning_tc<128, float>(o, TC_PASS); }
-__global__ void __launch_bounds__(256, 2) lightning_tc128_bf16(u16* o, TC_ARGS) { lightning_tc<128, u16>(o, TC_PASS); }
-__global__ void __launch_bounds__(256, 2) lightning_tc64_f32(float* o, TC_ARGS) { lightning_tc<64, float>(o, TC_PASS); }
-__global__ void __launch_bounds__(256, 2) lightning_tc64_bf16(u16* o, TC_ARGS) { lightning_tc<64, u16>(o, TC_PASS); }
+#define TC_ARGS const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV, const float* loglam, float* state, const int* slots, int reverse, int G, int L, float* ws, unsigned* cnt, int hint
+#define TC_PASS q, k, v, B, N, nh, DV, loglam, state, slots, reverse, G, L, ws, cnt, hint
+#define TC_KERNEL(DK, DVT, T, TN) \
+  __global__ void __launch_bounds__(256, 1) lightning_tc_k##DK##_v##DVT##_##TN(T* o, TC_ARGS) { lightning_tc<DK, DVT, T>(o, TC_PASS); }
+TC_KERNEL(128, 128, u16, bf16)
+TC_KERNEL(128, 128, float, f32)
+TC_KERNEL(128, 64, u16, bf16)
+TC_KERNEL(128, 64, float, f32)
+TC_KERNEL(64, 128, u16, bf16)
+TC_KERNEL(64, 128, float, f32)
+TC_KERNEL(64, 64, u16, bf16)
+TC_KERNEL(64, 64, float, f32)
+__global__ void __launch_bounds__(256, 1) lightning_wg_k128_v128_bf16(u16* o, TC_ARGS) { lightning_wg<u16>(o, TC_PASS); }
+__global__ void __launch_bounds__(256, 1) lightning_wg_k128_v128_f32(float* o, TC_ARGS) { lightning_wg<float>(o, TC_PASS); }
 }

@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CudaBackend } from '../backends/cuda/index.ts';
+import { lightningPlan, type LightningTuning } from '../backends/cuda/plan.ts';
 import { presetConfig } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
 
@@ -31,6 +32,8 @@ export function copyBandwidth(be: CudaBackend, bytes = 2 ** 30): CopyBandwidth {
 export interface LightningRow {
   n: number;
   fwdMs: number; bwdMs: number; fwdBwdMs: number;
+  /** Forward through the mma.sync kernel (wgmma off), for comparison. */
+  mmaSyncFwdMs?: number;
   /** Forward bytes (q, k, v read, o written, bf16) over the copy rate. */
   floorMs: number; fwdTBps: number;
   /** ‖o_tc − o_fp32‖/‖o_fp32‖ and max|o_tc − o_fp32|/max|o_fp32| against the exact fp32 kernel on the same inputs. */
@@ -67,7 +70,11 @@ export function benchLightning(be: CudaBackend, opts: { B?: number; H?: number; 
     const bwd = be.timeMs(() => be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay), reps);
     const both = be.timeMs(() => { be.lightningForwardBF16(o, q, k, v, decay); be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay); }, reps);
     const bytes = 4 * B * n * H * D * 2;
-    const row: LightningRow = { n, fwdMs: fwd.median, bwdMs: bwd.median, fwdBwdMs: both.median, floorMs: bytes / (opts.copyTBps * 1e12) * 1e3, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12 };
+    const prevT = be.lightningTuning;
+    be.lightningTuning = { ...prevT, wgmma: false };
+    const mmaFwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
+    be.lightningTuning = prevT;
+    const row: LightningRow = { n, mmaSyncFwdMs: mmaFwd.median, fwdMs: fwd.median, bwdMs: bwd.median, fwdBwdMs: both.median, floorMs: bytes / (opts.copyTBps * 1e12) * 1e3, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12 };
     if (n <= (opts.checkUpTo ?? 32768)) {
       // the same bf16 inputs through the exact fp32 kernel (fp32 arithmetic and state): the float32 reference
       const oTc = be.empty(shape, 'f32'), oEx = be.empty(shape, 'f32');
@@ -82,6 +89,60 @@ export function benchLightning(be: CudaBackend, opts: { B?: number; H?: number; 
     for (const t of [q, k, v, dO, o, dq, dk, dv]) be.free(t);
     rows.push(row);
   }
+  return rows;
+}
+
+/** ‖a − ref‖/‖ref‖ computed on the device (a bf16 or f32, ref f32). */
+export function deviceRelErr(be: CudaBackend, a: ReturnType<CudaBackend['empty']>, ref: ReturnType<CudaBackend['empty']>): number {
+  const d = be.empty(a.shape, 'f32');
+  be.copy(d, a);
+  be.scaleInPlace(d, -1);
+  be.addInPlace(d, ref);
+  const num = be.sumSquares(d), den = be.sumSquares(ref);
+  be.free(d);
+  return Math.sqrt(num / Math.max(den, 1e-300));
+}
+
+export interface LongRow {
+  variant: string; kernel: string; B: number; n: number; G: number; L: number;
+  fwdMs: number; fwdTBps: number; bwdMs?: number;
+  /** ‖o − o_fp32‖/‖o_fp32‖ against the exact fp32 kernel on the same bf16 inputs. */
+  relErr: number;
+}
+
+/**
+ * Few long sequences (b=1, h=32, d=128, n=128K by default): the sequence-parallel form against the
+ * one-block-per-head form, with several segment lengths; effective TB/s counts q, k, v read and o
+ * written once (the extra k, v reads of the state pass are the kernel's own cost).
+ */
+export function benchLong(be: CudaBackend, opts: { B?: number; H?: number; D?: number; n?: number; reps?: number; variants?: [string, LightningTuning][] } = {}): LongRow[] {
+  const B = opts.B ?? 1, H = opts.H ?? 32, D = opts.D ?? 128, n = opts.n ?? 131072, reps = opts.reps ?? 10;
+  const variants = opts.variants ?? [['seq L=512', {}], ['seq L=256', { seg: 256 }], ['seq L=1024', { seg: 1024 }], ['seq L=512 no hint', { hint: false }], ['seq L=512 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]];
+  const decay = benchDecay(H);
+  const shape = [B, n, H * D];
+  const mk = (seed: number) => { const t = be.empty(shape, 'bf16'); be.randn(t, seed, 0.3); return t; };
+  const q = mk(21), k = mk(22), v = mk(23), dO = mk(24);
+  const o = be.empty(shape, 'bf16'), dq = be.empty(shape, 'bf16'), dk = be.empty(shape, 'bf16'), dv = be.empty(shape, 'bf16');
+  const oEx = be.empty(shape, 'f32');
+  const ll = be.upload(Float32Array.from(decay, Math.log), [H]);
+  be.lightningPass(oEx, q, k, v, B, n, H, D, D, ll, null, 0, false, false);
+  const bytes = 4 * B * n * H * D * 2;
+  const rows: LongRow[] = [];
+  const prev = be.lightningTuning;
+  try {
+    for (const [variant, tuning] of variants) {
+      be.lightningTuning = { ...prev, ...tuning };
+      const plan = lightningPlan({ B, N: n, nh: H, DK: D, DV: D, smemLimit: be.drv.smemOptin, tensorCores: true, bf16In: true, smCount: be.drv.smCount, hopper: be.drv.cc[0] === 9 && be.drv.cc[1] === 0, tuning: be.lightningTuning });
+      be.fill(o, NaN);
+      be.lightningForwardBF16(o, q, k, v, decay);
+      const relErr = deviceRelErr(be, o, oEx);
+      const fwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
+      const row: LongRow = { variant, kernel: plan.kernel, B, n, G: plan.G, L: plan.L, fwdMs: fwd.median, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12, relErr };
+      if (variant === variants[0]![0] || tuning.maxG === 1) row.bwdMs = be.timeMs(() => be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay), 3, 1).median;
+      rows.push(row);
+    }
+  } finally { be.lightningTuning = prev; }
+  for (const t of [q, k, v, dO, o, dq, dk, dv, oEx, ll]) be.free(t);
   return rows;
 }
 
@@ -185,7 +246,7 @@ export function fmtTable(head: string[], rows: (string | number)[][]): string {
 }
 
 /** The whole suite: prints tables, returns everything for JSON. */
-export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; anchors?: boolean; e2e?: boolean; log?: (s: string) => void } = {}): Promise<Record<string, unknown>> {
+export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; anchors?: boolean; e2e?: boolean; long?: boolean; log?: (s: string) => void } = {}): Promise<Record<string, unknown>> {
   const log = opts.log ?? ((s: string) => console.log(s));
   const lengths = opts.lengths ?? [512, 2048, 8192, 32768];
   const res: Record<string, unknown> = { device: be.describe() };
@@ -201,12 +262,18 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
   for (const r of (anchors.rows as Record<string, number>[] | undefined) ?? []) measured.set(r.n!, r);
   const f2 = (a?: number, b?: number) => (a === undefined ? '-' : `${a.toFixed(3)} / ${b === undefined ? '-' : b.toFixed(3)}`);
   log('\nLightning Attention, b=4 h=32 d=128 bf16, median ms (fwd / bwd); ours: tensor cores, fp32 state');
-  log(fmtTable(['n', 'ours fwd', 'ours bwd', 'ours f+b', 'floor fwd', 'TB/s fwd', 'err vs fp32', 'exact fp32 fwd', 'fla (README)', 'fla (now)', 'SDPA (now)', 'ref lightning (README)'],
+  log(fmtTable(['n', 'ours fwd', 'ours bwd', 'ours f+b', 'mma.sync fwd', 'floor fwd', 'TB/s fwd', 'err vs fp32', 'exact fp32 fwd', 'fla (README)', 'fla (now)', 'SDPA (now)', 'ref lightning (README)'],
     rows.map((r) => {
       const a = ANCHORS[r.n], m = measured.get(r.n);
-      return [r.n, r.fwdMs, r.bwdMs, r.fwdBwdMs, r.floorMs, r.fwdTBps, r.relErr ?? '-', r.exactFwdMs ?? '-', a ? f2(...a.fla) : '-', m?.fla_fwd !== undefined ? f2(m.fla_fwd, m.fla_bwd) : '-',
+      return [r.n, r.fwdMs, r.bwdMs, r.fwdBwdMs, r.mmaSyncFwdMs ?? '-', r.floorMs, r.fwdTBps, r.relErr ?? '-', r.exactFwdMs ?? '-', a ? f2(...a.fla) : '-', m?.fla_fwd !== undefined ? f2(m.fla_fwd, m.fla_bwd) : '-',
         m ? f2(m.sdpa_fwd, m.sdpa_bwd) : '-', a ? f2(...a.reference) : '-'];
     })));
+  if (opts.long !== false) {
+    const long = benchLong(be);
+    res.long = long;
+    log('\nLong sequences, b=1 h=32 d=128 bf16 n=128K: forward median ms, effective TB/s (q, k, v, o once), backward');
+    log(fmtTable(['variant', 'kernel', 'G', 'L', 'fwd ms', 'TB/s', 'bwd ms', 'err vs fp32'], long.map((r) => [r.variant, r.kernel, r.G, r.L, r.fwdMs, r.fwdTBps, r.bwdMs ?? '-', r.relErr])));
+  }
   if (anchors.error) log(`anchors: ${anchors.error}`);
   else if (anchors.fla) log(`fla: ${anchors.fla}`);
   if (opts.e2e !== false) {

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ShapeError } from '../../src/errors.ts';
 import {
   alignmentOf, bucketBytes, cacheDir, cacheKey, chunkSmem, elementwiseLaunch, gemmShape, gpuArch, lightningPlan, logDecay,
-  ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem,
+  ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem, wgSmem,
 } from '../../src/backends/cuda/plan.ts';
 import { cuErrorMessage, librarySonames } from '../../src/backends/cuda/driver.ts';
 import { CudaBackend, cudaAvailable, tryCudaBackend } from '../../src/backends/cuda/index.ts';
@@ -96,12 +96,36 @@ test('cuda plan: matmul shapes and the column-major cuBLASLt mapping', () => {
 
 test('cuda plan: the Lightning kernel choice', () => {
   const base = { B: 4, N: 32768, nh: 32, smemLimit: 227 * 1024 };
-  const tc = lightningPlan({ ...base, DK: 128, DV: 128, tensorCores: true });
-  assert.equal(tc.kernel, 'lightning_tc128');
-  assert.deepEqual(tc.grid, [2, 32, 4]);
-  assert.equal(tc.smem, tcSmem(128));
-  assert.ok(2 * tc.smem <= 228 * 1024, 'two tensor-core blocks fit on an SM');
-  assert.equal(lightningPlan({ ...base, DK: 64, DV: 128, tensorCores: true }).kernel, 'lightning_tc64');
+  const tc = lightningPlan({ ...base, DK: 128, DV: 128, tensorCores: true, smCount: 132 });
+  assert.equal(tc.kernel, 'lightning_tc_k128_v128');
+  assert.deepEqual(tc.grid, [1, 32, 4], 'one block per (sequence, head): all 128 columns, q and k read once');
+  assert.equal(tc.G, 1, '128 blocks already fill 132 SMs');
+  assert.equal(tc.smem, tcSmem(128, 128));
+  assert.ok(tc.smem <= 227 * 1024);
+  assert.equal(lightningPlan({ ...base, DK: 64, DV: 128, tensorCores: true }).kernel, 'lightning_tc_k64_v128');
+  const t64 = lightningPlan({ ...base, DK: 128, DV: 192, tensorCores: true });
+  assert.equal(t64.kernel, 'lightning_tc_k128_v64');
+  assert.deepEqual(t64.grid, [3, 32, 4]);
+  // few sequences × heads: the sequence-parallel form, G blocks each, all resident
+  const sp = lightningPlan({ ...base, B: 1, N: 131072, DK: 128, DV: 128, tensorCores: true, smCount: 132 });
+  assert.equal(sp.G, 4);
+  assert.equal(sp.L, 512);
+  assert.deepEqual(sp.grid, [4, 32, 1]);
+  assert.equal(sp.wsBytes, 32 * (2 * 4 + 2) * 128 * 128 * 4);
+  assert.equal(sp.counters, 64);
+  assert.equal(lightningPlan({ ...base, B: 1, N: 700, DK: 128, DV: 128, tensorCores: true, smCount: 132 }).G, 2, 'no more blocks than segments');
+  assert.equal(lightningPlan({ ...base, B: 1, N: 131072, DK: 128, DV: 128, tensorCores: true, smCount: 132, tuning: { maxG: 1 } }).G, 1);
+  const s2 = lightningPlan({ ...base, B: 1, nh: 2, N: 1000, DK: 128, DV: 256, tensorCores: true, smCount: 132, tuning: { seg: 128, maxG: 3 } });
+  assert.deepEqual([s2.G, s2.L, ...s2.grid], [3, 128, 6, 2, 1]);
+  assert.throws(() => lightningPlan({ ...base, DK: 128, DV: 128, tensorCores: true, tuning: { seg: 100 } }), /multiple of 64/);
+  // Hopper: the wgmma kernel for DK = 128, DV a multiple of 128 (unless turned off); mma.sync otherwise
+  const hw = lightningPlan({ ...base, DK: 128, DV: 256, tensorCores: true, smCount: 132, hopper: true });
+  assert.equal(hw.kernel, 'lightning_wg_k128_v128');
+  assert.equal(hw.smem, wgSmem());
+  assert.deepEqual(hw.grid, [2, 32, 4]);
+  assert.equal(lightningPlan({ ...base, DK: 128, DV: 128, tensorCores: true, hopper: true, tuning: { wgmma: false } }).kernel, 'lightning_tc_k128_v128');
+  assert.equal(lightningPlan({ ...base, DK: 64, DV: 128, tensorCores: true, hopper: true }).kernel, 'lightning_tc_k64_v128');
+  assert.equal(lightningPlan({ ...base, DK: 128, DV: 192, tensorCores: true, hopper: true }).kernel, 'lightning_tc_k128_v64');
   // widths the tensor-core kernel does not take, or fp32 asked for: the exact kernel
   for (const [DK, DV, t] of [[128, 96, true], [256, 128, true], [32, 64, true], [128, 128, false]] as const) {
     const p = lightningPlan({ ...base, DK, DV, tensorCores: t });
@@ -143,8 +167,11 @@ test('cuda sources: every kernel the backend launches is defined, extern "C", wi
   const names = new Set([...ts.matchAll(/launch\('([a-z_0-9]+)'/g)].map((m) => m[1]!));
   for (const n of ["gather_rows_b32", "gather_rows_b16", "cvt_f32_bf16", "cvt_bf16_f32", "fill_normal_f32", "fill_normal_bf16", "sum_squares_f32", "sum_squares_bf16", "gla_qkv_bwd", "gla_dtheta"]) names.add(n);
   for (const n of names) assert.match(kernels, new RegExp(`__global__ void (__launch_bounds__\\([^)]*\\) )?${n}\\(`), `kernel ${n} missing from kernels.cu`);
-  for (const n of ['lightning_f32', 'lightning_bf16in', 'lightning_tc128_f32', 'lightning_tc128_bf16', 'lightning_tc64_f32', 'lightning_tc64_bf16'])
+  for (const n of ['lightning_f32', 'lightning_bf16in'])
     assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) ${n}\\(`), `kernel ${n} missing from lightning.cu`);
+  for (const t of ['bf16', 'f32']) assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) lightning_wg_k128_v128_${t}\\(`));
+  for (const k of [128, 64]) for (const v of [128, 64]) for (const t of ['bf16', 'f32'])
+    assert.match(lightning, new RegExp(`TC_KERNEL\\(${k}, ${v}, \\w+, ${t}\\)`), `kernel lightning_tc_k${k}_v${v}_${t} missing from lightning.cu`);
 });
 
 // ---- on a GPU ----------------------------------------------------------------------------------------

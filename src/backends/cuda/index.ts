@@ -13,7 +13,7 @@ import { attnDims } from '../reference/index.ts';
 import { ShapeError } from '../../errors.ts';
 import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
 import { getFunction, loadModule, type CompiledModule } from './modules.ts';
-import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch } from './plan.ts';
+import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch, type LightningTuning } from './plan.ts';
 
 export { CudaError, cudaAvailable, cudaLoadError, loadCudaLibs } from './driver.ts';
 
@@ -466,16 +466,35 @@ export class CudaBackend implements Backend {
     if (!B || !N) return;
     const bf16In = q.dtype === 'bf16';
     const aligned = [o, q, k, v].every((t) => t.ptr % 16 === 0);
-    const plan = lightningPlan({ B, N, nh, DK, DV, smemLimit: this.drv.smemOptin, tensorCores: tensorCores && bf16In && aligned, bf16In });
-    if (plan.kernel === 'lightning_tc128' || plan.kernel === 'lightning_tc64') {
+    const plan = lightningPlan({ B, N, nh, DK, DV, smemLimit: this.drv.smemOptin, tensorCores: tensorCores && bf16In && aligned, bf16In, smCount: this.drv.smCount, hopper: this.drv.cc[0] === 9 && this.drv.cc[1] === 0, tuning: this.lightningTuning });
+    if (plan.kernel.startsWith('lightning_tc') || plan.kernel.startsWith('lightning_wg')) {
       const name = `${plan.kernel}_${o.dtype === 'bf16' ? 'bf16' : 'f32'}`;
-      this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiipppi',
-        [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0]);
+      let ws = 0, cnt = 0;
+      if (plan.G > 1) {
+        ws = this.lightningScratch('ws', plan.wsBytes);
+        cnt = this.lightningScratch('cnt', plan.counters * 4);
+        this.drv.memsetD32(cnt, 0, plan.counters);
+      }
+      this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiipppiiippi',
+        [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0, plan.G, plan.L, ws, cnt, this.lightningTuning.hint === false ? 0 : 1]);
     } else {
       need(o.dtype === 'f32', 'lightning: the exact kernel writes f32 outputs');
       this.drv.launch(plan.kernel, this.fn('lightning.cu', plan.kernel, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiiipppiii',
         [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DK, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0, plan.C, plan.DVT]);
     }
+  }
+  /** Knobs of the tensor-core Lightning kernel's sequence-parallel form (plan.ts: LightningTuning). */
+  lightningTuning: LightningTuning = process.env.TNL_CUDA_WGMMA === '0' ? { wgmma: false } : {};
+  private readonly ltScratch = new Map<string, { ptr: number; bytes: number }>();
+  /** A kept device buffer of at least `bytes` for the sequence-parallel Lightning kernel (stream-ordered reuse). */
+  private lightningScratch(key: string, bytes: number): number {
+    let b = this.ltScratch.get(key);
+    if (!b || b.bytes < bytes) {
+      if (b) this.mem.release(b.ptr, b.bytes);
+      b = this.mem.allocRaw(bytes);
+      this.ltScratch.set(key, b);
+    }
+    return b.ptr;
   }
 
   private toBF16Scratch(t: CudaTensor): CudaTensor {

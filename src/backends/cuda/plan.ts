@@ -13,7 +13,9 @@ export function gpuArch(cc: readonly [number, number]): string {
 
 /** The NVRTC options every kernel source is compiled with (fast math stays off: exact kernels). */
 export function nvrtcOptions(cc: readonly [number, number], extra: readonly string[] = []): string[] {
-  return [`--gpu-architecture=${gpuArch(cc)}`, '-std=c++17', '-default-device', '--extra-device-vectorization', ...extra];
+  const arch = gpuArch(cc);
+  // TNL_SM90A: the arch-specific (wgmma) kernels are compiled in (NVRTC need not define __CUDA_ARCH_FEAT_SM90_ALL)
+  return [`--gpu-architecture=${arch}`, '-std=c++17', '-default-device', '--extra-device-vectorization', ...(arch === 'sm_90a' ? ['-DTNL_SM90A'] : []), ...extra];
 }
 
 /** Disk-cache key of one compiled module: the source, the options and the compiler version. */
@@ -109,38 +111,82 @@ export function alignmentOf(addr: number): number {
 }
 
 // ---- Lightning Attention ---------------------------------------------------------------------------------
+export type TcKernel = 'lightning_wg_k128_v128' | 'lightning_tc_k128_v128' | 'lightning_tc_k128_v64' | 'lightning_tc_k64_v128' | 'lightning_tc_k64_v64';
 export interface LightningPlan extends Launch {
-  kernel: 'lightning_f32' | 'lightning_bf16in' | 'lightning_tc128' | 'lightning_tc64';
-  /** Chunk length and value-column tile (the exact kernel). */
+  kernel: 'lightning_f32' | 'lightning_bf16in' | TcKernel;
+  /** Chunk length and value-column tile (DVT: 64 or 128 for the tensor-core kernel). */
   C: number;
   DVT: number;
+  /**
+   * Tensor-core kernel only: blocks per (sequence, head, column tile) and segment length. G = 1: one
+   * block runs the whole sequence; G > 1: the sequence-parallel form (segments of L tokens in rounds
+   * of G, chunk states exchanged through `wsBytes` of workspace and `counters` zeroed counters).
+   */
+  G: number;
+  L: number;
+  wsBytes: number;
+  counters: number;
+}
+
+/** Knobs of the sequence-parallel choice (benchmarks and checks set them; defaults otherwise). */
+export interface LightningTuning {
+  /** Segment length of the sequence-parallel form (a multiple of 64; default 512). */
+  seg?: number;
+  /** Upper bound on blocks per (sequence, head, tile) (1: never sequence-parallel). */
+  maxG?: number;
+  /** L2 evict-first hints on streamed loads (default on). */
+  hint?: boolean;
+  /** The wgmma kernel where the GPU has it (Hopper, DK = 128, DV a multiple of 128; default on). */
+  wgmma?: boolean;
 }
 
 /** Dynamic shared memory of the exact chunked kernel, bytes. */
 export function chunkSmem(DK: number, C: number, DVT: number): number {
   return 4 * (2 * C * (DK + 1) + C * (DVT + 1) + DK * DVT + C * (C + 1) + C + 1);
 }
-/** Dynamic shared memory of the tensor-core kernel, bytes. */
-export function tcSmem(DK: number): number {
-  const ldq = DK + 8;
-  return 2 * (3 * 64 * ldq + DK * 72 + 64 * 72 + 64 * 72) + 4 * 65;
+/** Dynamic shared memory of the tensor-core kernel, bytes: 3 stages of q, k, v chunks, 2 bf16 states, λ powers. */
+export function tcSmem(DK: number, DVT = 128): number {
+  return 3 * 64 * (2 * DK + DVT) * 2 + 2 * DK * DVT * 2 + 129 * 4;
+}
+
+/** Dynamic shared memory of the Hopper (wgmma) kernel: as tcSmem(128, 128) plus 1 KiB to align the tiles to 1024 bytes. */
+export function wgSmem(): number {
+  return tcSmem(128, 128) + 1024;
 }
 
 /**
  * Chooses the Lightning kernel and its geometry. Tensor cores when asked for and the head widths fit
- * (DK ∈ {64, 128}, DV a multiple of 64); otherwise the exact fp32 kernel with the longest chunk
- * (64, 32, 16, …) whose tiles fit in `smemLimit`.
+ * (DK ∈ {64, 128}, DV a multiple of 64: 128-column tiles where DV allows, so q and k are read once);
+ * there, when the (sequence, head, tile) blocks fill less than half of the `smCount` multiprocessors,
+ * the sequence-parallel form with G = ⌊smCount / blocks⌋ blocks each (all resident: one per SM).
+ * `hopper` (compute capability 9.0, sm_90a) selects the wgmma form for DK = 128, DV a multiple of 128.
+ * Otherwise the exact fp32 kernel with the longest chunk (64, 32, 16, …) whose tiles fit in `smemLimit`.
  */
-export function lightningPlan(p: { B: number; N: number; nh: number; DK: number; DV: number; smemLimit: number; tensorCores: boolean; bf16In?: boolean }): LightningPlan {
+export function lightningPlan(p: { B: number; N: number; nh: number; DK: number; DV: number; smemLimit: number; tensorCores: boolean; bf16In?: boolean; smCount?: number; hopper?: boolean; tuning?: LightningTuning }): LightningPlan {
   const { B, N, nh, DK, DV, smemLimit } = p;
   for (const [k, v] of Object.entries({ B, N, nh, DK, DV })) if (!Number.isInteger(v) || v < 1) throw new ShapeError(`lightning: ${k} = ${v} must be a positive integer`);
   if (B > 65535 || nh > 65535) throw new ShapeError(`lightning: ${B} sequences × ${nh} heads exceed the grid limits`);
-  if (p.tensorCores && (DK === 64 || DK === 128) && DV % 64 === 0 && tcSmem(DK) <= smemLimit)
-    return { kernel: DK === 128 ? 'lightning_tc128' : 'lightning_tc64', C: 64, DVT: 64, grid: [DV / 64, nh, B], block: [256, 1, 1], smem: tcSmem(DK) };
+  if (p.tensorCores && (DK === 64 || DK === 128) && DV % 64 === 0) {
+    const DVT = DV % 128 === 0 ? 128 : 64;
+    const t = p.tuning ?? {};
+    const wg = !!p.hopper && t.wgmma !== false && DK === 128 && DVT === 128 && wgSmem() <= smemLimit;
+    const smem = wg ? wgSmem() : tcSmem(DK, DVT);
+    if (smem <= smemLimit) {
+      const tiles = DV / DVT, units = B * nh * tiles;
+      const L = t.seg ?? 512;
+      if (!(Number.isInteger(L) && L >= 64 && L % 64 === 0)) throw new ShapeError(`lightning: segment length ${L} must be a positive multiple of 64`);
+      const sms = p.smCount ?? 0;
+      let G = Math.min(Math.floor(sms / units), Math.ceil(N / L), t.maxG ?? Infinity);
+      if (!(G >= 2)) G = 1;
+      const wsBytes = G > 1 ? units * (2 * G + 2) * DK * DVT * 4 : 0;
+      return { kernel: (wg ? 'lightning_wg_k128_v128' : `lightning_tc_k${DK}_v${DVT}`) as TcKernel, C: 64, DVT, G, L: G > 1 ? L : 0, wsBytes, counters: G > 1 ? 2 * units : 0,
+        grid: [tiles * G, nh, B], block: [256, 1, 1], smem };
+    }
+  }
   const DVT = Math.min(64, DV);
   for (let C = 64; C >= 1; C /= 2) {
     const smem = chunkSmem(DK, C, DVT);
-    if (smem <= smemLimit) return { kernel: p.bf16In ? 'lightning_bf16in' : 'lightning_f32', C, DVT, grid: [Math.ceil(DV / DVT), nh, B], block: [256, 1, 1], smem };
+    if (smem <= smemLimit) return { kernel: p.bf16In ? 'lightning_bf16in' : 'lightning_f32', C, DVT, G: 1, L: 0, wsBytes: 0, counters: 0, grid: [Math.ceil(DV / DVT), nh, B], block: [256, 1, 1], smem };
   }
   throw new ShapeError(`lightning: head width ${DK} × ${DVT} does not fit in ${smemLimit} bytes of shared memory`);
 }
