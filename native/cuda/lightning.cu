@@ -465,9 +465,9 @@ __device__ __forceinline__ unsigned long long wg_desc(u32 addr, u32 lbo, u32 sbo
 }
 // the warp must be converged at warpgroup instructions (after divergent stores and loops, say)
 __device__ __forceinline__ void wg_fence() { __syncwarp(); asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wg_fence_nosync() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 __device__ __forceinline__ void fence_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 template <int TB>
 __device__ __forceinline__ void wg_ss_n64(float* d, unsigned long long da, unsigned long long db, int acc) {
@@ -497,9 +497,7 @@ __device__ __forceinline__ u32 blk(int row, int col, int rows) {
   return (u32)((col >> 6) * rows * 128 + row * 128 + ((((col >> 3) & 7) ^ (row & 7)) << 4) + (col & 7) * 2);
 }
 
-// DBG (probes only): 1 skips the scores and q·S products, 2 the p·v product, 4 the state update, 8 the
-// warp reconvergence before the warpgroup instructions
-template <typename TO, int DBG = 0>
+template <typename TO>
 __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
                                              const float* loglam, float* state, const int* slots, int reverse,
                                              int G, int L, float* ws, unsigned* cnt, int hint) {
@@ -659,29 +657,25 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
 #pragma unroll
       for (int i = 0; i < 64; i++) s[i] *= lm;
       if (full) {
+        // group A: scores; group B: q·S and the state update; P is formed while B runs, then p·v runs
+        // while the new bf16 state is written
         float sc[32], oc[32];
-        if (DBG & 1) {
-#pragma unroll
-          for (int i = 0; i < 32; i++) sc[i] = oc[i] = 0.f;
-        }
-        if (DBG & 8) wg_fence_nosync(); else wg_fence();
+        wg_fence();
 #pragma unroll
         for (int ks = 0; ks < 8; ks++) {
           const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
-          if (!(DBG & 1)) wg_ss_n64<0>(sc, wg_desc(QS + ko, 16, 1024), wg_desc(KSa + ko, 16, 1024), ks);
-        }
-#pragma unroll
-        for (int ks = 0; ks < 8; ks++) {
-          const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
-          if (!(DBG & 1)) wg_ss_n64<1>(oc, wg_desc(QS + ko, 16, 1024), wg_desc(sb0 + sbuf * SBB + wg * 16384 + ks * 2048, 16384, 1024), ks);
+          wg_ss_n64<0>(sc, wg_desc(QS + ko, 16, 1024), wg_desc(KSa + ko, 16, 1024), ks);
         }
         wg_commit();
-        wg_wait0();
-        {
-          const float f0 = pwz[64 + 16 * wq + g8 + 1], f1 = pwz[64 + 16 * wq + g8 + 9];
 #pragma unroll
-          for (int nt = 0; nt < 8; nt++) { oc[4 * nt] *= f0; oc[4 * nt + 1] *= f0; oc[4 * nt + 2] *= f1; oc[4 * nt + 3] *= f1; }
+        for (int ks = 0; ks < 8; ks++) {
+          const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
+          wg_ss_n64<1>(oc, wg_desc(QS + ko, 16, 1024), wg_desc(sb0 + sbuf * SBB + wg * 16384 + ks * 2048, 16384, 1024), ks);
         }
+#pragma unroll
+        for (int kj = 0; kj < 4; kj++) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
+        wg_commit();
+        wg_wait1();
         u32 pa[4][4];
         {
           const float* pz = pwz + 64 + 16 * wq + g8 - 2 * t4;  // λ^{i−j} at i = 16·wq + g8, j = 2·t4
@@ -695,12 +689,18 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
               pa[kj][2 * hh + 1] = pack2(x[2] * p[8], x[3] * p[7]);
             }
         }
-        if (DBG & 8) wg_fence_nosync(); else wg_fence();
+        wg_wait0();
+        {
+          const float f0 = pwz[64 + 16 * wq + g8 + 1], f1 = pwz[64 + 16 * wq + g8 + 9];
 #pragma unroll
-        for (int kj = 0; kj < 4; kj++) if (!(DBG & 2)) wg_rs_n64<1>(oc, pa[kj], wg_desc(VSa + wg * 8192 + kj * 2048, 8192, 1024));
+          for (int nt = 0; nt < 8; nt++) { oc[4 * nt] *= f0; oc[4 * nt + 1] *= f0; oc[4 * nt + 2] *= f1; oc[4 * nt + 3] *= f1; }
+        }
+        wg_fence();
 #pragma unroll
-        for (int kj = 0; kj < 4; kj++) if (!(DBG & 4)) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
+        for (int kj = 0; kj < 4; kj++) wg_rs_n64<1>(oc, pa[kj], wg_desc(VSa + wg * 8192 + kj * 2048, 8192, 1024));
         wg_commit();
+        write_sb(sbuf ^ 1);
+        sbuf ^= 1;
         wg_wait0();
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
@@ -712,12 +712,10 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
             for (int nt = 0; nt < 8; nt++) st2(orow + 8 * nt, oc[4 * nt + 2 * hf], oc[4 * nt + 2 * hf + 1]);
           }
         }
-        write_sb(sbuf ^ 1);
-        sbuf ^= 1;
       } else {
-        if (DBG & 8) wg_fence_nosync(); else wg_fence();
+        wg_fence();
 #pragma unroll
-        for (int kj = 0; kj < 4; kj++) if (!(DBG & 4)) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
+        for (int kj = 0; kj < 4; kj++) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
         wg_commit();
         wg_wait0();
       }

@@ -117,7 +117,7 @@ export interface LongRow {
  */
 export function benchLong(be: CudaBackend, opts: { B?: number; H?: number; D?: number; n?: number; reps?: number; variants?: [string, LightningTuning][] } = {}): LongRow[] {
   const B = opts.B ?? 1, H = opts.H ?? 32, D = opts.D ?? 128, n = opts.n ?? 131072, reps = opts.reps ?? 10;
-  const variants = opts.variants ?? [['seq L=512', {}], ['seq L=256', { seg: 256 }], ['seq L=1024', { seg: 1024 }], ['seq L=512 no hint', { hint: false }], ['seq L=512 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]];
+  const variants = opts.variants ?? [['seq L=2048', {}], ['seq L=1024', { seg: 1024 }], ['seq L=512', { seg: 512 }], ['seq L=2048 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]];
   const decay = benchDecay(H);
   const shape = [B, n, H * D];
   const mk = (seed: number) => { const t = be.empty(shape, 'bf16'); be.randn(t, seed, 0.3); return t; };

@@ -109,11 +109,11 @@ test('cuda plan: the Lightning kernel choice', () => {
   // few sequences × heads: the sequence-parallel form, G blocks each, all resident
   const sp = lightningPlan({ ...base, B: 1, N: 131072, DK: 128, DV: 128, tensorCores: true, smCount: 132 });
   assert.equal(sp.G, 4);
-  assert.equal(sp.L, 512);
+  assert.equal(sp.L, 2048);
   assert.deepEqual(sp.grid, [4, 32, 1]);
   assert.equal(sp.wsBytes, 32 * (2 * 4 + 2) * 128 * 128 * 4);
   assert.equal(sp.counters, 64);
-  assert.equal(lightningPlan({ ...base, B: 1, N: 700, DK: 128, DV: 128, tensorCores: true, smCount: 132 }).G, 2, 'no more blocks than segments');
+  assert.equal(lightningPlan({ ...base, B: 1, N: 3000, DK: 128, DV: 128, tensorCores: true, smCount: 132 }).G, 2, 'no more blocks than segments');
   assert.equal(lightningPlan({ ...base, B: 1, N: 131072, DK: 128, DV: 128, tensorCores: true, smCount: 132, tuning: { maxG: 1 } }).G, 1);
   const s2 = lightningPlan({ ...base, B: 1, nh: 2, N: 1000, DK: 128, DV: 256, tensorCores: true, smCount: 132, tuning: { seg: 128, maxG: 3 } });
   assert.deepEqual([s2.G, s2.L, ...s2.grid], [3, 128, 6, 2, 1]);

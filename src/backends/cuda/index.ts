@@ -4,8 +4,10 @@
 // uploaded into pooled buffers, which the stream order makes safe to reuse at once.
 //
 // Lightning Attention: 'fp32' runs the exact chunked kernel (fp32 state and arithmetic); 'tc' runs
-// tensor cores (bf16 operands, fp32 accumulation and state) where the head widths allow. The
-// backward is three forward-shaped passes (see lightningBackward).
+// tensor cores (bf16 operands, fp32 accumulation and state) where the head widths allow: wgmma on
+// Hopper for DK = 128, DV a multiple of 128, mma.sync otherwise; sequence-parallel when few
+// (sequence, head) blocks would leave SMs idle (plan.ts: lightningPlan). The backward is three
+// forward-shaped passes (see lightningBackward).
 import type { AdamWOptions, Backend, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';

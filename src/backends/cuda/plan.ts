@@ -130,7 +130,7 @@ export interface LightningPlan extends Launch {
 
 /** Knobs of the sequence-parallel choice (benchmarks and checks set them; defaults otherwise). */
 export interface LightningTuning {
-  /** Segment length of the sequence-parallel form (a multiple of 64; default 512). */
+  /** Segment length of the sequence-parallel form (a multiple of 64; default 2048: fewer rounds beat L2 reuse of k, v). */
   seg?: number;
   /** Upper bound on blocks per (sequence, head, tile) (1: never sequence-parallel). */
   maxG?: number;
@@ -173,7 +173,7 @@ export function lightningPlan(p: { B: number; N: number; nh: number; DK: number;
     const smem = wg ? wgSmem() : tcSmem(DK, DVT);
     if (smem <= smemLimit) {
       const tiles = DV / DVT, units = B * nh * tiles;
-      const L = t.seg ?? 512;
+      const L = t.seg ?? 2048;
       if (!(Number.isInteger(L) && L >= 64 && L % 64 === 0)) throw new ShapeError(`lightning: segment length ${L} must be a positive multiple of 64`);
       const sms = p.smCount ?? 0;
       let G = Math.min(Math.floor(sms / units), Math.ceil(N / L), t.maxG ?? Infinity);
