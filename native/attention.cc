@@ -50,7 +50,7 @@ namespace tnl {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// ISA selection (once). TNL_ISA=generic forces the portable loops (tests use it).
+// ISA selection (once). TNL_ISA=avx2 or TNL_ISA=generic forces the lower paths (tests use them).
 bool detect_avx512() {
 #if TNL_X86
   const char* e = std::getenv("TNL_ISA");
@@ -66,14 +66,24 @@ bool use_avx512() {
   static const bool v = detect_avx512();
   return v;
 }
+bool use_avx2() {
+#if TNL_X86
+  const char* e = std::getenv("TNL_ISA");
+  if (e && std::strcmp(e, "generic") == 0) return false;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
 
 inline int64_t round_up(int64_t x, int64_t a) { return (x + a - 1) / a * a; }
 
 // C[r, c] = α_r · Σ_{p<K} A[r·lda + p] · B[p·ldb + c] + β · C[r, c]   (r < M, c < Nc)
 // α null means 1; β = 0 means C is not read. Strides may be negative.
 // causal = kCausalK: A[r, p] is zero for p > r, so a tile of rows r0..r0+R−1 reads p < r0+R only.
-// causal = kCausalCols: only columns c < r0+R of a row tile are computed (the rest are left as
-// they were): enough for a causal P whose upper part is masked afterwards.
+// causal = kCausalCols: columns c < r0+R of a row tile are computed (those past them may be left
+// as they were or computed too): enough for a causal P whose upper part is masked afterwards.
 enum { kFull = 0, kCausalK = 1, kCausalCols = 2 };
 
 // Row-major transpose: dst[c·ldd + r] = src[r·lds + c] for r < rows, c < cols.
@@ -85,34 +95,82 @@ void transpose_generic(int64_t rows, int64_t cols, const float* src, int64_t lds
   }
 }
 
-void gemm_generic(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t lda, const float* B,
-                  int64_t ldb, float* C, int64_t ldc, const float* alpha, float beta, int causal) {
-  constexpr int64_t CH = 256;
-  float acc[CH];
-  for (int64_t r = 0; r < M; r++) {
-    const int64_t Keff = causal == kCausalK ? std::min(K, r + 1) : K;
-    const int64_t Neff = causal == kCausalCols ? std::min(Nc, r + 1) : Nc;
-    const float al = alpha ? alpha[r] : 1.f;
-    float* c = C + r * ldc;
-    for (int64_t c0 = 0; c0 < Neff; c0 += CH) {
-      const int64_t nc = std::min(CH, Neff - c0);
-      for (int64_t j = 0; j < nc; j++) acc[j] = 0.f;
-      for (int64_t p = 0; p < Keff; p++) {
-        const float a = A[r * lda + p];
-        const float* b = B + p * ldb + c0;
-        for (int64_t j = 0; j < nc; j++) acc[j] += a * b[j];
+// VW: floats per vector register of the target (4 for SSE, 8 for AVX2); full tiles are 4 rows ×
+// 2 registers, kept in registers through GCC's vector extensions.
+template <int VW>
+inline __attribute__((always_inline)) void gemm_body(int64_t M, int64_t Nc, int64_t K, const float* A,
+                                                     int64_t lda, const float* B, int64_t ldb, float* C,
+                                                     int64_t ldc, const float* alpha, float beta, int causal) {
+  constexpr int R = 4, W = 2 * VW;
+  for (int64_t r0 = 0; r0 < M; r0 += R) {
+    const int64_t nr = std::min<int64_t>(R, M - r0);
+    const int64_t Keff = causal == kCausalK ? std::min(K, r0 + nr) : K;
+    const int64_t Neff = causal == kCausalCols ? std::min(Nc, r0 + nr) : Nc;
+    // a causal P may get a few columns more than needed (the mask overwrites them): whole tiles
+    const int64_t NeffV = causal == kCausalCols ? std::min(Nc, round_up(Neff, W)) : Neff;
+    int64_t c0 = 0;
+    if (nr == R) {
+      typedef float vf __attribute__((vector_size(VW * 4)));
+      for (; c0 + W <= NeffV; c0 += W) {
+        vf acc[R][2];
+        for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = vf{};
+        for (int64_t p = 0; p < Keff; p++) {
+          vf b0, b1;
+          std::memcpy(&b0, B + p * ldb + c0, sizeof b0);
+          std::memcpy(&b1, B + p * ldb + c0 + VW, sizeof b1);
+          for (int r = 0; r < R; r++) {
+            const float a = A[(r0 + r) * lda + p];
+            acc[r][0] += a * b0;
+            acc[r][1] += a * b1;
+          }
+        }
+        for (int r = 0; r < R; r++) {
+          const float al = alpha ? alpha[r0 + r] : 1.f;
+          float* c = C + (r0 + r) * ldc + c0;
+          float out[W];
+          std::memcpy(out, &acc[r][0], sizeof(vf));
+          std::memcpy(out + VW, &acc[r][1], sizeof(vf));
+          if (beta != 0.f)
+            for (int j = 0; j < W; j++) c[j] = al * out[j] + beta * c[j];
+          else
+            for (int j = 0; j < W; j++) c[j] = al * out[j];
+        }
       }
-      if (beta != 0.f)
-        for (int64_t j = 0; j < nc; j++) c[c0 + j] = al * acc[j] + beta * c[c0 + j];
-      else
-        for (int64_t j = 0; j < nc; j++) c[c0 + j] = al * acc[j];
+    }
+    // what is left (columns past the last full tile, or a partial row group), a row at a time
+    for (int64_t r = r0; r < r0 + nr; r++) {
+      const int64_t cs = nr == R ? c0 : 0;
+      if (cs >= Neff) continue;
+      constexpr int64_t CH = 256;
+      float acc[CH];
+      const float al = alpha ? alpha[r] : 1.f;
+      float* c = C + r * ldc;
+      for (int64_t a0 = cs; a0 < Neff; a0 += CH) {
+        const int64_t nc = std::min(CH, Neff - a0);
+        for (int64_t j = 0; j < nc; j++) acc[j] = 0.f;
+        for (int64_t p = 0; p < Keff; p++) {
+          const float a = A[r * lda + p];
+          const float* b = B + p * ldb + a0;
+          for (int64_t j = 0; j < nc; j++) acc[j] += a * b[j];
+        }
+        if (beta != 0.f)
+          for (int64_t j = 0; j < nc; j++) c[a0 + j] = al * acc[j] + beta * c[a0 + j];
+        else
+          for (int64_t j = 0; j < nc; j++) c[a0 + j] = al * acc[j];
+      }
     }
   }
 }
 
+void gemm_generic(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t lda, const float* B,
+                  int64_t ldb, float* C, int64_t ldc, const float* alpha, float beta, int causal) {
+  gemm_body<4>(M, Nc, K, A, lda, B, ldb, C, ldc, alpha, beta, causal);
+}
+
 // Decode step for one (sequence, head): S ← λS + kᵀv, o = q S.
-void decode_generic(float* o, const float* q, const float* k, const float* v, float* S,
-                    int64_t dk, int64_t dv, float lam) {
+inline __attribute__((always_inline)) void decode_body(float* o, const float* q, const float* k,
+                                                       const float* v, float* S, int64_t dk, int64_t dv,
+                                                       float lam) {
   for (int64_t j = 0; j < dv; j++) o[j] = 0.f;
   for (int64_t i = 0; i < dk; i++) {
     float* s = S + i * dv;
@@ -124,6 +182,24 @@ void decode_generic(float* o, const float* q, const float* k, const float* v, fl
     }
   }
 }
+
+void decode_generic(float* o, const float* q, const float* k, const float* v, float* S,
+                    int64_t dk, int64_t dv, float lam) {
+  decode_body(o, q, k, v, S, dk, dv, lam);
+}
+
+#if TNL_X86
+// The same loops vectorised by the compiler for AVX2 + FMA (CPUs without AVX-512).
+#define TNL_AVX2 __attribute__((target("avx2,fma")))
+TNL_AVX2 void gemm_avx2(int64_t M, int64_t Nc, int64_t K, const float* A, int64_t lda, const float* B,
+                        int64_t ldb, float* C, int64_t ldc, const float* alpha, float beta, int causal) {
+  gemm_body<8>(M, Nc, K, A, lda, B, ldb, C, ldc, alpha, beta, causal);
+}
+TNL_AVX2 void decode_avx2(float* o, const float* q, const float* k, const float* v, float* S,
+                          int64_t dk, int64_t dv, float lam) {
+  decode_body(o, q, k, v, S, dk, dv, lam);
+}
+#endif
 
 #if TNL_X86
 // ---- AVX-512 ------------------------------------------------------------------------------------
@@ -295,6 +371,7 @@ const Ops& ops() {
   static const Ops o = [] {
 #if TNL_X86
     if (use_avx512()) return Ops{gemm_avx512, transpose_avx512, decode_avx512};
+    if (use_avx2()) return Ops{gemm_avx2, transpose_generic, decode_avx2};
 #endif
     return Ops{gemm_generic, transpose_generic, decode_generic};
   }();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the native kernel tests (attention.cc, kernels.cc) with g++ directly, against the
 # real thread pool when native/threadpool.cc exists (else the serial stub in this folder); then runs
-# them again on the portable code path (TNL_ISA=generic). Usage: native/test/run.sh [--bench]
+# them again on the lower code paths (TNL_ISA=avx2, TNL_ISA=generic). Usage: native/test/run.sh [--bench]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 native="$(dirname "$here")"
@@ -22,5 +22,7 @@ if [ "${1:-}" = "--bench" ]; then
 fi
 echo "== default ISA"
 "$out/test_kernels"
+echo "== TNL_ISA=avx2"
+TNL_ISA=avx2 "$out/test_kernels"
 echo "== TNL_ISA=generic"
 TNL_ISA=generic "$out/test_kernels"
