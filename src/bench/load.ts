@@ -13,6 +13,7 @@
 // (client side: gaps between streamed chunks), RSS per context size, and the ratios against the
 // targets (A ≥ 4× B; RSS flat within ±10% from 1K to 16K). Prints tables and writes JSON.
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -44,6 +45,10 @@ export interface LoadOptions {
   turnTokens?: number;
   /** Phases to run (default all: "throughput", "sequential", "conversations"). */
   phases?: string[];
+  /** Alternations of the concurrent and one-at-a-time phases (default 2). */
+  repeat?: number;
+  /** Compute threads of the server (tnl serve --threads; default: its own default, one per core). */
+  threads?: number;
   /** Wall-clock bound for the whole run, seconds (default 900): past it, clients stop and the run reports what it has. */
   timeLimitS?: number;
   /** Extra arguments for `tnl serve`. */
@@ -79,7 +84,11 @@ export interface LoadResult {
   server: string;
   clients: number;
   phases: PhaseResult[];
+  threads: number | null;
+  promptTokens: number;
+  maxTokens: number;
   speedup: number | null;
+  speedupPerRepeat: number[];
   conversation: StageResult[];
   rssSpread: number | null;
   stateBytes: number | null;
@@ -114,45 +123,56 @@ async function startServer(args: string[], log: (l: string) => void): Promise<{ 
   return { url, child };
 }
 
-/** One streaming request; measures time to first token and the gaps between chunks. */
-async function streamRequest(url: string, path: string, body: Record<string, unknown>, signal: AbortSignal): Promise<RequestResult> {
-  const t0 = performance.now();
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+const HAS_TEXT = /"(?:text|content)":"[^"]/;
+
+/**
+ * One streaming request (node:http, light on the client's CPU, which shares the machine with the
+ * server); measures time to first token and the gaps between streamed chunks. JSON is parsed only
+ * for the usage chunk, errors, and (with keepText) the text.
+ */
+function streamRequest(url: string, path: string, body: Record<string, unknown>, signal: AbortSignal, keepText = false): Promise<RequestResult> {
   const r: RequestResult = { ttft: NaN, gaps: [], completionTokens: 0, promptTokens: 0, cachedTokens: 0, ok: false, text: '' };
-  try {
-    const res = await fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }), signal });
-    if (!res.ok || !res.body) { r.error = `HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`; return r; }
-    const reader = res.body.getReader();
-    const dec = new TextDecoder();
-    let buf = '', last = NaN;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += dec.decode(value, { stream: true });
-      let i: number;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const ev = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        if (!ev.startsWith('data: ')) continue;
-        const data = ev.slice(6);
-        if (data === '[DONE]') { r.ok = true; continue; }
-        const j = JSON.parse(data);
-        if (j.error) { r.error = j.error.message; continue; }
-        if (j.usage) { r.completionTokens = j.usage.completion_tokens; r.promptTokens = j.usage.prompt_tokens; r.cachedTokens = j.usage.prompt_tokens_details?.cached_tokens ?? 0; }
-        const c = j.choices?.[0];
-        const piece: string = c ? (c.text ?? c.delta?.content ?? '') : '';
-        if (piece) {
+  const payload = JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } });
+  return new Promise((resolveReq) => {
+    const t0 = performance.now();
+    let last = NaN, buf = '';
+    const done = () => resolveReq(r);
+    const req = http.request(url + path, { method: 'POST', agent, signal, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
+      res.setEncoding('utf8');
+      if (res.statusCode !== 200) {
+        let e = '';
+        res.on('data', (d: string) => { e += d; });
+        res.on('end', () => { r.error = `HTTP ${res.statusCode}: ${e.slice(0, 200)}`; done(); });
+        return;
+      }
+      res.on('data', (d: string) => {
+        buf += d;
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const ev = buf.slice(6, i); // after "data: "
+          buf = buf.slice(i + 2);
+          if (ev === '[DONE]') { r.ok = true; continue; }
+          if (ev.startsWith('{"error"')) { r.error = JSON.parse(ev).error.message; continue; }
+          if (ev.includes('"choices":[]')) {
+            const u = JSON.parse(ev).usage;
+            if (u) { r.completionTokens = u.completion_tokens; r.promptTokens = u.prompt_tokens; r.cachedTokens = u.prompt_tokens_details?.cached_tokens ?? 0; }
+            continue;
+          }
+          if (!HAS_TEXT.test(ev)) continue;
           const now = performance.now();
           if (Number.isNaN(r.ttft)) r.ttft = (now - t0) / 1000;
           else r.gaps.push((now - last) / 1000);
           last = now;
-          r.text += piece;
+          if (keepText) { const c = JSON.parse(ev).choices[0]; r.text += c.text ?? c.delta?.content ?? ''; }
         }
-      }
-    }
-  } catch (e) {
-    r.error = (e as Error).message;
-  }
-  return r;
+      });
+      res.on('end', done);
+      res.on('error', (e) => { r.error = e.message; done(); });
+    });
+    req.on('error', (e) => { r.error = e.message; done(); });
+    req.end(payload);
+  });
 }
 
 function summarize(name: string, rs: RequestResult[], wall: number): PhaseResult {
@@ -200,7 +220,7 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
   const log = o.log ?? ((l: string) => console.log(l));
   const preset = o.preset ?? 'small';
   const clients = o.clients ?? 32, promptTokens = o.promptTokens ?? 1024, maxTokens = o.maxTokens ?? 256;
-  const sequential = o.sequentialRequests ?? 8, turnTokens = o.turnTokens ?? 16;
+  const sequential = o.sequentialRequests ?? 8, turnTokens = o.turnTokens ?? 16, repeat = o.repeat ?? 2;
   const contexts = o.contexts ?? [1024, 2048, 4096, 8192, 16384];
   const phases = new Set(o.phases ?? ['throughput', 'sequential', 'conversations']);
   const deadline = performance.now() + (o.timeLimitS ?? 900) * 1000;
@@ -226,7 +246,7 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
       tokDir = mkdtempSync(join(tmpdir(), 'tnl-load-'));
       tok.save(tokDir);
       const args = ['--model', preset, '--tokenizer', tokDir, '--max-context', String(Math.max(maxCtx, promptTokens + maxTokens + 64)),
-        '--max-tokens', String(Math.max(maxTokens, turnTokens)), '--max-seqs', String(Math.max(64, clients)), '--max-queue', String(Math.max(256, clients * 2)),
+        '--max-tokens', String(Math.max(maxTokens, turnTokens)), ...(o.threads ? ['--threads', String(o.threads)] : []), '--max-seqs', String(Math.max(64, clients)), '--max-queue', String(Math.max(256, clients * 2)),
         ...(o.serverArgs ?? [])];
       log(`starting: tnl serve ${args.join(' ')}`);
       ({ url, child } = await startServer(args, log));
@@ -243,22 +263,38 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
     // warm up (JIT, allocator) so neither phase pays for it
     await streamRequest(url, '/v1/completions', { ...completion(source.take(64)), max_tokens: 8 }, stopAll.signal);
 
-    if (phases.has('throughput')) {
-      log(`\nA. ${clients} concurrent streams, prompts of ~${promptTokens} tokens, ${maxTokens} generated tokens each`);
-      const prompts = Array.from({ length: clients }, () => source.take(promptTokens));
-      const t0 = performance.now();
-      const rs = await Promise.all(prompts.map((p) => streamRequest(url, '/v1/completions', completion(p), stopAll.signal)));
-      results.push(summarize(`${clients} concurrent`, rs, (performance.now() - t0) / 1000));
-      const errs = rs.filter((r) => r.error).map((r) => r.error);
-      if (errs.length) log(`  ${errs.length} failed: ${errs[0]}`);
+    // A and B alternate `repeat` times, so a change in the machine's load hits both alike
+    const concRs: RequestResult[] = [], seqRs: RequestResult[] = [];
+    let concWall = 0, seqWall = 0;
+    const ratios: number[] = [];
+    for (let rep = 0; rep < repeat && !stopAll.signal.aborted; rep++) {
+      let a: PhaseResult | null = null, b: PhaseResult | null = null;
+      if (phases.has('throughput')) {
+        log(`\nA${repeat > 1 ? ` (${rep + 1}/${repeat})` : ''}. ${clients} concurrent streams, prompts of ~${promptTokens} tokens, ${maxTokens} generated tokens each`);
+        const prompts = Array.from({ length: clients }, () => source.take(promptTokens));
+        const t0 = performance.now();
+        const rs = await Promise.all(prompts.map((p) => streamRequest(url, '/v1/completions', completion(p), stopAll.signal)));
+        const wall = (performance.now() - t0) / 1000;
+        concRs.push(...rs); concWall += wall;
+        a = summarize(`${clients} concurrent`, rs, wall);
+        const errs = rs.filter((r) => r.error).map((r) => r.error);
+        if (errs.length) log(`  ${errs.length} failed: ${errs[0]}`);
+        log(`  ${a.generatedTokensPerSecond.toFixed(1)} generated tokens/s, TTFT p50 ${ms(a.ttftP50)} ms, ITL p50 ${ms(a.itlP50)} ms`);
+      }
+      if (phases.has('sequential')) {
+        log(`B${repeat > 1 ? ` (${rep + 1}/${repeat})` : ''}. one at a time: ${sequential} requests of the same shape`);
+        const rs: RequestResult[] = [];
+        const t0 = performance.now();
+        for (let i = 0; i < sequential && !stopAll.signal.aborted; i++) rs.push(await streamRequest(url, '/v1/completions', completion(source.take(promptTokens)), stopAll.signal));
+        const wall = (performance.now() - t0) / 1000;
+        seqRs.push(...rs); seqWall += wall;
+        b = summarize('1 at a time', rs, wall);
+        log(`  ${b.generatedTokensPerSecond.toFixed(1)} generated tokens/s, TTFT p50 ${ms(b.ttftP50)} ms, ITL p50 ${ms(b.itlP50)} ms`);
+      }
+      if (a && b) ratios.push(a.generatedTokensPerSecond / b.generatedTokensPerSecond);
     }
-    if (phases.has('sequential')) {
-      log(`\nB. one at a time: ${sequential} requests of the same shape`);
-      const rs: RequestResult[] = [];
-      const t0 = performance.now();
-      for (let i = 0; i < sequential && !stopAll.signal.aborted; i++) rs.push(await streamRequest(url, '/v1/completions', completion(source.take(promptTokens)), stopAll.signal));
-      results.push(summarize('1 at a time', rs, (performance.now() - t0) / 1000));
-    }
+    if (concRs.length) results.push(summarize(`${clients} concurrent`, concRs, concWall));
+    if (seqRs.length) results.push(summarize('1 at a time', seqRs, seqWall));
 
     const stages: StageResult[] = [];
     if (phases.has('conversations') && !stopAll.signal.aborted) {
@@ -282,7 +318,7 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
           // the user message brings the context to the target (the reply and template lines count too)
           const add = Math.max(16, target - c.context - turnTokens - 8);
           c.messages.push({ role: 'user', content: source.take(add) });
-          const r = await streamRequest(url, '/v1/chat/completions', { model: modelName, messages: c.messages, max_tokens: turnTokens, ignore_eos: true, temperature: 1 }, stopAll.signal);
+          const r = await streamRequest(url, '/v1/chat/completions', { model: modelName, messages: c.messages, max_tokens: turnTokens, ignore_eos: true, temperature: 1 }, stopAll.signal, true);
           c.messages.push({ role: 'assistant', content: r.text });
           c.context = r.promptTokens + r.completionTokens;
           return r;
@@ -310,13 +346,14 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
     const m = await metrics();
     const conc = results.find((r) => r.name.endsWith('concurrent')), seq = results.find((r) => r.name === '1 at a time');
     const speedup = conc && seq ? conc.generatedTokensPerSecond / seq.generatedTokensPerSecond : null;
+    const speedupPerRepeat = ratios;
     const rss = stages.map((s) => s.rssMaxBytes);
     const rssSpread = rss.length > 1 ? (Math.max(...rss) - Math.min(...rss)) / Math.min(...rss) : null;
 
     log('');
     table(log, ['phase', 'requests', 'failed', 'prompt tok', 'cached', 'generated', 'wall s', 'gen tok/s', 'all tok/s', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms'],
       results.map((r) => [r.name, r.requests, r.failed, r.promptTokens, r.cachedPromptTokens, r.generatedTokens, r.wallSeconds.toFixed(1), r.generatedTokensPerSecond.toFixed(1), r.totalTokensPerSecond.toFixed(0), ms(r.ttftP50), ms(r.ttftP99), ms(r.itlP50), ms(r.itlP99)]));
-    if (speedup !== null) log(`\naggregate generated tokens/s, ${clients} concurrent vs one at a time: ${speedup.toFixed(2)}× (target ≥ 4×)`);
+    if (speedup !== null) log(`\naggregate generated tokens/s, ${clients} concurrent vs one at a time: ${speedup.toFixed(2)}× over all repeats${ratios.length > 1 ? ` (each: ${ratios.map((x) => x.toFixed(2) + '×').join(', ')})` : ''} (target ≥ 4×)`);
     if (stages.length) {
       log('');
       table(log, ['context', 'mean prompt tok', 'server RSS max MiB', 'RSS mean MiB', 'RSS end MiB', 'JS heap used max', 'JS heap total max', 'ArrayBuffers max', 'TTFT p50 ms', 'ITL p50 ms'],
@@ -328,7 +365,7 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
     if (stopAll.signal.aborted) log(`time limit (${o.timeLimitS ?? 900} s) reached: the figures cover what ran before it`);
 
     const result: LoadResult = {
-      preset, server: url, clients, phases: results, speedup, conversation: stages, rssSpread, stateBytes: null,
+      preset, server: url, clients, threads: o.threads ?? null, promptTokens, maxTokens, phases: results, speedup, speedupPerRepeat, conversation: stages, rssSpread, stateBytes: null,
       timedOut: stopAll.signal.aborted, machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
     };
     const out = o.out ?? join('bench-results', 'load.json');

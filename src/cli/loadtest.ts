@@ -9,7 +9,7 @@ import { UsageError } from '../errors.ts';
 
 interface Opts {
   model: string; url?: string; clients: string; promptTokens: string; maxTokens: string; sequential: string; contexts: string;
-  turnTokens: string; phases: string; timeLimit: string; out: string; serverArg: string[];
+  turnTokens: string; phases: string; timeLimit: string; out: string; serverArg: string[]; repeat: string; threads?: string;
 }
 
 export function register(program: Command): void {
@@ -24,6 +24,8 @@ export function register(program: Command): void {
     .option('--contexts <list>', 'context sizes the conversations grow through', '1024,2048,4096,8192,16384')
     .option('--turn-tokens <n>', 'generated tokens per conversation turn', '16')
     .option('--phases <list>', 'throughput,sequential,conversations', 'throughput,sequential,conversations')
+    .option('--repeat <n>', 'alternations of the concurrent and one-at-a-time phases', '2')
+    .option('--threads <n>', 'compute threads of the started server (default: one per core)')
     .option('--time-limit <s>', 'wall-clock bound of the whole run', '900')
     .option('--out <file>', 'JSON results', 'bench-results/load.json')
     .option('--server-arg <arg>', 'extra argument for tnl serve (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
@@ -34,7 +36,8 @@ export function register(program: Command): void {
       await runLoadTest({
         preset: o.model, url: o.url, clients: int('--clients', o.clients, 1), promptTokens: int('--prompt-tokens', o.promptTokens, 1),
         maxTokens: int('--max-tokens', o.maxTokens, 1), sequentialRequests: int('--sequential', o.sequential, 1), contexts,
-        turnTokens: int('--turn-tokens', o.turnTokens, 1), phases, timeLimitS: int('--time-limit', o.timeLimit, 1), out: o.out, serverArgs: o.serverArg,
+        turnTokens: int('--turn-tokens', o.turnTokens, 1), phases, repeat: int('--repeat', o.repeat, 1),
+        threads: o.threads === undefined ? undefined : int('--threads', o.threads, 1), timeLimitS: int('--time-limit', o.timeLimit, 1), out: o.out, serverArgs: o.serverArg,
       });
     }));
 }

@@ -1,11 +1,12 @@
 // tnl serve: an OpenAI-compatible HTTP server (continuous batching over a pool of recurrent states).
 // Also runnable on its own: node --import tsx src/cli/serve.ts --model DIR
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { basename, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { backendFor, backendOption, blockOption, dtypeOption, int, isModelDir, resolveModel, run } from './common.ts';
 import type { DType } from '../backends/backend.ts';
 import { hasTokenizer, loadTokenizer } from '../tokenizer/index.ts';
+import { createBackend } from '../backends/index.ts';
 import { UsageError } from '../errors.ts';
 import { createServer } from '../serve/server.ts';
 import { loadChatTemplate } from '../serve/chat-template.ts';
@@ -14,7 +15,7 @@ import { DEFAULT_LIMITS } from '../serve/openai.ts';
 interface Opts {
   model: string; tokenizer?: string; modelName?: string; host: string; port: string; apiKey?: string;
   maxSeqs: string; maxQueue: string; prefillChunk: string; prefillBatch: string; bufferPool: string; prefixCache?: string; maxContext: string; maxTokens: string;
-  defaultMaxTokens: string; maxN: string; bodyLimit: string; shutdownTimeout: string; backend: string; dtype: DType; blockSize: string;
+  defaultMaxTokens: string; maxN: string; threads?: string; bodyLimit: string; shutdownTimeout: string; backend: string; dtype: DType; blockSize: string;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -33,7 +34,7 @@ export function register(program: Command): void {
     .option('--prefill-chunk <n>', 'prompt tokens per prefill call (interleaved with decode steps)', '256')
     .option('--prefill-batch <n>', 'most requests whose prompt chunks share one prefill call', '1')
     .option('--prefix-cache <n>', 'states kept for prompt prefixes (chat turns resume without re-reading the history; 0 = off; default: --max-seqs)')
-    .option('--buffer-pool <MiB>', 'most MiB of freed activation buffers kept for reuse (the pool is keyed by exact size; serving shapes vary)', '0')
+    .option('--buffer-pool <MiB>', 'most MiB of freed activation buffers kept for reuse', '512')
     .option('--max-context <n>', 'most prompt + completion tokens per sequence', String(DEFAULT_LIMITS.maxContext))
     .option('--max-tokens <n>', 'most max_tokens a request may ask for', String(DEFAULT_LIMITS.maxTokens))
     .option('--default-max-tokens <n>', 'max_tokens of chat requests that give none', String(DEFAULT_LIMITS.defaultChatMaxTokens))
@@ -41,7 +42,7 @@ export function register(program: Command): void {
     .option('--body-limit <bytes>', 'largest request body', String(2 * 1024 * 1024))
     .option('--shutdown-timeout <s>', 'on SIGINT/SIGTERM, seconds to let running requests finish before cancelling them', '30')
     .addOption(backendOption()).addOption(dtypeOption()).addOption(blockOption())
-    .addOption(new Option('--threads <n>', 'compute threads (default: one per core)').env('TNL_THREADS').hideHelp())
+    .option('--threads <n>', 'compute threads, the caller included (default: one per core, or $TNL_THREADS)')
     .action(run(serve));
 }
 
@@ -50,7 +51,7 @@ async function serve(o: Opts): Promise<void> {
   if (!tokPath || (tokPath === o.model && !hasTokenizer(o.model)))
     throw new UsageError(`--model ${o.model} has no tokenizer (tokenizer.model or tokenizer.json): give one with --tokenizer`);
   const tokenizer = loadTokenizer(tokPath);
-  const be = backendFor(o.backend);
+  const be = o.backend === 'cpu' && o.threads !== undefined ? createBackend('cpu', { threads: int('--threads', o.threads, 1) }) : backendFor(o.backend);
   const model = await resolveModel(o.model, be, o.dtype, int('--block-size', o.blockSize, 1));
   if (tokenizer.vocabSize > model.config.vocab_size)
     throw new UsageError(`the tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.config.vocab_size}: they do not belong together`);

@@ -47,12 +47,17 @@ export class FastSampler {
   sample(logits: Float32Array, topLogprobs = 0, withLogprob = true): Sampled {
     const o = this.o, V = logits.length;
     scratch(V);
-    const x = X;
-    for (let i = 0; i < V; i++) x[i] = logits[i]!;
-    if (o.logitBias) for (const [id, b] of o.logitBias) if (id >= 0 && id < V) x[id] = x[id]! + b;
     const temp = o.temperature ?? 1;
     const rp = o.repetitionPenalty ?? 1, pp = o.presencePenalty ?? 0, fp = o.frequencyPenalty ?? 0;
-    if (rp !== 1 || pp !== 0 || fp !== 0)
+    const penalised = rp !== 1 || pp !== 0 || fp !== 0;
+    // the logits as they are, or a float64 copy when biases or penalties change them
+    let x: Float32Array | Float64Array = logits;
+    if (o.logitBias || penalised) {
+      x = X;
+      for (let i = 0; i < V; i++) x[i] = logits[i]!;
+    }
+    if (o.logitBias) for (const [id, b] of o.logitBias) if (id >= 0 && id < V) x[id] = x[id]! + b;
+    if (penalised)
       for (const [id, n] of this.counts) {
         if (id < 0 || id >= V) continue;
         let v = x[id]!;
@@ -132,7 +137,7 @@ export class FastSampler {
   }
 }
 
-function logSumExp(x: Float64Array, V: number, temp: number): number {
+function logSumExp(x: Float32Array | Float64Array, V: number, temp: number): number {
   let mx = -Infinity;
   for (let i = 0; i < V; i++) mx = Math.max(mx, x[i]! / temp);
   let s = 0;
@@ -141,7 +146,7 @@ function logSumExp(x: Float64Array, V: number, temp: number): number {
 }
 
 /** Indices of the n largest log-probabilities x − lse, descending, ties by lower index first (Sampler's stable sort). */
-function topK(x: Float64Array, lse: number, V: number, n: number): number[] {
+function topK(x: Float32Array | Float64Array, lse: number, V: number, n: number): number[] {
   const best: number[] = [];
   for (let i = 0; i < V; i++) {
     const v = x[i]! - lse;

@@ -9,7 +9,7 @@ import { createBackend } from '../../src/backends/index.ts';
 import { presetConfig } from '../../src/config/index.ts';
 import { TnlModel } from '../../src/model/transnormer.ts';
 import { generateTokens } from '../../src/generate/generate.ts';
-import { Engine, OverloadedError, ShuttingDownError, type EngineRequest, type FinishReason } from '../../src/serve/scheduler.ts';
+import { Engine, OverloadedError, ShuttingDownError, decodeBuckets, type EngineRequest, type FinishReason } from '../../src/serve/scheduler.ts';
 import { Rng } from '../../src/util/rng.ts';
 
 const model = TnlModel.random(createBackend('reference'), presetConfig('tiny'), 3);
@@ -68,6 +68,8 @@ test('continuous batching: requests joining and leaving at every step each get e
   assert.equal(engine.freeSlots(), 4);
   assert.ok(Math.max(...sizes) === 4, `batch sizes ${sizes.join(',')}`);
   assert.ok(new Set(sizes).size >= 3, `the batch should grow and shrink: ${sizes.join(',')}`);
+  // few shapes: decode batches are padded to 1, 2, 4 (maxSeqs 4)
+  assert.deepEqual([...new Set(sizes)].sort(), [1, 2, 4]);
 });
 
 test('batched prefill (several requests per prefill call) is exact too', async () => {
@@ -83,6 +85,27 @@ test('batched prefill (several requests per prefill call) is exact too', async (
   for (const r of runs) assert.deepEqual(r.run.tokens[0], await reference(r.ids, r.max), `prompt of ${r.ids.length}`);
   assert.ok(shapes.some((b) => b > 1), `prefill calls were never batched: ${shapes.join(',')}`);
   assert.ok(Math.max(...shapes) <= 3);
+});
+
+test('few shapes: prompt tails go in power-of-two pieces, decode batches in buckets; padding rows never disturb real ones', async () => {
+  assert.deepEqual(decodeBuckets(64), [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]);
+  assert.deepEqual(decodeBuckets(5), [1, 2, 4, 5]);
+  const engine = new Engine(model, { maxSeqs: 20, prefillChunk: 16, prefixCache: 0, log: () => {} });
+  const calls: [number, number][] = [];
+  const prefill = model.prefill.bind(model);
+  const spy = Object.create(model) as TnlModel;
+  spy.prefill = (ids, B, N, st, o) => { calls.push([B, N]); return prefill(ids, B, N, st, o); };
+  (engine as unknown as { model: TnlModel }).model = spy;
+  const runs = Array.from({ length: 11 }, (_, i) => ({ ids: prompt(5 + i * 4, 300 + i), max: 3 + (i % 5) }));
+  const rs = runs.map((r) => request(engine, r.ids, r.max));
+  await Promise.all(rs.map((r) => r.done));
+  for (const [i, r] of runs.entries()) assert.deepEqual(rs[i]!.tokens[0], await reference(r.ids, r.max), `prompt of ${r.ids.length}`);
+  for (const [B, N] of calls) {
+    if (N === 1) assert.ok(decodeBuckets(20).includes(B), `decode batch ${B}`);
+    else assert.ok(B === 1 && (N === 16 || (N & (N - 1)) === 0), `prefill piece ${B}×${N}`);
+  }
+  // a 41-token prompt: 16 + 16 + 8 + 1
+  assert.ok(calls.some(([, N]) => N === 8));
 });
 
 test('n > 1: the prompt is prefilled once and copied; greedy copies agree, seeded ones follow seed + i', async () => {
