@@ -27,14 +27,14 @@ import { UsageError } from '../errors.ts';
 import { parsePrometheus } from '../serve/metrics.ts';
 
 export interface LoadOptions {
-  /** Preset with random weights (default "small"). */
+  /** Preset with random weights (default "bench-29m", the CPU benchmark model). */
   preset?: string;
   /** Target an already running server instead of starting one (its tokenizer must match the preset's vocabulary). */
   url?: string;
   /** Concurrent clients (default 32). */
   clients?: number;
-  /** Prompt length of phases A and B, tokens (default 1024). */
-  promptTokens?: number;
+  /** Prompt lengths of phases A and B, tokens: each runs its own A/B comparison (default 128 and 1024). */
+  promptTokens?: number[];
   /** Generated tokens per request in A and B (default 256). */
   maxTokens?: number;
   /** Requests of the one-at-a-time baseline (default 8). */
@@ -79,16 +79,17 @@ export interface StageResult {
   heapUsedMaxBytes: number; heapTotalMaxBytes: number; arrayBuffersMaxBytes: number; ttftP50: number; itlP50: number; seconds: number;
 }
 
+export interface Comparison { promptTokens: number; speedup: number | null; perRepeat: number[] }
+
 export interface LoadResult {
   preset: string;
   server: string;
   clients: number;
   phases: PhaseResult[];
   threads: number | null;
-  promptTokens: number;
   maxTokens: number;
-  speedup: number | null;
-  speedupPerRepeat: number[];
+  /** Per prompt length: concurrent vs one-at-a-time generated tokens/s. */
+  comparisons: Comparison[];
   conversation: StageResult[];
   rssSpread: number | null;
   stateBytes: number | null;
@@ -218,15 +219,16 @@ function table(log: (l: string) => void, head: string[], rows: (string | number)
 
 export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
   const log = o.log ?? ((l: string) => console.log(l));
-  const preset = o.preset ?? 'small';
-  const clients = o.clients ?? 32, promptTokens = o.promptTokens ?? 1024, maxTokens = o.maxTokens ?? 256;
+  const preset = o.preset ?? 'bench-29m';
+  const clients = o.clients ?? 32, promptLengths = o.promptTokens ?? [128, 1024], maxTokens = o.maxTokens ?? 256;
   const sequential = o.sequentialRequests ?? 8, turnTokens = o.turnTokens ?? 16, repeat = o.repeat ?? 2;
   const contexts = o.contexts ?? [1024, 2048, 4096, 8192, 16384];
   const phases = new Set(o.phases ?? ['throughput', 'sequential', 'conversations']);
-  const deadline = performance.now() + (o.timeLimitS ?? 900) * 1000;
+  const deadline = performance.now() + (o.timeLimitS ?? 1200) * 1000;
   const stopAll = new AbortController();
   const timer = setTimeout(() => stopAll.abort(), Math.max(0, deadline - performance.now()));
   timer.unref();
+  const promptTokens = Math.max(...promptLengths);
   for (const [k, v] of [['clients', clients], ['promptTokens', promptTokens], ['maxTokens', maxTokens], ['turnTokens', turnTokens]] as const)
     if (!Number.isInteger(v) || v < 1) throw new UsageError(`${k} must be an integer ≥ 1, got ${v}`);
   const config = presetConfig(preset);
@@ -263,38 +265,45 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
     // warm up (JIT, allocator) so neither phase pays for it
     await streamRequest(url, '/v1/completions', { ...completion(source.take(64)), max_tokens: 8 }, stopAll.signal);
 
-    // A and B alternate `repeat` times, so a change in the machine's load hits both alike
-    const concRs: RequestResult[] = [], seqRs: RequestResult[] = [];
-    let concWall = 0, seqWall = 0;
-    const ratios: number[] = [];
-    for (let rep = 0; rep < repeat && !stopAll.signal.aborted; rep++) {
-      let a: PhaseResult | null = null, b: PhaseResult | null = null;
-      if (phases.has('throughput')) {
-        log(`\nA${repeat > 1 ? ` (${rep + 1}/${repeat})` : ''}. ${clients} concurrent streams, prompts of ~${promptTokens} tokens, ${maxTokens} generated tokens each`);
-        const prompts = Array.from({ length: clients }, () => source.take(promptTokens));
-        const t0 = performance.now();
-        const rs = await Promise.all(prompts.map((p) => streamRequest(url, '/v1/completions', completion(p), stopAll.signal)));
-        const wall = (performance.now() - t0) / 1000;
-        concRs.push(...rs); concWall += wall;
-        a = summarize(`${clients} concurrent`, rs, wall);
-        const errs = rs.filter((r) => r.error).map((r) => r.error);
-        if (errs.length) log(`  ${errs.length} failed: ${errs[0]}`);
-        log(`  ${a.generatedTokensPerSecond.toFixed(1)} generated tokens/s, TTFT p50 ${ms(a.ttftP50)} ms, ITL p50 ${ms(a.itlP50)} ms`);
+    // For each prompt length, A and B alternate `repeat` times, so a change in the machine's load hits both alike.
+    const comparisons: Comparison[] = [];
+    for (const plen of promptLengths) {
+      const concRs: RequestResult[] = [], seqRs: RequestResult[] = [];
+      let concWall = 0, seqWall = 0;
+      const ratios: number[] = [];
+      for (let rep = 0; rep < repeat && !stopAll.signal.aborted; rep++) {
+        let a: PhaseResult | null = null, b: PhaseResult | null = null;
+        const tag = `prompt ${plen}${repeat > 1 ? `, ${rep + 1}/${repeat}` : ''}`;
+        if (phases.has('throughput')) {
+          log(`\nA (${tag}). ${clients} concurrent streams, prompts of ~${plen} tokens, ${maxTokens} generated tokens each`);
+          const prompts = Array.from({ length: clients }, () => source.take(plen));
+          const t0 = performance.now();
+          const rs = await Promise.all(prompts.map((p) => streamRequest(url, '/v1/completions', completion(p), stopAll.signal)));
+          const wall = (performance.now() - t0) / 1000;
+          concRs.push(...rs); concWall += wall;
+          a = summarize(`${clients} concurrent`, rs, wall);
+          const errs = rs.filter((r) => r.error).map((r) => r.error);
+          if (errs.length) log(`  ${errs.length} failed: ${errs[0]}`);
+          log(`  ${a.generatedTokensPerSecond.toFixed(1)} generated tokens/s, TTFT p50 ${ms(a.ttftP50)} ms, ITL p50 ${ms(a.itlP50)} ms`);
+        }
+        if (phases.has('sequential')) {
+          log(`B (${tag}). one at a time: ${sequential} requests of the same shape`);
+          const rs: RequestResult[] = [];
+          const t0 = performance.now();
+          for (let i = 0; i < sequential && !stopAll.signal.aborted; i++) rs.push(await streamRequest(url, '/v1/completions', completion(source.take(plen)), stopAll.signal));
+          const wall = (performance.now() - t0) / 1000;
+          seqRs.push(...rs); seqWall += wall;
+          b = summarize('1 at a time', rs, wall);
+          log(`  ${b.generatedTokensPerSecond.toFixed(1)} generated tokens/s, TTFT p50 ${ms(b.ttftP50)} ms, ITL p50 ${ms(b.itlP50)} ms`);
+        }
+        if (a && b) ratios.push(a.generatedTokensPerSecond / b.generatedTokensPerSecond);
       }
-      if (phases.has('sequential')) {
-        log(`B${repeat > 1 ? ` (${rep + 1}/${repeat})` : ''}. one at a time: ${sequential} requests of the same shape`);
-        const rs: RequestResult[] = [];
-        const t0 = performance.now();
-        for (let i = 0; i < sequential && !stopAll.signal.aborted; i++) rs.push(await streamRequest(url, '/v1/completions', completion(source.take(promptTokens)), stopAll.signal));
-        const wall = (performance.now() - t0) / 1000;
-        seqRs.push(...rs); seqWall += wall;
-        b = summarize('1 at a time', rs, wall);
-        log(`  ${b.generatedTokensPerSecond.toFixed(1)} generated tokens/s, TTFT p50 ${ms(b.ttftP50)} ms, ITL p50 ${ms(b.itlP50)} ms`);
-      }
-      if (a && b) ratios.push(a.generatedTokensPerSecond / b.generatedTokensPerSecond);
+      const conc = concRs.length ? summarize(`${clients} concurrent, prompt ${plen}`, concRs, concWall) : null;
+      const seq = seqRs.length ? summarize(`1 at a time, prompt ${plen}`, seqRs, seqWall) : null;
+      if (conc) results.push(conc);
+      if (seq) results.push(seq);
+      comparisons.push({ promptTokens: plen, speedup: conc && seq ? conc.generatedTokensPerSecond / seq.generatedTokensPerSecond : null, perRepeat: ratios });
     }
-    if (concRs.length) results.push(summarize(`${clients} concurrent`, concRs, concWall));
-    if (seqRs.length) results.push(summarize('1 at a time', seqRs, seqWall));
 
     const stages: StageResult[] = [];
     if (phases.has('conversations') && !stopAll.signal.aborted) {
@@ -344,16 +353,15 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
     }
 
     const m = await metrics();
-    const conc = results.find((r) => r.name.endsWith('concurrent')), seq = results.find((r) => r.name === '1 at a time');
-    const speedup = conc && seq ? conc.generatedTokensPerSecond / seq.generatedTokensPerSecond : null;
-    const speedupPerRepeat = ratios;
     const rss = stages.map((s) => s.rssMaxBytes);
     const rssSpread = rss.length > 1 ? (Math.max(...rss) - Math.min(...rss)) / Math.min(...rss) : null;
 
     log('');
     table(log, ['phase', 'requests', 'failed', 'prompt tok', 'cached', 'generated', 'wall s', 'gen tok/s', 'all tok/s', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms'],
       results.map((r) => [r.name, r.requests, r.failed, r.promptTokens, r.cachedPromptTokens, r.generatedTokens, r.wallSeconds.toFixed(1), r.generatedTokensPerSecond.toFixed(1), r.totalTokensPerSecond.toFixed(0), ms(r.ttftP50), ms(r.ttftP99), ms(r.itlP50), ms(r.itlP99)]));
-    if (speedup !== null) log(`\naggregate generated tokens/s, ${clients} concurrent vs one at a time: ${speedup.toFixed(2)}× over all repeats${ratios.length > 1 ? ` (each: ${ratios.map((x) => x.toFixed(2) + '×').join(', ')})` : ''} (target ≥ 4×)`);
+    if (comparisons.some((c) => c.speedup !== null)) log('');
+    for (const c of comparisons) if (c.speedup !== null)
+      log(`aggregate generated tokens/s, ${clients} concurrent vs one at a time, prompts of ~${c.promptTokens} tokens: ${c.speedup.toFixed(2)}×${c.perRepeat.length > 1 ? ` (each repeat: ${c.perRepeat.map((x) => x.toFixed(2) + '×').join(', ')})` : ''} (target ≥ 4×)`);
     if (stages.length) {
       log('');
       table(log, ['context', 'mean prompt tok', 'server RSS max MiB', 'RSS mean MiB', 'RSS end MiB', 'JS heap used max', 'JS heap total max', 'ArrayBuffers max', 'TTFT p50 ms', 'ITL p50 ms'],
@@ -362,10 +370,10 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
     }
     const cached = m.get('tnl_prompt_tokens_cached_total') ?? 0, prompts = m.get('tnl_prompt_tokens_total') ?? 0;
     log(`prefix state cache: ${cached} of ${prompts} prompt tokens (${(100 * cached / Math.max(1, prompts)).toFixed(0)}%) resumed from saved states instead of prefilled`);
-    if (stopAll.signal.aborted) log(`time limit (${o.timeLimitS ?? 900} s) reached: the figures cover what ran before it`);
+    if (stopAll.signal.aborted) log(`time limit (${o.timeLimitS ?? 1200} s) reached: the figures cover what ran before it`);
 
     const result: LoadResult = {
-      preset, server: url, clients, threads: o.threads ?? null, promptTokens, maxTokens, phases: results, speedup, speedupPerRepeat, conversation: stages, rssSpread, stateBytes: null,
+      preset, server: url, clients, threads: o.threads ?? null, maxTokens, phases: results, comparisons, conversation: stages, rssSpread, stateBytes: null,
       timedOut: stopAll.signal.aborted, machine: { cpus: (await import('node:os')).cpus().length, node: process.version },
     };
     const out = o.out ?? join('bench-results', 'load.json');
