@@ -9,8 +9,9 @@
 // - exp on floats: a degree-7 polynomial after Cody–Waite reduction, scaled by vscalefps (≤ 2 ulp,
 //   correct underflow and overflow). LRPE's cos/sin take the angle θ·p in double (exact: θ is a
 //   float, p an int32) and reduce it in double, so large positions lose nothing.
-// - AVX-512 code sits behind __attribute__((target)) and a CPUID check; the portable loops run
-//   elsewhere, or everywhere with TNL_ISA=generic.
+// - AVX-512 code sits behind __attribute__((target)) and a CPUID check; elsewhere the portable
+//   loops (branch-free, vectorised by the compiler) run, built for AVX2+FMA where the CPU has it.
+//   TNL_ISA=avx2 or TNL_ISA=generic forces the lower paths.
 #include "kernels.h"
 
 #include <algorithm>
@@ -47,6 +48,16 @@ bool detect_avx512() {
 bool avx512() {
   static const bool v = detect_avx512();
   return v;
+}
+bool avx2() {
+#if TNL_X86
+  const char* e = std::getenv("TNL_ISA");
+  if (e && std::strcmp(e, "generic") == 0) return false;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
 }
 
 // Runs fn(begin, end) over [0, n) items of `cost` elements each: inline when the whole call is
@@ -95,63 +106,150 @@ double dot3_generic(const float* a, const float* b, const float* c, int64_t n) {
   for (int64_t i = 0; i < n; i++) s += static_cast<double>(a[i]) * b[i] * c[i];
   return s;
 }
-// σ(x) from z = e^{−|x|} ≤ 1: 1/(1+z) for x ≥ 0, z/(1+z) below (no overflow, full accuracy in
-// the negative tail).
-inline float sigmoidf(float x) {
-  const float z = std::exp(-std::fabs(x));
-  return (x >= 0.f ? 1.f : z) / (1.f + z);
-}
-void silu_generic(const float* x, float* y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoidf(x[i]);
-}
-// s = silu(x), d = silu'(x) = σ(x)(1 + x(1 − σ(x)))
-void silu_grad_generic(const float* x, float* s, float* d, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    const float sg = sigmoidf(x[i]);
-    s[i] = x[i] * sg;
-    d[i] = sg * (1.f + x[i] * (1.f - sg));
-  }
-}
-// cs[i] = cos(θ[i]·p), sn[i] = sin(θ[i]·p), the angle in double
-void sincos_generic(const float* theta, double p, float* cs, float* sn, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    const double a = static_cast<double>(theta[i]) * p;
-    cs[i] = static_cast<float>(std::cos(a));
-    sn[i] = static_cast<float>(std::sin(a));
-  }
-}
 // (p_y − 1)·scale with p_y = e_y/se, as (e_y − se)/se: when y holds the row's maximum, e_y = 1
 // exactly and se − e_y is the sum of the other terms, so nothing cancels.
 inline float target_grad(double ey, double se, float scale) {
   return static_cast<float>((ey - se) / se * static_cast<double>(scale));
 }
+
+// Branch-free scalar math that the compiler vectorises (no libm calls in the loops): the same
+// algorithms as the AVX-512 code. The bodies are always_inline so that each instantiation below
+// (the baseline, AVX2+FMA) is vectorised for its own target.
+// GCC does not if-convert floating-point selects under its default -ftrapping-math, which would
+// leave these loops scalar; nothing here relies on floating-point traps.
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#define TNL_INLINE inline __attribute__((always_inline))
+TNL_INLINE float bits_to_f32(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// e^x, ≤ 2 ulp, down into the subnormals: x = n·ln2 + r (n by the 1.5·2²³ rounding trick), e^r by
+// its degree-7 Taylor polynomial, 2^n as two exact power-of-two factors (both normal).
+TNL_INLINE float exp_poly(float x) {
+  x = x < -104.f ? -104.f : x;
+  x = x > 88.7f ? 88.7f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  float r = x - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187045e-06f;
+  float p = 1.f / 5040;
+  p = p * r + 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t ni = static_cast<int32_t>(n);
+  const int32_t na = ni < -126 ? -126 : ni;
+  return p * bits_to_f32(static_cast<uint32_t>(na + 127) << 23) *
+         bits_to_f32(static_cast<uint32_t>(ni - na + 127) << 23);
+}
+// σ(x) from z = e^{−|x|} ≤ 1: 1/(1+z) for x ≥ 0, z/(1+z) below (no overflow, full accuracy in
+// the negative tail).
+TNL_INLINE float sigmoid_poly(float x) {
+  const float z = exp_poly(x < 0.f ? x : -x);
+  return (x >= 0.f ? 1.f : z) / (1.f + z);
+}
+TNL_INLINE void silu_body(const float* __restrict x, float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_poly(x[i]);
+}
+// s = silu(x), d = silu'(x) = σ(x)(1 + x(1 − σ(x)))
+TNL_INLINE void silu_grad_body(const float* __restrict x, float* __restrict s, float* __restrict d,
+                               int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const float sg = sigmoid_poly(x[i]);
+    s[i] = x[i] * sg;
+    d[i] = sg * (1.f + x[i] * (1.f - sg));
+  }
+}
+// cs[i] = cos(θ[i]·p), sn[i] = sin(θ[i]·p): the angle a = θ·p is exact in double; a = k·π/2 + r
+// with π/2 split in four 21-bit constants (each k·Pᵢ exact for |k| < 2³², so no FMA is needed),
+// then Cephes' single-precision polynomials on r, and the quadrant's swap and signs.
+TNL_INLINE void sincos_body(const float* __restrict theta, double p, float* __restrict cs,
+                            float* __restrict sn, int64_t n) {
+  for (int64_t i = 0; i < n; i++) {
+    const double a = static_cast<double>(theta[i]) * p;
+    const double kd = (a * 0.63661977236758134308 + 6755399441055744.0) - 6755399441055744.0;
+    const double rd = (((a - kd * 1.570796012878418) - kd * 3.139164164167596e-07) -
+                       kd * 6.22337468017542e-14) - kd * -2.5082791584901525e-20;
+    const float r = static_cast<float>(rd), z = r * r;
+    const float sr = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
+    const float cr = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
+                     0.5f * z + 1.f;
+    const int32_t q = static_cast<int32_t>(kd) & 3;
+    const float sv = (q & 1) ? cr : sr, cv = (q & 1) ? sr : cr;
+    sn[i] = (q & 2) ? -sv : sv;
+    cs[i] = (q == 1 || q == 2) ? -cv : cv;
+  }
+}
 // Softmax cross-entropy of one row: returns lse − x[y]; d (nullable, may alias x) gets
-// (softmax − onehot)·scale.
-double ce_row_generic(const float* x, float* d, int64_t V, int32_t y, float scale) {
+// (softmax − onehot)·scale. x − max by TwoSum (exactly), e^x by exp_poly, the sum in double.
+TNL_INLINE double ce_row_body(const float* x, float* d, int64_t V, int32_t y, float scale) {
+  constexpr int L = 16;
+  constexpr int64_t CH = 256;
+  float ml[L];
+  for (int j = 0; j < L; j++) ml[j] = -INFINITY;
+  int64_t i = 0;
+  for (; i + L <= V; i += L)
+    for (int j = 0; j < L; j++) ml[j] = x[i + j] > ml[j] ? x[i + j] : ml[j];
   float mx = -INFINITY;
-  for (int64_t i = 0; i < V; i++) mx = std::max(mx, x[i]);
-  const float xy = x[y];
-  double se = 0;  // x − mx in double: exact
-  if (d) {
-    for (int64_t i = 0; i < V; i++) {
-      const float e = static_cast<float>(std::exp(static_cast<double>(x[i]) - mx));
-      d[i] = e;
-      se += e;
+  for (int j = 0; j < L; j++) mx = ml[j] > mx ? ml[j] : mx;
+  for (; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+  const float xy = x[y], nm = -mx;
+  double se = 0;
+  float e[CH];
+  for (int64_t c0 = 0; c0 < V; c0 += CH) {
+    const int64_t nc = std::min<int64_t>(CH, V - c0);
+    const float* xc = x + c0;
+    for (int64_t j = 0; j < nc; j++) {
+      const float xv = xc[j], sv = xv + nm, ap = sv - nm, bp = sv - ap;
+      const float dl = (xv - ap) + (nm - bp);  // x − mx = sv + dl exactly (TwoSum)
+      const float es = exp_poly(sv);
+      e[j] = es + es * dl;
     }
-  } else {
-    for (int64_t i = 0; i < V; i++) se += static_cast<float>(std::exp(static_cast<double>(x[i]) - mx));
+    float sl[L] = {};
+    int64_t j = 0;
+    for (; j + L <= nc; j += L)
+      for (int l = 0; l < L; l++) sl[l] += e[j + l];
+    double part = 0;
+    for (; j < nc; j++) part += e[j];
+    for (int l = 0; l < L; l++) part += sl[l];
+    se += part;
+    if (d) std::memcpy(d + c0, e, sizeof(float) * nc);
   }
   const double lse = mx + std::log(se);
   if (d) {
     const double ey = d[y];
     const float f = static_cast<float>(scale / se);
-    for (int64_t i = 0; i < V; i++) d[i] *= f;
+    for (int64_t k = 0; k < V; k++) d[k] *= f;
     d[y] = target_grad(ey, se, scale);
   }
   return lse - xy;
 }
-// AdamW in double, like the reference: g·scale, the moments and the update are each rounded to
-// float once. (The kernel is bound by memory traffic, 28 bytes an element, not by this arithmetic.)
+
+void silu_generic(const float* x, float* y, int64_t n) { silu_body(x, y, n); }
+void silu_grad_generic(const float* x, float* s, float* d, int64_t n) { silu_grad_body(x, s, d, n); }
+void sincos_generic(const float* theta, double p, float* cs, float* sn, int64_t n) {
+  sincos_body(theta, p, cs, sn, n);
+}
+double ce_row_generic(const float* x, float* d, int64_t V, int32_t y, float scale) {
+  return ce_row_body(x, d, V, y, scale);
+}
+#if TNL_X86
+#define TNL_AVX2 __attribute__((target("avx2,fma")))
+TNL_AVX2 void silu_avx2(const float* x, float* y, int64_t n) { silu_body(x, y, n); }
+TNL_AVX2 void silu_grad_avx2(const float* x, float* s, float* d, int64_t n) { silu_grad_body(x, s, d, n); }
+TNL_AVX2 void sincos_avx2(const float* theta, double p, float* cs, float* sn, int64_t n) {
+  sincos_body(theta, p, cs, sn, n);
+}
+TNL_AVX2 double ce_row_avx2(const float* x, float* d, int64_t V, int32_t y, float scale) {
+  return ce_row_body(x, d, V, y, scale);
+}
+#endif
+#pragma GCC pop_options
+
 // One head of LRPE: out[c] = s[c]·cos[c], out[dh + c] = s[c]·sin[c].
 void lrpe_fwd_generic(float* out, const float* s, const float* cs, const float* sn, int64_t dh) {
   for (int64_t c = 0; c < dh; c++) {
@@ -181,6 +279,8 @@ void lrpe_bwd_generic(const LrpeBwd& a) {
     }
   }
 }
+// AdamW in double, like the reference: g·scale, the moments and the update are each rounded to
+// float once. (The kernel is bound by memory traffic, 28 bytes an element, not by this arithmetic.)
 struct AdamC {
   double b1, omb1, b2, omb2, eps, decay, lr, inv_bc1, inv_bc2, gs;
 };
@@ -451,6 +551,9 @@ const Ops& ops() {
     if (avx512())
       return Ops{dot_avx512, dot3_avx512, silu_avx512, silu_grad_avx512, sincos_avx512,
                  ce_row_avx512, adamw_avx512, sumsq_bf16_avx512, lrpe_fwd_avx512, lrpe_bwd_avx512};
+    if (avx2())
+      return Ops{dot_generic, dot3_generic, silu_avx2, silu_grad_avx2, sincos_avx2,
+                 ce_row_avx2, adamw_generic, sumsq_bf16_generic, lrpe_fwd_generic, lrpe_bwd_generic};
 #endif
     return Ops{dot_generic, dot3_generic, silu_generic, silu_grad_generic, sincos_generic,
                ce_row_generic, adamw_generic, sumsq_bf16_generic, lrpe_fwd_generic, lrpe_bwd_generic};
