@@ -10,6 +10,8 @@ import * as bench from './bench.ts';
 import * as convert from './convert.ts';
 import * as tokenize from './tokenize.ts';
 import * as plan from './plan.ts';
+import * as serve from './serve.ts';
+import * as loadtest from './loadtest.ts';
 
 // `tnl … | head` closes stdout early: that is not an error
 process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); throw e; });
@@ -19,5 +21,5 @@ const program = new Command('tnl')
   .description('TransNormerLLM in TypeScript: run, train and serve TNL models')
   .version(pkg.version)
   .showHelpAfterError();
-for (const cmd of [info, generate, logits, train, grads, convert, tokenize, plan, bench]) cmd.register(program);
+for (const cmd of [info, generate, logits, train, grads, convert, tokenize, serve, loadtest, plan, bench]) cmd.register(program);
 await program.parseAsync(process.argv);
