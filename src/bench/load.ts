@@ -14,6 +14,7 @@
 // targets (A ≥ 4× B; RSS flat within ±10% from 1K to 16K). Prints tables and writes JSON.
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
+import { setMaxListeners } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -226,6 +227,7 @@ export async function runLoadTest(o: LoadOptions = {}): Promise<LoadResult> {
   const phases = new Set(o.phases ?? ['throughput', 'sequential', 'conversations']);
   const deadline = performance.now() + (o.timeLimitS ?? 1200) * 1000;
   const stopAll = new AbortController();
+  setMaxListeners(0, stopAll.signal); // every request listens on it
   const timer = setTimeout(() => stopAll.abort(), Math.max(0, deadline - performance.now()));
   timer.unref();
   const promptTokens = Math.max(...promptLengths);

@@ -292,8 +292,10 @@ export function createServer(opts: ServerOptions): TnlServer {
       if (e instanceof RangeError) throw invalid(e.message);
       throw e;
     }
-    // the client went away: stop generating, free the slots
-    raw.on('close', () => { if (remaining > 0) for (const j of jobs) j.cancel('abort'); });
+    // the client went away (now, or already while its prompt was tokenized): stop, free the slots
+    const cancelAll = () => { if (remaining > 0) for (const j of jobs) j.cancel('abort'); };
+    raw.on('close', cancelAll);
+    if (raw.destroyed || req.raw.socket?.destroyed) cancelAll();
 
     const promptTokens = prompts.reduce((a, ids) => a + ids.length, 0);
     const totalUsage = () => usage(promptTokens, choices.reduce((a, c) => a + c.tokens, 0), cached);
