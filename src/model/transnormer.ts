@@ -217,9 +217,3 @@ export function trainPositions(B: number, N: number): Int32Array {
   for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) p[b * N + n] = n;
   return p;
 }
-
-/** A seeded uniform [0, 1) generator (kept for src/serve until it shares generate/sampling.ts). */
-export function mulberry32(seed: number): () => number {
-  const rng = new Rng(seed);
-  return () => rng.float();
-}

@@ -1,7 +1,7 @@
 // The OpenAI API surface: request validation (types, ranges, limits) into normalised parameters,
 // OpenAI-style errors {error: {message, type, param, code}} with their HTTP status, and the
 // response / stream-chunk bodies of /v1/completions and /v1/chat/completions.
-import type { ServeSamplingOptions } from './sampler.ts';
+import type { SamplingOptions } from '../generate/sampling.ts';
 import type { ChatMessage } from './chat-template.ts';
 
 export class ApiError extends Error {
@@ -105,7 +105,7 @@ export interface CommonParams {
   stream: boolean;
   includeUsage: boolean;
   stop: string[];
-  sampling: ServeSamplingOptions;
+  sampling: SamplingOptions;
   ignoreEos: boolean;
   user?: string;
 }
@@ -142,7 +142,7 @@ function common(b: Body, limits: Limits, vocab: number): CommonParams {
   if (topP === 0) { topP = undefined; temperature = 0; } // top_p 0: only the most likely token
   let topK = optInt(b, 'top_k', -1, vocab);
   if (topK === -1) topK = 0;
-  const sampling: ServeSamplingOptions = {
+  const sampling: SamplingOptions = {
     temperature: temperature ?? 1,
     topP,
     topK,

@@ -30,8 +30,7 @@
 import type { Backend } from '../backends/backend.ts';
 import type { ModelState, TnlModel } from '../model/transnormer.ts';
 import { TnlError } from '../errors.ts';
-import type { Sampled } from '../generate/sampling.ts';
-import { FastSampler, type ServeSamplingOptions } from './sampler.ts';
+import { Sampler, type Sampled, type SamplingOptions } from '../generate/sampling.ts';
 import { ServerMetrics } from './metrics.ts';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -48,7 +47,7 @@ export interface EngineRequest {
   /** Most tokens per sequence (≥ 1). */
   maxTokens: number;
   /** Sampling; with a seed, sequence i uses seed + i. */
-  sampling: ServeSamplingOptions;
+  sampling: SamplingOptions;
   /** Token ids that end a sequence with "stop" (not emitted): eos, unless ignore_eos. */
   stopIds: readonly number[];
   /** Report the sampled token's logprob. */
@@ -109,7 +108,7 @@ interface Seq {
   readonly job: Job;
   readonly index: number;
   readonly slot: number;
-  readonly sampler: FastSampler;
+  readonly sampler: Sampler;
   /** Generated token ids (kept for the prefix cache key). */
   readonly tokens: number[];
   /** Sampled but not yet fed to the model. */
@@ -483,7 +482,7 @@ export class Engine {
     for (let s = 0; s < req.n; s++) {
       const seed = req.sampling.seed === undefined ? undefined : req.sampling.seed + s;
       const seq: Seq = {
-        job, index: s, slot: job.slots[s]!, sampler: new FastSampler({ ...req.sampling, seed }),
+        job, index: s, slot: job.slots[s]!, sampler: new Sampler({ ...req.sampling, seed }),
         tokens: [], pending: -1, lastAt: now, finished: false, row: logits,
       };
       job.seqs.push(seq);
