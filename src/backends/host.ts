@@ -66,7 +66,7 @@ export abstract class HostMemory {
   private readonly pool = new Map<string, (Float32Array | Uint16Array)[]>();
   private pooledBytes = 0;
   /** Most bytes kept for reuse. */
-  poolLimitBytes = 2 ** 31;
+  poolLimitBytes = 2 ** 30;
 
   empty(shape: readonly number[], dtype: DType = 'f32'): HostTensor {
     const n = numel(shape);

@@ -2,6 +2,7 @@
 // <0xXX> bytes with byte_fallback, or <unk>), then the listed merges are applied by rank, lowest
 // first, ties to the leftmost (Word::merge_all, a priority queue with lazy deletion). Words are
 // cached.
+import { ownedKey } from './utf8.ts';
 import { FormatError } from '../errors.ts';
 import { byteToPiece } from './utf8.ts';
 
@@ -92,7 +93,7 @@ export class BpeModel {
     const ids = this.mergeWord(word);
     if (short) {
       if (this.cache.size >= CACHE_MAX_ENTRIES) this.cache.clear();
-      this.cache.set(word, ids);
+      this.cache.set(ownedKey(word), ids);
     }
     for (let i = 0; i < ids.length; i++) out.push(ids[i]);
   }

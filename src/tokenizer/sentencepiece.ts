@@ -23,6 +23,7 @@
 //
 // Only model_type BPE encodes (the Baichuan / TNL / Llama family); UNIGRAM, WORD and CHAR models
 // load and decode but encode() throws.
+import { ownedKey } from './utf8.ts';
 import protobuf from 'protobufjs';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -595,7 +596,7 @@ export class SentencePieceProcessor {
           ids = [];
           this.bpe(s, cs, cut, ids, null);
           if (this.cache.size >= CACHE_MAX_ENTRIES) this.cache.clear();
-          this.cache.set(key, ids);
+          this.cache.set(ownedKey(key), ids);
         }
         for (let k = 0; k < ids.length; k++) out.push(ids[k]);
       } else {

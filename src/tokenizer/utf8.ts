@@ -106,3 +106,12 @@ export function decodeUtf8Strict(bytes: Uint8Array): string | null {
 export function decodeUtf8Lossy(bytes: Uint8Array): string {
   return lossyDecoder.decode(bytes);
 }
+
+/**
+ * A copy of `s` that does not share memory with the string it was sliced from. V8 keeps a slice of
+ * 13+ characters as a view of its parent, so caching slices of long inputs would keep every input
+ * alive; cache keys go through this.
+ */
+export function ownedKey(s: string): string {
+  return s.length < 13 ? s : Buffer.from(s, 'utf8').toString('utf8');
+}
