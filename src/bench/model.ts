@@ -31,22 +31,29 @@ export function benchPrefill(be: Backend, config: ModelConfig, dtype: DType, seq
 }
 
 export interface DecodeRow { dtype: DType; context: number; tokensPerSec: number; msPerToken: number; stateBytes: number }
-/** Decode speed after a context of `context` tokens (prefilled in chunks). */
-export function benchDecode(be: Backend, model: TnlModel, context: number, steps = 64): DecodeRow {
-  const st = model.newState(1);
+/**
+ * Decode speed after contexts of each given length (prefilled in chunks). The contexts' steps are
+ * interleaved round by round, so drift in the machine's speed (shared hosts) hits every context
+ * alike and the comparison between context lengths is fair.
+ */
+export function benchDecode(be: Backend, model: TnlModel, contexts: number[], steps = 160): DecodeRow[] {
   const chunk = 2048;
-  const x = ids(context, model.config.vocab_size, 2);
-  for (let s = 0; s < context; s += chunk) model.prefill(x.subarray(s, Math.min(context, s + chunk)), 1, Math.min(chunk, context - s), st);
+  const states = contexts.map((context) => {
+    const st = model.newState(1);
+    const x = ids(context, model.config.vocab_size, 2);
+    for (let s = 0; s < context; s += chunk) be.free(model.prefill(x.subarray(s, Math.min(context, s + chunk)), 1, Math.min(chunk, context - s), st));
+    return st;
+  });
   const tok = Int32Array.of(5);
-  for (let i = 0; i < 4; i++) be.download(model.decode(tok, st));
-  const times: number[] = [];
-  for (let i = 0; i < steps; i++) {
-    const t0 = performance.now();
-    be.download(model.decode(tok, st));
-    times.push(performance.now() - t0);
-  }
-  const ms = median(times);
-  return { dtype: model.dtype, context, tokensPerSec: 1000 / ms, msPerToken: ms, stateBytes: st.layers.reduce((a, t) => a + t.size * 4, 0) };
+  const step = (st: (typeof states)[number]) => { const l = model.decode(tok, st); be.download(l); be.free(l); };
+  for (let i = 0; i < 16; i++) for (const st of states) step(st);
+  const times = contexts.map(() => [] as number[]);
+  for (let i = 0; i < steps; i++)
+    states.forEach((st, c) => { const t0 = performance.now(); step(st); times[c]!.push(performance.now() - t0); });
+  return contexts.map((context, c) => {
+    const ms = median(times[c]!);
+    return { dtype: model.dtype, context, tokensPerSec: 1000 / ms, msPerToken: ms, stateBytes: states[c]!.layers.reduce((a, t) => a + t.size * 4, 0) };
+  });
 }
 
 export interface TrainRow { checkpoint: boolean; seq: number; batch: number; tokensPerSec: number; ms: number; activationBytes: number }
@@ -71,22 +78,28 @@ export function benchTrain(be: Backend, config: ModelConfig, seq: number, batch:
 }
 
 /**
- * Wraps a backend so that every tensor allocated through it is counted; peakLive() is the most
- * bytes held at once, assuming each tensor lives until it is garbage (tracked with a
- * FinalizationRegistry after a forced GC where available, else until reset()).
+ * Wraps a backend so that every tensor allocated through it is counted until it is freed (or
+ * garbage collected); peakLive() is the most bytes held at once.
  */
 export function countingBackend(inner: Backend): { be: Backend; reset: () => void; peakLive: () => number } {
   let live = 0, peak = 0;
+  const sizes = new WeakMap<Tensor, number>();
   const registry = new FinalizationRegistry<number>((bytes) => { live -= bytes; });
   const track = <T extends Tensor>(t: T): T => {
     const bytes = t.size * (t.dtype === 'bf16' ? 2 : 4);
     live += bytes; peak = Math.max(peak, live);
-    registry.register(t, bytes);
+    sizes.set(t, bytes);
+    registry.register(t, bytes, t);
     return t;
   };
   const be = Object.create(inner) as Backend;
   be.empty = (shape, dtype) => track(inner.empty(shape, dtype));
   be.zeros = (shape, dtype) => track(inner.zeros(shape, dtype));
+  be.free = (t) => {
+    const bytes = sizes.get(t);
+    if (bytes !== undefined) { live -= bytes; sizes.delete(t); registry.unregister(t); }
+    inner.free(t);
+  };
   return { be, reset: () => { live = 0; peak = 0; }, peakLive: () => peak };
 }
 
