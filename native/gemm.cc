@@ -54,7 +54,7 @@ void small16_generic(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* 
 }  // namespace
 
 const Isa isa_generic = {"generic", G_MR, G_NR, kern_generic, pack_a_generic, pack_b_generic,
-                         pack_b16_generic, small_generic, small16_generic};
+                         pack_b16_generic, small_generic, small16_generic, nullptr};
 
 namespace {
 
@@ -239,6 +239,7 @@ bool trivial(int64_t M, int64_t N, int64_t K, float* C, int64_t ldc, bool accumu
 }
 
 constexpr int64_t kSmallM = 8;
+constexpr int64_t kMediumM = 64;
 
 }  // namespace
 }  // namespace gemm
@@ -254,6 +255,22 @@ void sgemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, const floa
     const int64_t blocks = ceil_div(N, 16);
     auto f = [&](int64_t b0, int64_t b1) {
       isa.small_f32(M, b0 * 16, std::min(N, b1 * 16), K, a, B, ldb, transB, C, ldc, accumulate);
+    };
+    parallel_for(blocks, f, small_grain(K, 4));
+    return;
+  }
+  if (M > 16 && M <= kMediumM && transB && isa.medium_tb_f32) {  // (one vector of At per k would be bound by the broadcasts)
+    // At = op(A)ᵀ [K, Mp], zero padded to whole vectors
+    const int64_t Mp = round_up(M, 16);
+    float* at = static_cast<float*>(t_bufS.get(sizeof(float) * K * Mp + 64));
+    for (int64_t k = 0; k < K; k++) {
+      float* row = at + k * Mp;
+      for (int64_t m = 0; m < M; m++) row[m] = transA ? A[k * lda + m] : A[m * lda + k];
+      for (int64_t m = M; m < Mp; m++) row[m] = 0.f;
+    }
+    const int64_t blocks = ceil_div(N, 24);
+    auto f = [&](int64_t b0, int64_t b1) {
+      isa.medium_tb_f32(M, Mp, b0 * 24, std::min(N, b1 * 24), K, at, B, ldb, C, ldc, accumulate);
     };
     parallel_for(blocks, f, small_grain(K, 4));
     return;

@@ -137,7 +137,7 @@ void small_bf16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, co
 
 }  // namespace
 
-const Isa isa_avx2 = {"avx2", MR, NR, kern, pack_a, pack_b, pack_b16, small_f32, small_bf16};
+const Isa isa_avx2 = {"avx2", MR, NR, kern, pack_a, pack_b, pack_b16, small_f32, small_bf16, nullptr};
 
 }  // namespace gemm
 }  // namespace tnl

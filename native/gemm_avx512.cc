@@ -2,6 +2,7 @@
 // and the small-M streaming kernels. The whole file is compiled for that target; gemm.cc selects
 // this table only when the CPU has it.
 #include <immintrin.h>
+#include <algorithm>
 
 #include <cstdint>
 #include <cstdlib>
@@ -346,7 +347,60 @@ void small_bf16(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A, co
 
 }  // namespace
 
-const Isa isa_avx512 = {"avx512", MR, NR, kern, pack_a, pack_b, pack_b16, small_f32, small_bf16};
+// ---- medium M (batched decode) ------------------------------------------------------------
+// Cᵀ[n, m] = Σ_k W[n,k]·At[k,m]: RB weight rows at a time, each element broadcast against NV
+// vectors of At (L1/L2-resident), RB·NV accumulators. The weights are read once, in row order,
+// with no packing pass: for M ≤ 64 packing them would cost more memory traffic than the products.
+template <int NV, int RB>
+inline void medium_rows(int rows, int64_t n, int64_t K, const float* At, int64_t Mp, const float* W,
+                        int64_t ldw, float* C, int64_t ldc, int64_t M, bool add) {
+  __m512 acc[RB][NV];
+  for (int r = 0; r < RB; r++)
+    for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
+  const float* w[RB];
+  for (int r = 0; r < RB; r++) w[r] = W + (n + (r < rows ? r : 0)) * ldw;
+  for (int64_t k = 0; k < K; k++) {
+    __m512 a[NV];
+    for (int v = 0; v < NV; v++) a[v] = _mm512_loadu_ps(At + k * Mp + 16 * v);
+    if ((k & 15) == 0)
+      for (int r = 0; r < RB; r++) _mm_prefetch(reinterpret_cast<const char*>(w[r] + k + 64), _MM_HINT_T0);
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; r++) {
+      const __m512 b = _mm512_set1_ps(w[r][k]);
+      for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, a[v], acc[r][v]);
+    }
+  }
+  alignas(64) float tmp[16];
+  for (int r = 0; r < rows; r++)
+    for (int v = 0; v < NV; v++) {
+      _mm512_store_ps(tmp, acc[r][v]);
+      const int64_t m1 = std::min<int64_t>(16, M - 16 * v);
+      for (int64_t i = 0; i < m1; i++) {
+        float* c = C + (16 * v + i) * ldc + n + r;
+        *c = add ? *c + tmp[i] : tmp[i];
+      }
+    }
+}
+
+template <int NV>
+void medium_nv(int64_t M, int64_t Mp, int64_t n0, int64_t n1, int64_t K, const float* At,
+               const float* W, int64_t ldw, float* C, int64_t ldc, bool add) {
+  constexpr int RB = 24 / NV;
+  int64_t n = n0;
+  for (; n + RB <= n1; n += RB) medium_rows<NV, RB>(RB, n, K, At, Mp, W, ldw, C, ldc, M, add);
+  if (n < n1) medium_rows<NV, RB>(static_cast<int>(n1 - n), n, K, At, Mp, W, ldw, C, ldc, M, add);
+}
+
+void medium_tb_f32(int64_t M, int64_t Mp, int64_t n0, int64_t n1, int64_t K, const float* At,
+                   const float* W, int64_t ldw, float* C, int64_t ldc, bool add) {
+  switch (Mp / 16) {
+    case 2: return medium_nv<2>(M, Mp, n0, n1, K, At, W, ldw, C, ldc, add);
+    case 3: return medium_nv<3>(M, Mp, n0, n1, K, At, W, ldw, C, ldc, add);
+    default: return medium_nv<4>(M, Mp, n0, n1, K, At, W, ldw, C, ldc, add);
+  }
+}
+
+const Isa isa_avx512 = {"avx512", MR, NR, kern, pack_a, pack_b, pack_b16, small_f32, small_bf16, medium_tb_f32};
 
 }  // namespace gemm
 }  // namespace tnl

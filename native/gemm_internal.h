@@ -34,6 +34,11 @@ struct Isa {
   void (*small_bf16_f32)(int64_t M, int64_t n0, int64_t n1, int64_t K, const float* A,
                          const uint16_t* B, int64_t ldb, bool transB, float* C, int64_t ldc,
                          bool add);
+  // Medium M (batched decode, 16 < M ≤ 64), transB only: C[M, n0:n1] (+)= A · Wᵀ with the weights
+  // W [N, K] streamed once, unpacked, as the broadcast operand; At is A transposed [K, Mp]
+  // (Mp = M rounded up to 16, zero padded). Null where the ISA has none (the packed path is used).
+  void (*medium_tb_f32)(int64_t M, int64_t Mp, int64_t n0, int64_t n1, int64_t K, const float* At,
+                        const float* W, int64_t ldw, float* C, int64_t ldc, bool add);
 };
 
 // vdpbf16ps kernels (AVX-512 BF16): A is rounded to bf16 while packing.

@@ -46,6 +46,14 @@ test('gemm: small-M path (M = 1…8) and just past it (M = 9), both B layouts an
   check(cases, 200, true);
 });
 
+test('gemm: medium-M path (16 < M ≤ 64, weights transposed: batched decode) and its neighbours', { skip }, () => {
+  const cases: GemmCase[] = [];
+  for (const M of [16, 17, 31, 32, 33, 48, 63, 64, 65])
+    cases.push(...allCombos([[M, 13 + 24 * (M % 4) + (M % 7), 17 + 40 * (M % 3)]]).filter((c) => c.transB));
+  cases.push(...allCombos([[40, 97, 130]], { padA: 5, padB: 11, padC: 3, offset: 13 }).filter((c) => c.transB));
+  check(cases, 400, true);
+});
+
 test('gemm: leading dimensions wider than the matrix (column blocks) and subarray views', { skip }, () => {
   const cases: GemmCase[] = [];
   for (const [M, N, K] of [[1, 20, 24], [7, 40, 16], [33, 64, 64], [70, 17, 129]] as const)
