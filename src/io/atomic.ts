@@ -9,24 +9,7 @@ export function tempPathFor(path: string): string {
 
 /** Write `chunks` to `path` atomically (temp file, fsync, rename). */
 export function writeFileAtomic(path: string, ...chunks: (Uint8Array | string)[]): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = tempPathFor(path);
-  const fd = openSync(tmp, 'w');
-  try {
-    for (const c of chunks) {
-      const buf = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;
-      let off = 0;
-      while (off < buf.byteLength) off += writeSync(fd, buf, off, buf.byteLength - off);
-    }
-    fsyncSync(fd);
-  } catch (e) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
-  syncDir(dirname(path));
+  writeFileAtomicStream(path, (write) => { for (const c of chunks) write(c); });
 }
 
 /** fsync a directory so that a rename inside it survives a power loss (best effort). */
