@@ -13,7 +13,7 @@ import { benchAttention, benchDecode, benchPrefill, benchTrain, describeModel, t
 import { writeLinePlot } from '../train/plot.ts';
 import { fmtBytes } from './info.ts';
 
-const SUITES = ['gemm', 'attention', 'prefill', 'decode', 'train', 'tokenizer', 'reference'] as const;
+const SUITES = ['gemm', 'attention', 'prefill', 'decode', 'train', 'tokenizer', 'load', 'reference'] as const;
 type Suite = (typeof SUITES)[number];
 
 function table(title: string, head: string[], rows: (string | number)[][]): void {
@@ -42,7 +42,7 @@ export function runReference(refCode: string | undefined, seq: number): Record<s
 export function register(program: Command): void {
   program.command('bench')
     .description('benchmarks: GEMM, attention forms, prefill, decode vs context, training, and the reference PyTorch model side by side')
-    .option('--suite <names>', `comma-separated: ${SUITES.join(',')}`, SUITES.join(','))
+    .option('--suite <names>', `comma-separated: ${SUITES.join(',')} (load writes a 2 GB checkpoint: not in the default)`, SUITES.filter((x) => x !== 'load').join(','))
     .option('--model <preset>', 'model preset', 'bench-29m')
     .option('--seq <n>', 'sequence length for prefill and training', '1024')
     .option('--contexts <list>', 'decode context lengths', '1024,8192,32768')
@@ -132,6 +132,13 @@ export function register(program: Command): void {
         const rows = benchTokenizer();
         results.tokenizer = rows;
         table('Tokenizers on the Brown Corpus', ['what', 'value', 'unit', 'note'], rows.map((r) => [r.name, r.value, r.unit, r.note ?? '']));
+      }
+      if (suites.includes('load')) {
+        process.stderr.write('writing and loading a checkpoint of the 1B preset\'s shapes (2 GB)…\n');
+        const { benchModelLoad } = await import('../bench/load-model.ts');
+        const rows = benchModelLoad();
+        results.load = rows;
+        table('Loading a 1B-shaped checkpoint (2.04 GB bf16 safetensors) into the cpu backend', ['weights', 'seconds', 'peak RSS', 'file'], rows.map((r) => [r.dtype, r.seconds, `${r.peakRssMiB} MiB`, fmtBytes(r.fileBytes)]));
       }
       writeFileAtomic(o.json, JSON.stringify(results, null, 2) + '\n');
       console.log(`\nwrote ${o.json} and plots in ${o.plots}/`);
