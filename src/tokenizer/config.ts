@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError } from '../errors.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
 import type { AddedToken } from './added.ts';
 
 /** undefined: the files are silent; null: explicitly no such token. */
@@ -131,4 +132,21 @@ export function sideConfigToWrite(
     unk_token: s.unk,
     pad_token: s.pad,
   };
+}
+
+/**
+ * Write tokenizer_config.json and special_tokens_map.json for a tokenizer (the files beside its
+ * tokenizer.model / tokenizer.json), keeping whatever else the original config held.
+ */
+export function writeSideFiles(
+  dir: string,
+  tok: { addBos: boolean; addEos: boolean; bosId: number | null; eosId: number | null; unkId: number | null; padId: number | null; idToPiece(id: number): string },
+  raw: Record<string, unknown> | null,
+  tokenizerClass: string,
+): void {
+  const name = (id: number | null): string | null => (id === null ? null : tok.idToPiece(id));
+  const settings = { addBos: tok.addBos, addEos: tok.addEos, bos: name(tok.bosId), eos: name(tok.eosId), unk: name(tok.unkId), pad: name(tok.padId) };
+  writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(sideConfigToWrite(raw, settings, { tokenizer_class: tokenizerClass }), null, 2) + '\n');
+  const map = { bos_token: settings.bos, eos_token: settings.eos, unk_token: settings.unk, pad_token: settings.pad };
+  writeFileAtomic(join(dir, SPECIAL_MAP_FILE), JSON.stringify(map, null, 2) + '\n');
 }

@@ -21,7 +21,7 @@ import { BpeModel } from './bpe.ts';
 import { fromByteLevel, GPT2_PATTERN, toByteLevel } from './bytelevel.ts';
 import { PrecompiledCharsMap } from './charsmap.ts';
 import {
-  CONFIG_FILE, SPECIAL_MAP_FILE, emptySideConfig, resolveTokenId, sideConfigToWrite, type TokenizerSideConfig,
+  emptySideConfig, resolveTokenId, writeSideFiles, type TokenizerSideConfig,
 } from './config.ts';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './types.ts';
 import { decodeUtf8Lossy, decodeUtf8Strict, pieceToByte, spmCharLen, toWellFormed } from './utf8.ts';
@@ -795,15 +795,7 @@ export class HfTokenizer implements Tokenizer {
 
   save(dir: string): void {
     writeFileAtomic(join(dir, HF_TOKENIZER_FILE), JSON.stringify(this.json, null, 2) + '\n');
-    const name = (id: number | null): string | null => (id === null ? null : this.idToPiece(id));
-    const settings = {
-      addBos: this.addBos, addEos: this.addEos,
-      bos: name(this.bosId), eos: name(this.eosId), unk: name(this.unkId), pad: name(this.padId),
-    };
-    const cfg = sideConfigToWrite(this.side.raw, settings, { tokenizer_class: 'PreTrainedTokenizerFast' });
-    writeFileAtomic(join(dir, CONFIG_FILE), JSON.stringify(cfg, null, 2) + '\n');
-    const map = { bos_token: settings.bos, eos_token: settings.eos, unk_token: settings.unk, pad_token: settings.pad };
-    writeFileAtomic(join(dir, SPECIAL_MAP_FILE), JSON.stringify(map, null, 2) + '\n');
+    writeSideFiles(dir, this, this.side.raw, 'PreTrainedTokenizerFast');
   }
 }
 

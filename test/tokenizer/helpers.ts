@@ -187,3 +187,16 @@ export function charsmapAtoLower(): Uint8Array {
   blob.set([0x61, 0], 4 + trie.length);
   return blob;
 }
+
+/** GPT-2's bytes_to_unicode, written out from its definition (openai/gpt-2 encoder.py). */
+export function gpt2ByteChars(): string[] {
+  const bs: number[] = [];
+  for (let b = 33; b <= 126; b++) bs.push(b);
+  for (let b = 161; b <= 172; b++) bs.push(b);
+  for (let b = 174; b <= 255; b++) bs.push(b);
+  const out: string[] = new Array(256);
+  for (const b of bs) out[b] = String.fromCharCode(b);
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (out[b] === undefined) out[b] = String.fromCharCode(256 + n++);
+  return out;
+}

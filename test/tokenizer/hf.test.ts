@@ -5,20 +5,8 @@ import { join } from 'node:path';
 import { FormatError } from '../../src/errors.ts';
 import { HfTokenizer, StreamDecoder, loadTokenizer } from '../../src/tokenizer/index.ts';
 import { translateRegex } from '../../src/tokenizer/hf.ts';
-import { SKIP_NO_FIXTURE, charsmapAtoLower, expected, modelBytes, randomText, readPieces, rng, tmp } from './helpers.ts';
+import { SKIP_NO_FIXTURE, charsmapAtoLower, expected, gpt2ByteChars, modelBytes, randomText, readPieces, rng, tmp } from './helpers.ts';
 
-// GPT-2's bytes_to_unicode, written out here from its definition (openai/gpt-2 encoder.py).
-function gpt2ByteChars(): string[] {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const out: string[] = new Array(256);
-  for (const b of bs) out[b] = String.fromCharCode(b);
-  let n = 0;
-  for (let b = 0; b < 256; b++) if (out[b] === undefined) out[b] = String.fromCharCode(256 + n++);
-  return out;
-}
 
 /** A small GPT-2-style tokenizer.json: byte b has id b, then eight merges and an added token. */
 function tinyGpt2(extra: object[] = []): Record<string, unknown> {

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../../src/errors.ts';
 import { StreamDecoder, loadTokenizer, trainBpe } from '../../src/tokenizer/index.ts';
-import { brownDocs, randomText, rng, tmp } from './helpers.ts';
+import { brownDocs, gpt2ByteChars, randomText, rng, tmp } from './helpers.ts';
 
 const CORPUS = [
   'The Fulton County Grand Jury said Friday an investigation of Atlanta\'s recent primary election produced no evidence that any irregularities took place.',
@@ -20,18 +20,8 @@ const corpus = (): string[] => {
   return out;
 };
 
-// GPT-2's bytes_to_unicode and pre-tokenizer pattern, written out from their definitions.
-const BYTE_CHARS: string[] = (() => {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const out: string[] = new Array(256);
-  for (const b of bs) out[b] = String.fromCharCode(b);
-  let n = 0;
-  for (let b = 0; b < 256; b++) if (out[b] === undefined) out[b] = String.fromCharCode(256 + n++);
-  return out;
-})();
+// GPT-2's pre-tokenizer pattern, written out from its definition (bytes_to_unicode: helpers.ts).
+const BYTE_CHARS: string[] = gpt2ByteChars();
 const GPT2 = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 const words = (s: string): string[] => s.match(GPT2) ?? [];
 const byteLevel = (w: string): string[] => [...Buffer.from(w, 'utf8')].map((b) => BYTE_CHARS[b]!);
