@@ -2,7 +2,7 @@
 // steps (with and without activation checkpointing), and attention forms side by side.
 import type { Backend, DType, Tensor } from '../backends/backend.ts';
 import type { ModelConfig } from '../config/index.ts';
-import { dims, layerDecay } from '../config/index.ts';
+import { dims } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
 import { AdamW } from '../train/optimizer.ts';
 
@@ -159,4 +159,3 @@ export function describeModel(c: ModelConfig): string {
   const d = dims(c);
   return `${d.L}×${d.D}, ${d.nh} heads, glu ${d.G}, vocab ${d.V}`;
 }
-export { layerDecay };

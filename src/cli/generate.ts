@@ -1,6 +1,5 @@
 // tnl generate: stream new text (or token ids) for a prompt.
 import type { Command } from 'commander';
-import { Option } from 'commander';
 import { backendFor, backendOption, blockOption, dtypeOption, int, isModelDir, num, resolveModel, run } from './common.ts';
 import { generateTokens, StopMatcher, type GenerateOptions } from '../generate/generate.ts';
 import { hasTokenizer, loadTokenizer, StreamDecoder } from '../tokenizer/index.ts';

@@ -93,7 +93,6 @@ export interface UnpickleOptions {
   persistentLoad: (pid: unknown) => unknown;
 }
 
-const MARK = Symbol('mark');
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const latin1 = new TextDecoder('latin1');
 

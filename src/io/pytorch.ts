@@ -6,7 +6,7 @@
 // yauzl parses the central directory once; afterwards every tensor is read on demand with a
 // positioned read of just its bytes (stored entries, as torch writes them) or by inflating its
 // storage entry (deflated entries, as other zip tools may write them).
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
 import yauzl from 'yauzl';
 import { FormatError } from '../errors.ts';

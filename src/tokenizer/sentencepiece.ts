@@ -35,7 +35,7 @@ import {
   emptySideConfig, resolveTokenId, writeSideFiles, type TokenizerSideConfig,
 } from './config.ts';
 import type { DecodeOptions, EncodeOptions, Tokenizer } from './types.ts';
-import { byteToPiece, decodeUtf8Spm, pieceToByte, spmCharLen, toWellFormed } from './utf8.ts';
+import { decodeUtf8Spm, pieceToByte, spmCharLen, toWellFormed } from './utf8.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The protobuf schema: the subset of sentencepiece_model.proto that encoding and decoding read.

@@ -8,7 +8,7 @@ import { configToJson, parseConfig, type ModelConfig } from '../config/index.ts'
 import { FormatError } from '../errors.ts';
 import { syncDir, writeFileAtomic } from '../io/atomic.ts';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.ts';
-import { allocParams, exportParams, loadParams, type Params } from '../model/params.ts';
+import { exportParams, loadParams, type Params } from '../model/params.ts';
 import type { AdamW } from './optimizer.ts';
 
 export interface TrainerState {
@@ -85,4 +85,3 @@ export function loadCheckpoint(dir: string, be: Backend, params: Params, opt: Ad
   return { config, state };
 }
 
-export { allocParams };

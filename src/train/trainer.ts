@@ -19,7 +19,7 @@ import type { Tokenizer } from '../tokenizer/types.ts';
 import { loadTokenizer } from '../tokenizer/index.ts';
 import { trainBpe } from '../tokenizer/train-bpe.ts';
 import { AdamW, learningRate } from './optimizer.ts';
-import { checkpointDirs, latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from './checkpoint.ts';
 import { writeLossPlot } from './plot.ts';
 
 export interface TrainSettings {
@@ -252,4 +252,3 @@ function tokenizerFiles(tok: Tokenizer, dir: string): Record<string, string | Ui
   return files;
 }
 
-export { checkpointDirs };

@@ -240,4 +240,3 @@ function checkIds(op: string, ids: Int32Array, V: number, paddingIdx: number | n
   }
 }
 
-export { HostTensor };

@@ -3,7 +3,7 @@
 // attention is the exact recurrence (block size is accepted and ignored), loops are naive.
 import type { AdamWOptions, Backend, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2 } from '../backend.ts';
-import { HostMemory, HostTensor, f32, host, valueAt } from '../host.ts';
+import { HostMemory, f32, host, valueAt } from '../host.ts';
 import { ShapeError } from '../../errors.ts';
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
@@ -325,4 +325,3 @@ export function attnDims(q: Tensor, v: Tensor, nh: number): { B: number; N: numb
   return { B: qs[0]!, N: qs[1]!, dk: qs[2]! / nh, dv: vs[2]! / nh };
 }
 
-export { HostTensor };
