@@ -14,7 +14,8 @@ import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
 import { TnlModel } from '../src/model/transnormer.ts';
-import { fmtTable, runCudaBench } from '../src/bench/cuda.ts';
+import { benchDecodeE2E, benchTrainE2E, fmtProfile, fmtTable, runCudaBench } from '../src/bench/cuda.ts';
+import { Decoder } from '../src/generate/decoder.ts';
 
 const argv = process.argv.slice(2);
 const flag = (n: string) => argv.includes(n);
@@ -255,6 +256,87 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
   });
 }
 
+// ---- bf16 activations (mixed precision): the same kernels with bf16 storage, against the reference
+// backend on the same bf16 inputs (its outputs rounded once; ours may differ by an ulp) ----------------
+function bf16Checks(g: CudaBackend): void {
+  const ref = new ReferenceBackend();
+  const both = (d: Float32Array, s: number[], dt: DType = 'bf16'): [Tensor, Tensor] => [ref.upload(d, s, dt), g.upload(d, s, dt)];
+  const out = (s: number[], dt: DType = 'bf16'): [Tensor, Tensor] => { const t = g.empty(s, dt); g.fill(t, NaN); return [ref.zeros(s, dt), t]; };
+  const cmp = (check: string, p: [Tensor, Tensor], tol = 1e-2) => record(`bf16 ${check}`, g.download(p[1]), ref.download(p[0]), tol);
+  guarded('bf16 matmul', () => {
+    for (const [M, N, K] of [[33, 70, 129], [1, 300, 64], [130, 8, 200]])
+      for (const [ta, tb, acc, at, bt, ct] of [[false, true, false, 'bf16', 'bf16', 'bf16'], [false, false, true, 'f32', 'bf16', 'bf16'], [true, false, true, 'bf16', 'bf16', 'f32'], [false, true, false, 'bf16', 'f32', 'f32']] as const) {
+        const r = R();
+        const A = both(r.arr(M * K), ta ? [K, M] : [M, K], at), B = both(r.arr(K * N), tb ? [N, K] : [K, N], bt);
+        const C: [Tensor, Tensor] = acc ? both(r.arr(M * N), [M, N], ct) : out([M, N], ct);
+        ref.matmul(C[0], A[0], B[0], { transA: ta, transB: tb, accumulate: acc }); g.matmul(C[1], A[1], B[1], { transA: ta, transB: tb, accumulate: acc });
+        cmp(`matmul ${M}×${N}×${K} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} A ${at} B ${bt} C ${ct}${acc ? ' acc' : ''}`, C);
+      }
+  });
+  guarded('bf16 srmsnorm', () => {
+    const r = R(), T = 33, D = 1000;
+    const x = both(r.arr(T * D, 3), [T, D], 'f32'), y = out([T, D]), rs = out([T], 'f32');
+    ref.srmsnorm(y[0], rs[0], x[0], 1e-6); g.srmsnorm(y[1], rs[1], x[1], 1e-6);
+    cmp('srmsnorm y (x f32)', y); cmp('srmsnorm rstd', rs, 1e-6);
+    const dy = both(r.arr(T * D), [T, D]), dx = both(r.arr(T * D), [T, D], 'f32');
+    ref.srmsnormBackward(dx[0], dy[0], y[0], rs[0], true); g.srmsnormBackward(dx[1], dy[1], y[1], rs[1], true);
+    cmp('srmsnormBackward dx f32 acc', dx, 1e-4);
+  });
+  guarded('bf16 gla', () => {
+    const r = R(), T = 23, nh = 3, dh = 8, H = nh * dh;
+    for (const lrpe of [false, true]) {
+      const dk = lrpe ? 2 * dh : dh;
+      const X = both(r.arr(T * 4 * H, 2), [T, 4 * H]);
+      const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh], 'f32') : null;
+      const pos = Int32Array.from({ length: T }, () => r.int(0, 5000)), mask = Int32Array.from({ length: T }, (_, i) => (i % 5 === 2 ? 0 : 1));
+      const q = out([1, T, nh * dk]), k = out([1, T, nh * dk]), v = out([1, T, H]);
+      ref.glaQKV(q[0], k[0], v[0], X[0], nh, th?.[0] ?? null, pos, mask); g.glaQKV(q[1], k[1], v[1], X[1], nh, th?.[1] ?? null, pos, mask);
+      cmp(`glaQKV q${lrpe ? ' lrpe' : ''}`, q); cmp(`glaQKV k${lrpe ? ' lrpe' : ''}`, k); cmp('glaQKV v', v, 0);
+      const G = both(r.arr(T * 4 * H), [T, 4 * H]), dth = lrpe ? both(r.arr(H), [nh, dh], 'f32') : null;
+      ref.glaQKVBackward(G[0], dth?.[0] ?? null, q[0], k[0], v[0], X[0], nh, th?.[0] ?? null, pos, mask);
+      g.glaQKVBackward(G[1], dth?.[1] ?? null, q[1], k[1], v[1], X[1], nh, th?.[1] ?? null, pos, mask);
+      cmp(`glaQKVBackward dqkvu${lrpe ? ' lrpe' : ''}`, G);
+      if (dth) cmp('glaQKVBackward dθ (f32)', dth, 1e-4);
+    }
+    const o = both(r.arr(T * H, 2), [T, H]), X = both(r.arr(T * 4 * H), [T, 4 * H]), a = out([T, H]), rs = out([T], 'f32');
+    ref.normGate(a[0], rs[0], o[0], X[0], 1e-6); g.normGate(a[1], rs[1], o[1], X[1], 1e-6);
+    cmp('normGate a', a);
+    const dA = both(r.arr(T * H), [T, H]), dO = out([T, H]), G = both(r.arr(T * 4 * H), [T, 4 * H]);
+    ref.normGateBackward(dO[0], G[0], dA[0], o[0], rs[0], X[0]); g.normGateBackward(dO[1], G[1], dA[1], o[1], rs[1], X[1]);
+    cmp('normGateBackward dO', dO); cmp('normGateBackward dqkvu', G);
+    const h = both(r.arr(T * 2 * H), [T, 2 * H]), m = out([T, H]);
+    ref.sgluGate(m[0], h[0]); g.sgluGate(m[1], h[1]); cmp('sgluGate', m);
+    const dm = both(r.arr(T * H), [T, H]), dh_ = out([T, 2 * H]);
+    ref.sgluGateBackward(dh_[0], dm[0], h[0]); g.sgluGateBackward(dh_[1], dm[1], h[1]); cmp('sgluGateBackward', dh_);
+  });
+  guarded('bf16 lightning', () => {
+    for (const [B, N, nh, dk, dv, st] of [[2, 150, 2, 128, 128, false], [1, 70, 2, 256, 128, true], [3, 1, 2, 128, 128, true]] as const) {
+      const r = R();
+      const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+      const q = both(r.arr(B * N * nh * dk, 0.3), [B, N, nh * dk]), k = both(r.arr(B * N * nh * dk, 0.3), [B, N, nh * dk]), v = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
+      const S = st ? both(r.arr(B * nh * dk * dv), [B, nh, dk, dv], 'f32') : null;
+      const o = out([B, N, nh * dv]);
+      ref.lightningForward(o[0], q[0], k[0], v[0], decay, S?.[0] ?? null, 64); g.lightningForward(o[1], q[1], k[1], v[1], decay, S?.[1] ?? null, 64);
+      const tag = `B=${B} N=${N} dk=${dk} dv=${dv}${st ? ' state' : ''}`;
+      cmp(`lightningForward ${tag}`, o, 2e-2);
+      if (S) cmp(`lightningForward state ${tag}`, S, 2e-2);
+      if (N > 1 && !st) {
+        const dO = both(r.arr(B * N * nh * dv), [B, N, nh * dv]), dq = out([B, N, nh * dk]), dk_ = out([B, N, nh * dk]), dv_ = out([B, N, nh * dv]);
+        ref.lightningBackward(dq[0], dk_[0], dv_[0], dO[0], q[0], k[0], v[0], decay, 64); g.lightningBackward(dq[1], dk_[1], dv_[1], dO[1], q[1], k[1], v[1], decay, 64);
+        cmp(`lightningBackward dq ${tag}`, dq, 2e-2); cmp(`lightningBackward dk ${tag}`, dk_, 2e-2); cmp(`lightningBackward dv ${tag}`, dv_, 2e-2);
+      }
+    }
+  });
+  guarded('bf16 crossEntropy', () => {
+    const r = R(), T = 6, V = 50000;
+    const tg = Int32Array.from({ length: T }, (_, i) => (i === 2 ? -100 : r.int(0, V)));
+    const L = both(r.arr(T * V, 3), [T, V]);
+    const a = ref.crossEntropy(L[0], tg, L[0], 0.5), b = g.crossEntropy(L[1], tg, L[1], 0.5);
+    recordScalar('bf16 crossEntropy loss', b.loss, a.loss, 1e-5);
+    cmp('crossEntropy dLogits (aliased)', L);
+  });
+}
+
 // ---- the whole model vs the fixture -----------------------------------------------------------------
 function fixtureDir(): string | null {
   for (const c of [opt('--fixture'), '.gpu/fixtures/tnl-ref-small', '../shared/fixtures/tnl-ref-small', 'shared/fixtures/tnl-ref-small'])
@@ -338,6 +420,68 @@ function fixtureChecks(be: CudaBackend, dir: string, label: string, tolScale: nu
   ex.close();
 }
 
+// Mixed precision (bf16 weights and activations) on the fixture, and decode steps replayed as CUDA
+// graphs (Decoder) against the same steps run eagerly: identical kernels, so identical logits.
+function mixedAndGraphChecks(be: CudaBackend, dir: string): void {
+  const config = loadConfig(dir);
+  const p = allocParams(be, config);
+  const f = SafetensorsFile.open(join(dir, 'model.safetensors'));
+  try { loadParams(be, p, config, f, f.path); } finally { f.close(); }
+  const model = new TnlModel(config, be, p);
+  const mixed = model.withDType('bf16', 'bf16');
+  const ex = SafetensorsFile.open(join(dir, 'expected.safetensors'));
+  const get = (n: string) => ex.readAs(n, 'f32').data as Float32Array;
+  const ids = Int32Array.from(ex.read('input_ids').data as BigInt64Array, (x) => Number(x));
+  const P = Number(ex.metadata.prompt_len), N = ids.length / 2, V = config.vocab_size;
+  guarded('mixed precision: fixture', () => {
+    record('mixed precision: logits_parallel', be.download(mixed.forward(ids, 2, N)), get('logits_parallel'), 3e-2);
+    const g = model.allocGrads();
+    const { loss } = mixed.lossAndGrads(ids, 2, N, g);
+    recordScalar('mixed precision: loss', loss, get('loss')[0]!, 1e-2);
+    let worst = 0, worstName = '', theta = 0;
+    for (const e of exportParams(be, g, config)) {
+      const r = errs(e.data, get('grad.' + e.name)).rel;
+      if (e.name.endsWith('theta')) theta = Math.max(theta, r);
+      else if (!(r <= worst)) { worst = r; worstName = e.name; }
+    }
+    rows.push({ check: 'mixed precision: gradients of matrices, worst relative error', maxAbs: NaN, rel: worst, tol: 5e-2, ok: worst <= 5e-2, note: worstName });
+    rows.push({ check: 'mixed precision: gradient of θ (sums of near-cancelling terms)', maxAbs: NaN, rel: theta, tol: 0.5, ok: theta <= 0.5 });
+  });
+  for (const [label, m] of [['f32', model], ['bf16 mixed', mixed]] as const) guarded(`graphs ${label}`, () => {
+    const pre = new Int32Array(2 * P);
+    for (let b = 0; b < 2; b++) pre.set(ids.subarray(b * N, b * N + P), b * P);
+    const eagerState = m.newState(2), graphState = m.newState(2);
+    m.prefill(pre, 2, P, eagerState); m.prefill(pre, 2, P, graphState);
+    const dec = new Decoder(m, graphState, { graphs: true });
+    const expDec = get('logits_decode');
+    let same = 0, vsFixture = 0;
+    for (let s = 0; s < N - P; s++) {
+      const step = Int32Array.from([ids[P + s]!, ids[N + P + s]!]);
+      const a = be.download(m.decode(step, eagerState)), b = be.download(dec.step(step));
+      same = Math.max(same, maxAbsDiff(a, b));
+      for (let q = 0; q < 2; q++) vsFixture = Math.max(vsFixture, maxAbsDiff(b.subarray(q * V, (q + 1) * V), expDec.subarray((q * (N - P) + s) * V, (q * (N - P) + s + 1) * V)));
+    }
+    dec.dispose();
+    rows.push({ check: `graphs ${label}: ${N - P} decode steps replayed vs eager, max |Δ|`, maxAbs: same, rel: NaN, tol: 0, ok: same === 0 });
+    const tol = label === 'f32' ? 1e-4 : 0.15;
+    rows.push({ check: `graphs ${label}: replayed decode vs fixture logits_decode, max |Δ|`, maxAbs: vsFixture, rel: NaN, tol, ok: vsFixture <= tol });
+    // a pool with slots, two batch sizes (one graph each), rows cleared between steps
+    const pool = m.newState(5), eagerPool = m.newState(5);
+    const poolDec = new Decoder(m, pool, { graphs: true });
+    let worst = 0;
+    for (let s = 0; s < 12; s++) {
+      const slots = s % 3 === 2 ? Int32Array.of(4, 0, 2) : Int32Array.of(3, 1);
+      const step = Int32Array.from(slots, (x, i) => (x * 7 + s * 13 + i) % V);
+      if (s === 7) { m.clearSlot(pool, 1); m.clearSlot(eagerPool, 1); }
+      const a = be.download(m.decode(step, eagerPool, slots)), b = be.download(poolDec.step(step, slots));
+      worst = Math.max(worst, maxAbsDiff(a, b));
+    }
+    poolDec.dispose();
+    rows.push({ check: `graphs ${label}: slot pool, batch 2 and 3, cleared row, replayed vs eager`, maxAbs: worst, rel: NaN, tol: 0, ok: worst === 0 });
+  });
+  ex.close();
+}
+
 // ---- main ------------------------------------------------------------------------------------------------
 const avail = cudaAvailable();
 results.available = avail;
@@ -362,10 +506,12 @@ try {
 const t0 = performance.now();
 if (!flag('--bench-only')) {
   kernelChecks(g, gtc);
+  bf16Checks(g);
   const dir = fixtureDir();
   if (dir) {
     fixtureChecks(g, dir, 'model fp32', 1);
     fixtureChecks(gtc, dir, 'model, lightning=tc (fixture dv=32: exact kernel)', 1e3);
+    mixedAndGraphChecks(g, dir);
   } else rows.push({ check: 'fixture', maxAbs: NaN, rel: NaN, tol: 0, ok: false, note: 'tnl-ref-small not found (--fixture DIR)' });
   results.checkSeconds = (performance.now() - t0) / 1000;
   results.rows = rows;
@@ -376,6 +522,13 @@ if (!flag('--bench-only')) {
 }
 const failed = rows.filter((r) => !r.ok);
 
+if (flag('--profile')) {
+  const prof: Record<string, unknown> = {};
+  benchTrainE2E(g, 'tnl-385m', 8, 2048, 1, (p) => { prof.train = p; console.log('\nprofile: tnl-385m training step 8×2048 (mixed precision)\n' + fmtProfile(p, 45)); });
+  for (const batch of [1, 64])
+    benchDecodeE2E(g, 'tnl-385m', batch, [1024], { graphs: [false], steps: 4, onProfile: (p) => { prof[`decode${batch}`] = p; console.log(`\nprofile: tnl-385m decode step, batch ${batch} (eager)\n` + fmtProfile(p, 30)); } });
+  writeFileSync(join(outDir, 'profile.json'), JSON.stringify(prof, null, 1));
+}
 if (flag('--bench')) {
   const lengths = (opt('--lengths') ?? '512,2048,8192,32768').split(',').map(Number);
   const bench = await runCudaBench(g, { lengths, e2e: !flag('--no-e2e'), anchors: !flag('--no-anchors'), long: !flag('--no-long') });

@@ -86,77 +86,83 @@ __global__ void embedding_bwd(float* dTable, const float* dOut, const int* ids, 
   }
 }
 
-// ---- SimpleRMSNorm: one block per row --------------------------------------------------------------
-__global__ void srmsnorm_fwd(float* y, float* rstd, const float* x, int rows, int D, float eps) {
+// ---- mixed-dtype access: activation tensors are f32 or bf16, told apart by bit n of `bf` ----------
+__device__ __forceinline__ float LD(const void* p, i64 i, int bf) { return bf ? bf2f(((const u16*)p)[i]) : ((const float*)p)[i]; }
+__device__ __forceinline__ void ST(void* p, i64 i, float v, int bf) { if (bf) ((u16*)p)[i] = f2bf(v); else ((float*)p)[i] = v; }
+#define BF(n) ((bf >> (n)) & 1)
+
+// ---- SimpleRMSNorm: one block per row. bf bits: 0 y, 1 x ------------------------------------------
+__global__ void srmsnorm_fwd(void* y, float* rstd, const void* x, int rows, int D, float eps, int bf) {
   const i64 r = blockIdx.x;
-  const float* xr = x + r * D;
   float ss = 0;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) { const float v = xr[d]; ss += v * v; }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) { const float v = LD(x, r * D + d, BF(1)); ss += v * v; }
   ss = blockSum<float>(ss);
   const float rs = rsqrtf(ss / D + eps);
   if (threadIdx.x == 0) rstd[r] = rs;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) y[r * D + d] = xr[d] * rs;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) ST(y, r * D + d, LD(x, r * D + d, BF(1)) * rs, BF(0));
 }
-__global__ void srmsnorm_bwd(float* dx, const float* dy, const float* y, const float* rstd, int rows, int D, int acc) {
+// bf bits: 0 dx, 1 dy, 2 y
+__global__ void srmsnorm_bwd(void* dx, const void* dy, const void* y, const float* rstd, int rows, int D, int acc, int bf) {
   const i64 r = blockIdx.x;
   float dot = 0;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) dot += dy[r * D + d] * y[r * D + d];
+  for (int d = threadIdx.x; d < D; d += blockDim.x) dot += LD(dy, r * D + d, BF(1)) * LD(y, r * D + d, BF(2));
   dot = blockSum<float>(dot) / D;
   const float rs = rstd[r];
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    const float g = rs * (dy[r * D + d] - y[r * D + d] * dot);
-    dx[r * D + d] = acc ? dx[r * D + d] + g : g;
+    const float g = rs * (LD(dy, r * D + d, BF(1)) - LD(y, r * D + d, BF(2)) * dot);
+    ST(dx, r * D + d, acc ? LD(dx, r * D + d, BF(0)) + g : g, BF(0));
   }
 }
 
 // ---- gated linear attention pieces -----------------------------------------------------------------
 // qkvu [T, 4H]; q, k [T, nh·dk] (dk = 2·dh with θ); v [T, H]. Angles in double: θ·p reaches 1e4+.
-__global__ void gla_qkv(float* q, float* k, float* v, const float* x, int T, int nh, int dh,
-                        const float* theta, const int* pos, const int* vmask) {
+// bf bits: 0 q, 1 k, 2 v, 3 qkvu
+__global__ void gla_qkv(void* q, void* k, void* v, const void* x, int T, int nh, int dh,
+                        const float* theta, const int* pos, const int* vmask, int bf) {
   const int H = nh * dh, dk = theta ? 2 * dh : dh;
   GRID_STRIDE(i, (i64)T * H) {
     const i64 t = i / H;
     const int c = (int)(i % H), h = c / dh, cc = c % dh;
-    const float* row = x + t * 4 * H;
-    const float xq = row[c], xk = row[H + c];
+    const i64 row = t * 4 * H;
+    const float xq = LD(x, row + c, BF(3)), xk = LD(x, row + H + c, BF(3));
     const float sq = xq * sigm(xq), sk = xk * sigm(xk);
     const i64 o = t * nh * dk + (i64)h * dk + cc;
     if (theta) {
       double sn, cs;
       sincos((double)theta[c] * (double)pos[t], &sn, &cs);
-      q[o] = (float)(sq * cs); q[o + dh] = (float)(sq * sn);
-      k[o] = (float)(sk * cs); k[o + dh] = (float)(sk * sn);
-    } else { q[o] = sq; k[o] = sk; }
-    v[t * H + c] = (!vmask || vmask[t] != 0) ? row[2 * H + c] : 0.f;
+      ST(q, o, (float)(sq * cs), BF(0)); ST(q, o + dh, (float)(sq * sn), BF(0));
+      ST(k, o, (float)(sk * cs), BF(1)); ST(k, o + dh, (float)(sk * sn), BF(1));
+    } else { ST(q, o, sq, BF(0)); ST(k, o, sk, BF(1)); }
+    ST(v, t * H + c, (!vmask || vmask[t] != 0) ? LD(x, row + 2 * H + c, BF(3)) : 0.f, BF(2));
   }
 }
-__global__ void gla_qkv_bwd(float* g, const float* dq, const float* dk, const float* dv, const float* x,
-                            int T, int nh, int dh, const float* theta, const int* pos, const int* vmask) {
+// bf bits: 0 dqkvu, 1 dq, 2 dk, 3 dv, 4 qkvu
+__global__ void gla_qkv_bwd(void* g, const void* dq, const void* dk, const void* dv, const void* x,
+                            int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf) {
   const int H = nh * dh, dkk = theta ? 2 * dh : dh;
   GRID_STRIDE(i, (i64)T * H) {
     const i64 t = i / H;
     const int c = (int)(i % H), h = c / dh, cc = c % dh;
-    const float* row = x + t * 4 * H;
-    float* grow = g + t * 4 * H;
-    const float xq = row[c], xk = row[H + c];
+    const i64 row = t * 4 * H;
+    const float xq = LD(x, row + c, BF(4)), xk = LD(x, row + H + c, BF(4));
     const i64 o = t * nh * dkk + (i64)h * dkk + cc;
     float gq, gk;
     if (theta) {
       double sn, cs;
       sincos((double)theta[c] * (double)pos[t], &sn, &cs);
-      gq = (float)(dq[o] * cs + dq[o + dh] * sn);
-      gk = (float)(dk[o] * cs + dk[o + dh] * sn);
-    } else { gq = dq[o]; gk = dk[o]; }
+      gq = (float)(LD(dq, o, BF(1)) * cs + LD(dq, o + dh, BF(1)) * sn);
+      gk = (float)(LD(dk, o, BF(2)) * cs + LD(dk, o + dh, BF(2)) * sn);
+    } else { gq = LD(dq, o, BF(1)); gk = LD(dk, o, BF(2)); }
     const float s1 = sigm(xq), s2 = sigm(xk);
-    grow[c] = gq * s1 * (1.f + xq * (1.f - s1));
-    grow[H + c] = gk * s2 * (1.f + xk * (1.f - s2));
-    grow[2 * H + c] = (!vmask || vmask[t] != 0) ? dv[t * H + c] : 0.f;
+    ST(g, row + c, gq * s1 * (1.f + xq * (1.f - s1)), BF(0));
+    ST(g, row + H + c, gk * s2 * (1.f + xk * (1.f - s2)), BF(0));
+    ST(g, row + 2 * H + c, (!vmask || vmask[t] != 0) ? LD(dv, t * H + c, BF(3)) : 0.f, BF(0));
   }
 }
 // dθ[c] += Σ_t p_t·(sq·(−dq_c·sin + dq_{c+dh}·cos) + sk·(…)). Block (32, 8): 32 columns, 8 token lanes;
-// grid (columns/32, token slices); one atomicAdd per column per block.
-__global__ void gla_dtheta(float* dth, const float* dq, const float* dk, const float* x, const float* theta,
-                           const int* pos, int T, int nh, int dh, int tokensPerSlice) {
+// grid (columns/32, token slices); one atomicAdd per column per block. bf bits: 0 dq, 1 dk, 2 qkvu
+__global__ void gla_dtheta(float* dth, const void* dq, const void* dk, const void* x, const float* theta,
+                           const int* pos, int T, int nh, int dh, int tokensPerSlice, int bf) {
   const int H = nh * dh, dkk = 2 * dh;
   const int c = blockIdx.x * 32 + threadIdx.x;
   const int t0 = blockIdx.y * tokensPerSlice, t1 = min(T, t0 + tokensPerSlice);
@@ -164,14 +170,14 @@ __global__ void gla_dtheta(float* dth, const float* dq, const float* dk, const f
   if (c < H) {
     const int h = c / dh, cc = c % dh;
     for (int t = t0 + threadIdx.y; t < t1; t += blockDim.y) {
-      const float* row = x + (i64)t * 4 * H;
-      const float xq = row[c], xk = row[H + c];
+      const i64 row = (i64)t * 4 * H;
+      const float xq = LD(x, row + c, BF(2)), xk = LD(x, row + H + c, BF(2));
       const float sq = xq * sigm(xq), sk = xk * sigm(xk);
       const double p = pos[t];
       double sn, cs;
       sincos((double)theta[c] * p, &sn, &cs);
       const i64 o = (i64)t * nh * dkk + (i64)h * dkk + cc;
-      acc += p * (sq * (-dq[o] * sn + dq[o + dh] * cs) + sk * (-dk[o] * sn + dk[o + dh] * cs));
+      acc += p * (sq * (-LD(dq, o, BF(0)) * sn + LD(dq, o + dh, BF(0)) * cs) + sk * (-LD(dk, o, BF(1)) * sn + LD(dk, o + dh, BF(1)) * cs));
     }
   }
   __shared__ double red[8][33];
@@ -183,66 +189,66 @@ __global__ void gla_dtheta(float* dth, const float* dq, const float* dk, const f
     atomicAdd(&dth[c], (float)s);
   }
 }
-// a = srms(o)⊙u, u = columns [3H, 4H) of qkvu; one block per token.
-__global__ void norm_gate_fwd(float* a, float* rstd, const float* o, const float* x, int T, int H, float eps) {
+// a = srms(o)⊙u, u = columns [3H, 4H) of qkvu; one block per token. bf bits: 0 a, 1 o, 2 qkvu
+__global__ void norm_gate_fwd(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) {
   const i64 t = blockIdx.x;
   float ss = 0;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) { const float v = o[t * H + c]; ss += v * v; }
+  for (int c = threadIdx.x; c < H; c += blockDim.x) { const float v = LD(o, t * H + c, BF(1)); ss += v * v; }
   ss = blockSum<float>(ss);
   const float rs = rsqrtf(ss / H + eps);
   if (threadIdx.x == 0) rstd[t] = rs;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) a[t * H + c] = o[t * H + c] * rs * x[t * 4 * H + 3 * H + c];
+  for (int c = threadIdx.x; c < H; c += blockDim.x) ST(a, t * H + c, LD(o, t * H + c, BF(1)) * rs * LD(x, t * 4 * H + 3 * H + c, BF(2)), BF(0));
 }
-__global__ void norm_gate_bwd(float* dO, float* g, const float* dA, const float* o, const float* rstd, const float* x, int T, int H) {
+// bf bits: 0 dO, 1 dqkvu, 2 dA, 3 o, 4 qkvu
+__global__ void norm_gate_bwd(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int T, int H, int bf) {
   const i64 t = blockIdx.x;
   const float rs = rstd[t];
   float dot = 0;
   for (int c = threadIdx.x; c < H; c += blockDim.x) {
-    const float y = o[t * H + c] * rs, u = x[t * 4 * H + 3 * H + c], da = dA[t * H + c];
-    g[t * 4 * H + 3 * H + c] = da * y;
+    const float y = LD(o, t * H + c, BF(3)) * rs, u = LD(x, t * 4 * H + 3 * H + c, BF(4)), da = LD(dA, t * H + c, BF(2));
+    ST(g, t * 4 * H + 3 * H + c, da * y, BF(1));
     dot += da * u * y;
   }
   dot = blockSum<float>(dot) / H;
   for (int c = threadIdx.x; c < H; c += blockDim.x) {
-    const float y = o[t * H + c] * rs, u = x[t * 4 * H + 3 * H + c];
-    dO[t * H + c] = rs * (dA[t * H + c] * u - y * dot);
+    const float y = LD(o, t * H + c, BF(3)) * rs, u = LD(x, t * 4 * H + 3 * H + c, BF(4));
+    ST(dO, t * H + c, rs * (LD(dA, t * H + c, BF(2)) * u - y * dot), BF(0));
   }
 }
 
-// ---- SGLU -------------------------------------------------------------------------------------------
-__global__ void sglu_fwd(float* m, const float* h, int T, int G) {
-  GRID_STRIDE(i, (i64)T * G) { const i64 t = i / G, c = i % G; m[i] = h[t * 2 * G + c] * h[t * 2 * G + G + c]; }
+// ---- SGLU. bf bits: 0 m, 1 h / 0 dh, 1 dm, 2 h ------------------------------------------------------
+__global__ void sglu_fwd(void* m, const void* h, int T, int G, int bf) {
+  GRID_STRIDE(i, (i64)T * G) { const i64 t = i / G, c = i % G; ST(m, i, LD(h, t * 2 * G + c, BF(1)) * LD(h, t * 2 * G + G + c, BF(1)), BF(0)); }
 }
-__global__ void sglu_bwd(float* dh, const float* dm, const float* h, int T, int G) {
+__global__ void sglu_bwd(void* dh, const void* dm, const void* h, int T, int G, int bf) {
   GRID_STRIDE(i, (i64)T * G) {
     const i64 t = i / G, c = i % G;
-    const float a = h[t * 2 * G + c], b = h[t * 2 * G + G + c];
-    dh[t * 2 * G + c] = dm[i] * b;
-    dh[t * 2 * G + G + c] = dm[i] * a;
+    const float a = LD(h, t * 2 * G + c, BF(2)), b = LD(h, t * 2 * G + G + c, BF(2)), d = LD(dm, i, BF(1));
+    ST(dh, t * 2 * G + c, d * b, BF(0));
+    ST(dh, t * 2 * G + G + c, d * a, BF(0));
   }
 }
 
-// ---- softmax cross-entropy: one block per row. dl may alias logits. ---------------------------------
-__global__ void cross_entropy(const float* logits, const int* targets, float* dl, float* rowLoss, int T, int V, float gradScale) {
-  const i64 t = blockIdx.x;
-  const float* L = logits + t * V;
+// ---- softmax cross-entropy: one block per row. dl may alias logits. bf bits: 0 logits, 1 dl -------
+__global__ void cross_entropy(const void* logits, const int* targets, void* dl, float* rowLoss, int T, int V, float gradScale, int bf) {
+  const i64 t = blockIdx.x, base = t * V;
   const int y = targets[t];
   if (y == -100) {
     if (threadIdx.x == 0) rowLoss[t] = 0.f;
-    if (dl) for (int i = threadIdx.x; i < V; i += blockDim.x) dl[t * V + i] = 0.f;
+    if (dl) for (int i = threadIdx.x; i < V; i += blockDim.x) ST(dl, base + i, 0.f, BF(1));
     return;
   }
   float mx = -TNL_INF;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, L[i]);
+  for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, LD(logits, base + i, BF(0)));
   mx = blockMax(mx);
   float se = 0;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) se += expf(L[i] - mx);
+  for (int i = threadIdx.x; i < V; i += blockDim.x) se += expf(LD(logits, base + i, BF(0)) - mx);
   se = blockSum<float>(se);
   const float lse = mx + logf(se);
-  const float ly = L[y];
+  const float ly = LD(logits, base + y, BF(0));
   __syncthreads();  // every thread has read L[y] before dl (maybe = logits) is written
   if (threadIdx.x == 0) rowLoss[t] = lse - ly;
-  if (dl) for (int i = threadIdx.x; i < V; i += blockDim.x) dl[t * V + i] = (expf(L[i] - lse) - (i == y ? 1.f : 0.f)) * gradScale;
+  if (dl) for (int i = threadIdx.x; i < V; i += blockDim.x) ST(dl, base + i, (expf(LD(logits, base + i, BF(0)) - lse) - (i == y ? 1.f : 0.f)) * gradScale, BF(1));
 }
 
 // ---- AdamW --------------------------------------------------------------------------------------------

@@ -752,6 +752,12 @@ __global__ void __launch_bounds__(256) lightning_f32(float* o, const float* q, c
 __global__ void __launch_bounds__(256) lightning_bf16in(float* o, const u16* q, const u16* k, const u16* v, CHUNK_ARGS) {
   lightning_chunk<u16, float>(o, q, k, v, CHUNK_PASS);
 }
+__global__ void __launch_bounds__(256) lightning_f32_bf16out(u16* o, const float* q, const float* k, const float* v, CHUNK_ARGS) {
+  lightning_chunk<float, u16>(o, q, k, v, CHUNK_PASS);
+}
+__global__ void __launch_bounds__(256) lightning_bf16in_bf16out(u16* o, const u16* q, const u16* k, const u16* v, CHUNK_ARGS) {
+  lightning_chunk<u16, u16>(o, q, k, v, CHUNK_PASS);
+}
 #define TC_ARGS const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV, const float* loglam, float* state, const int* slots, int reverse, int G, int L, float* ws, unsigned* cnt, int hint
 #define TC_PASS q, k, v, B, N, nh, DV, loglam, state, slots, reverse, G, L, ws, cnt, hint
 #define TC_KERNEL(DK, DVT, T, TN) \

@@ -13,6 +13,11 @@
 //   backend uploads them itself.
 // - f32 is the default dtype. bf16 tensors hold raw bfloat16 bits; they appear as weights (the B
 //   operand of matmul, the embedding table) and are computed with fp32 accumulation.
+// - Mixed precision: a backend whose `activationDTypes` includes 'bf16' also takes bf16 activations
+//   (each activation tensor argument independently f32 or bf16: matmul A, B, C; srmsnorm x, y, dx,
+//   dy; the GLA, Lightning, SGLU and loss tensors). The residual stream, rstd, θ, the recurrent
+//   state, parameter gradients and optimiser moments stay f32. Arithmetic is fp32 (or better)
+//   whatever the storage; bf16 outputs are rounded to nearest even.
 
 export type DType = 'f32' | 'bf16';
 
@@ -46,6 +51,8 @@ export interface AdamWOptions {
 
 export interface Backend {
   readonly name: string;
+  /** Storage types this backend accepts for activations (always 'f32'; 'bf16' for mixed precision). */
+  readonly activationDTypes: readonly DType[];
   /** One line describing the kernels in use (ISA, threads, fallbacks). */
   describe(): string;
 
@@ -71,7 +78,10 @@ export interface Backend {
   free(t: Tensor): void;
 
   // ---- dense ----------------------------------------------------------------------------------
-  /** C[M,N] (+)= op(A)[M,K] · op(B)[K,N]. A and C are f32; B may be bf16. */
+  /**
+   * C[M,N] (+)= op(A)[M,K] · op(B)[K,N]. B may be bf16; with bf16 activations A and C may be too
+   * (a bf16/f32 operand pair is computed as bf16 × bf16 with fp32 accumulation).
+   */
   matmul(c: Tensor, a: Tensor, b: Tensor, opts?: MatmulOptions): void;
   /** y += x (same size). */
   addInPlace(y: Tensor, x: Tensor): void;
@@ -140,6 +150,20 @@ export interface Backend {
   // ---- optimiser ------------------------------------------------------------------------------
   /** One AdamW step (decoupled weight decay) on param with grad; m, v are f32 moments. */
   adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, opts: AdamWOptions): void;
+
+  // ---- graphs (optional: device backends) -------------------------------------------------------
+  /**
+   * Records the calls `body` makes as one replayable graph (a decode step): replay() reruns them
+   * with the current contents of the host integer arrays `body` passed in, writing into the same
+   * tensors `body` returned.
+   */
+  capture?<T>(body: () => T): CapturedGraph<T>;
+}
+
+export interface CapturedGraph<T> {
+  readonly result: T;
+  replay(): void;
+  destroy(): void;
 }
 
 export function numel(shape: readonly number[]): number {

@@ -20,10 +20,37 @@ export function host(t: Tensor): HostTensor {
   if (!(t instanceof HostTensor)) throw new TypeError('expected a host tensor (reference or cpu backend)');
   return t;
 }
-export function f32(t: Tensor): Float32Array {
+/** The storage of an f32 tensor; `what` (e.g. 'srmsnorm: rstd') names it in the error otherwise. */
+export function f32(t: Tensor, what?: string): Float32Array {
   const h = host(t);
-  if (h.dtype !== 'f32') throw new ShapeError(`expected an f32 tensor, got ${h.dtype} [${h.shape.join(', ')}]`);
+  if (h.dtype !== 'f32') throw new ShapeError(`${what ? what + ': ' : ''}expected an f32 tensor, got ${h.dtype} [${h.shape.join(', ')}]`);
   return h.data as Float32Array;
+}
+/** The values of an f32 or bf16 tensor as float32: its own storage when f32, a widened copy when bf16. */
+export function readF32(t: Tensor): Float32Array {
+  const h = host(t);
+  return h.dtype === 'bf16' ? fromBF16(h.data as Uint16Array) : h.data as Float32Array;
+}
+
+/**
+ * Float32 arrays to write f32-or-bf16 outputs into. out(t) is an f32 tensor's own storage, or for
+ * a bf16 tensor a scratch copy of its current values widened (so accumulating and partial writes
+ * work); commit() rounds every scratch copy back into its tensor (nearest even). A method that
+ * throws before commit() leaves its bf16 outputs untouched.
+ */
+export class F32Outputs {
+  private readonly pending: [Uint16Array, Float32Array][] = [];
+  out(t: Tensor): Float32Array {
+    const h = host(t);
+    if (h.dtype === 'f32') return h.data as Float32Array;
+    const scratch = fromBF16(h.data as Uint16Array);
+    this.pending.push([h.data as Uint16Array, scratch]);
+    return scratch;
+  }
+  commit(): void {
+    for (const [bits, vals] of this.pending) for (let i = 0; i < vals.length; i++) bits[i] = f32ToBF16Bits(vals[i]!);
+    this.pending.length = 0;
+  }
 }
 
 const cvtBuf = new Float32Array(1);

@@ -8,8 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CudaBackend } from '../backends/cuda/index.ts';
 import { lightningPlan, type LightningTuning } from '../backends/cuda/plan.ts';
-import { presetConfig } from '../config/index.ts';
+import { presetConfig, type ModelConfig } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
+import { allocParams, lrpeThetaInit, paramTensors } from '../model/params.ts';
+import { AdamW } from '../train/optimizer.ts';
+import { Decoder } from '../generate/decoder.ts';
 
 /** Anchors measured on the H100 machine (../shared/device/README.md), ms: forward / backward. */
 export const ANCHORS: Record<number, { reference: [number, number]; fla: [number, number]; sdpa: [number, number] }> = {
@@ -18,6 +21,9 @@ export const ANCHORS: Record<number, { reference: [number, number]; fla: [number
   8192: { reference: [2.559, 17.20], fla: [0.980, 4.417], sdpa: [3.832, 11.92] },
   32768: { reference: [10.06, 68.65], fla: [3.862, 17.79], sdpa: [56.30, 176.0] },
 };
+
+/** The reference PyTorch+Triton model on the H100 (issue #10): 385M, bf16, batch 8 × 2048. */
+export const REF_385M = { trainTokensPerSec: 96075, trainPeakGiB: 30.1, decodeTokensPerSec: 28.7 };
 
 export interface CopyBandwidth { bytes: number; ms: number; tbps: number }
 /** Device-to-device copy of `bytes`, counting bytes read plus written (TB/s). */
@@ -239,6 +245,98 @@ export async function benchModel(be: CudaBackend, preset = 'bench-29m'): Promise
   return rows;
 }
 
+/** A model with normal(0, init_std²) weights drawn on the device (fast for 1B-sized benchmarks); θ as initialised. */
+export function deviceRandomModel(be: CudaBackend, config: ModelConfig, seed = 1): TnlModel {
+  const p = allocParams(be, config, 'f32');
+  const thetas = new Set(p.layers.map((l) => l.theta));
+  for (const t of paramTensors(p)) if (!thetas.has(t)) be.randn(t, seed++, config.init_std);
+  for (const l of p.layers) if (l.theta) be.copy(l.theta, be.upload(lrpeThetaInit(l.theta.size), l.theta.shape));
+  return new TnlModel(config, be, p);
+}
+
+const benchIds = (n: number, V: number, salt: number) => Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919 + salt * 104729) % (V - 3)));
+
+export interface TrainE2ERow { preset: string; batch: number; seq: number; precision: string; msPerStep: number; tokensPerSec: number; peakGiB: number; loss: number }
+/**
+ * One mixed-precision optimizer step as `tnl train --precision bf16` runs it: zero the f32
+ * gradients, forward + backward on the bf16 copy, gradient norm, AdamW on the f32 master weights,
+ * refresh of the bf16 copy. Peak memory: the allocator's high-water mark over the timed steps
+ * (weights, gradients, moments, activations; the caching pool's idle blocks not counted).
+ */
+export function benchTrainE2E(be: CudaBackend, preset = 'tnl-385m', B = 8, N = 2048, steps = 3, onProfile?: (p: KernelTime[]) => void): TrainE2ERow {
+  const config = presetConfig(preset);
+  const master = deviceRandomModel(be, config);
+  const worker = master.withDType('bf16', 'bf16');
+  const grads = master.allocGrads();
+  const opt = new AdamW(be, master.params, { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+  const x = benchIds(B * N, config.vocab_size, 1);
+  let loss = NaN;
+  const step = () => {
+    master.zeroGrads(grads);
+    loss = worker.lossAndGrads(x, B, N, grads).loss;
+    const norm = AdamW.gradNorm(be, grads);
+    opt.update(grads, 1e-4, Math.min(1, 1 / (norm + 1e-6)));
+    worker.refreshFrom(master.params);
+  };
+  step(); be.sync();
+  be.mem.peakBytes = be.mem.allocatedBytes;
+  const t: number[] = [];
+  for (let i = 0; i < steps; i++) { const t0 = performance.now(); step(); be.sync(); t.push(performance.now() - t0); }
+  const ms = t.sort((a, b) => a - b)[t.length >> 1]!;
+  if (onProfile) onProfile(profileKernels(be, step));
+  const row = { preset, batch: B, seq: N, precision: 'bf16 mixed', msPerStep: ms, tokensPerSec: (B * N) / ms * 1e3, peakGiB: be.mem.peakBytes / 2 ** 30, loss };
+  for (const t of [...paramTensors(grads), ...paramTensors(worker.params), ...paramTensors(master.params)]) be.free(t);
+  opt.free();
+  return row;
+}
+
+export interface KernelTime { name: string; calls: number; ms: number }
+/** GPU time of every kernel, GEMM and copy `fn` enqueues (events around each), most time first. */
+export function profileKernels(be: CudaBackend, fn: () => void): KernelTime[] {
+  be.sync();
+  be.drv.profileStart();
+  try { fn(); be.sync(); } catch (e) { be.drv.profileStop(); throw e; }
+  return be.drv.profileStop();
+}
+export function fmtProfile(p: KernelTime[], top = 25): string {
+  const total = p.reduce((s, r) => s + r.ms, 0);
+  return fmtTable(['kernel', 'calls', 'ms', '%'], [...p.slice(0, top).map((r) => [r.name, r.calls, r.ms, (100 * r.ms) / total]), ['total', p.reduce((s, r) => s + r.calls, 0), total, 100]]);
+}
+
+export interface DecodeE2ERow { preset: string; batch: number; context: number; graphs: boolean; msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number }
+/**
+ * Decode steps (bf16 weights and activations) after a prefill of `context` tokens per sequence:
+ * each step embeds, runs every layer's recurrent step and the head, and downloads the logits,
+ * as a generation loop does. weightTBps: weight bytes read per step over the step time.
+ */
+export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, contexts: number[], opts: { steps?: number; graphs?: boolean[]; model?: TnlModel; onProfile?: (p: KernelTime[]) => void } = {}): DecodeE2ERow[] {
+  const config = presetConfig(preset);
+  const model = opts.model ?? deviceRandomModel(be, config).withDType('bf16', 'bf16');
+  const weightBytes = paramTensors(model.params).reduce((s, t) => s + t.size * (t.dtype === 'bf16' ? 2 : 4), 0);
+  const steps = opts.steps ?? 64, rows: DecodeE2ERow[] = [];
+  for (const context of contexts) {
+    const state = model.newState(batch);
+    const chunk = Math.max(1, Math.min(context, Math.floor(65536 / batch)));
+    for (let s = 0; s < context; s += chunk) {
+      const n = Math.min(chunk, context - s);
+      be.free(model.prefill(benchIds(batch * n, config.vocab_size, s + 7), batch, n, state));
+    }
+    for (const graphs of opts.graphs ?? [true]) {
+      const dec = new Decoder(model, state, { graphs });
+      const tok = benchIds(batch, config.vocab_size, 3);
+      for (let i = 0; i < 4; i++) be.download(dec.step(tok));
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) be.download(dec.step(tok));
+      const ms = (performance.now() - t0) / steps;
+      dec.dispose();
+      if (opts.onProfile && !graphs) opts.onProfile(profileKernels(be, () => { be.download(dec.step(tok)); }));
+      rows.push({ preset, batch, context, graphs, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 });
+    }
+    for (const t of state.layers) be.free(t);
+  }
+  return rows;
+}
+
 export function fmtTable(head: string[], rows: (string | number)[][]): string {
   const cells = [head, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? (!Number.isFinite(c) ? String(c) : Math.abs(c) >= 100 ? c.toFixed(0) : Math.abs(c) < 1e-2 && c !== 0 ? c.toExponential(2) : c.toPrecision(3)) : c)))];
   const w = head.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));
@@ -286,6 +384,21 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
     res.model = e2e;
     log('\nEnd to end, bench-29m (6×512, 8 heads, vocab 8192), f32 weights, cuBLASLt fp32 GEMMs');
     log(fmtTable(['what', 'lightning', 'ms', 'tokens/s'], e2e.map((r) => [r.what, r.lightning, r.ms, Math.round(r.tokensPerSec)])));
+    const train = benchTrainE2E(be);
+    res.train385m = train;
+    log(`\nTraining, tnl-385m, batch ${train.batch} × ${train.seq}, ${train.precision} (f32 master weights, gradients, AdamW; bf16 products): ` +
+      `${train.msPerStep.toFixed(1)} ms/step, ${Math.round(train.tokensPerSec)} tokens/s = ${(train.tokensPerSec / REF_385M.trainTokensPerSec).toFixed(2)}× the reference PyTorch+Triton ` +
+      `(${REF_385M.trainTokensPerSec}); peak ${train.peakGiB.toFixed(1)} GiB (reference ${REF_385M.trainPeakGiB})`);
+    const dec = [
+      ...benchDecodeE2E(be, 'tnl-385m', 1, [1024, 65536], { graphs: [true, false] }),
+      ...benchDecodeE2E(be, 'tnl-385m', 64, [1024]),
+      ...benchDecodeE2E(be, 'tnl-1b', 1, [1024, 65536]),
+      ...benchDecodeE2E(be, 'tnl-1b', 64, [1024]),
+    ];
+    res.decode = dec;
+    log('\nDecode, bf16 weights and activations, logits downloaded every step (reference Python loop, 385M batch 1: 28.7 tokens/s)');
+    log(fmtTable(['model', 'batch', 'context', 'CUDA graphs', 'ms/step', 'tokens/s', 'weights GB', 'weight TB/s'],
+      dec.map((r) => [r.preset, r.batch, r.context, r.graphs ? 'yes' : 'no', r.msPerStep, Math.round(r.tokensPerSec), r.weightGB, r.weightTBps])));
   }
   return res;
 }

@@ -5,6 +5,7 @@ import type { ModelConfig } from '../config/index.ts';
 import { dims } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
 import { AdamW } from '../train/optimizer.ts';
+import { Decoder } from '../generate/decoder.ts';
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -45,11 +46,13 @@ export function benchDecode(be: Backend, model: TnlModel, contexts: number[], st
     return st;
   });
   const tok = Int32Array.of(5);
-  const step = (st: (typeof states)[number]) => { const l = model.decode(tok, st); be.download(l); be.free(l); };
-  for (let i = 0; i < 16; i++) for (const st of states) step(st);
+  const decoders = states.map((st) => new Decoder(model, st));
+  const step = (c: number) => be.download(decoders[c]!.step(tok));
+  for (let i = 0; i < 16; i++) states.forEach((_, c) => step(c));
   const times = contexts.map(() => [] as number[]);
   for (let i = 0; i < steps; i++)
-    states.forEach((st, c) => { const t0 = performance.now(); step(st); times[c]!.push(performance.now() - t0); });
+    states.forEach((_, c) => { const t0 = performance.now(); step(c); times[c]!.push(performance.now() - t0); });
+  for (const d of decoders) d.dispose();
   return contexts.map((context, c) => {
     const ms = median(times[c]!);
     return { dtype: model.dtype, context, tokensPerSec: 1000 / ms, msPerToken: ms, stateBytes: states[c]!.layers.reduce((a, t) => a + t.size * 4, 0) };

@@ -32,6 +32,7 @@ const FLAGS: [keyof TrainSettings, string, string][] = [
   ['seed', '--seed <n>', 'seed (init, data order, split)'],
   ['onNaN', '--on-nan <policy>', 'stop | skip'],
   ['blockSize', '--block-size <n>', 'Lightning Attention block length'],
+  ['precision', '--precision <p>', 'f32 | bf16 (mixed precision: f32 master weights, bf16 products; needs the cuda backend)'],
 ];
 
 function coerce(key: keyof TrainSettings, v: unknown): unknown {

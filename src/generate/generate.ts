@@ -3,6 +3,7 @@
 import type { TnlModel, ModelState } from '../model/transnormer.ts';
 import { UsageError } from '../errors.ts';
 import { Sampler, type Sampled, type SamplingOptions } from './sampling.ts';
+import { Decoder } from './decoder.ts';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most new tokens to produce (default 128). */
@@ -44,18 +45,21 @@ export async function* generateTokens(model: TnlModel, promptIds: readonly numbe
   sampler.observe(promptIds);
   const state = model.newState(1);
   let logits = prefillChunked(model, promptIds, state, opts.prefillChunk);
-  for (let i = 0; i < maxTokens; i++) {
-    if (opts.signal?.aborted) return 'abort';
-    const s = sampler.sample(logits, opts.topLogprobs ?? 0);
-    if (stop.has(s.id)) return 'stop';
-    yield { ...s, index: i };
-    if (i + 1 === maxTokens) break;
-    await new Promise((r) => setImmediate(r));
-    const t = model.decode(Int32Array.of(s.id), state);
-    logits = model.be.download(t);
-    model.be.free(t);
+  const decoder = new Decoder(model, state);
+  try {
+    for (let i = 0; i < maxTokens; i++) {
+      if (opts.signal?.aborted) return 'abort';
+      const s = sampler.sample(logits, opts.topLogprobs ?? 0);
+      if (stop.has(s.id)) return 'stop';
+      yield { ...s, index: i };
+      if (i + 1 === maxTokens) break;
+      await new Promise((r) => setImmediate(r));
+      logits = model.be.download(decoder.step(Int32Array.of(s.id)));
+    }
+    return 'length';
+  } finally {
+    decoder.dispose();
   }
-  return 'length';
 }
 
 /**

@@ -3,7 +3,7 @@
 //   o = Lightning(q, k, v; λ);  a = SRMS(o) ⊙ u  (norm over all heads at once);  x += a·W_outᵀ
 import type { Tensor } from '../backends/backend.ts';
 import type { LayerParams } from './params.ts';
-import { NORM_EPS, type StepContext } from './context.ts';
+import { NORM_EPS, cast, type StepContext } from './context.ts';
 
 export interface GlaActs { h: Tensor; r1: Tensor; qkvu: Tensor; q: Tensor; k: Tensor; v: Tensor; o: Tensor; a: Tensor; r2: Tensor }
 
@@ -15,17 +15,17 @@ export interface GlaShape { heads: number; H: number; dh: number; decay: Float64
  */
 export function glaForward(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor,
                            state: Tensor | null, slots: Int32Array | null = null): GlaActs {
-  const { be, B, N } = ctx;
+  const { be, B, N, act } = ctx;
   const T = B * N, D = x.shape[x.shape.length - 1]!, dk = p.theta ? 2 * s.dh : s.dh;
-  const h = be.empty([T, D]), r1 = be.empty([T]);
+  const h = be.empty([T, D], act), r1 = be.empty([T]);
   be.srmsnorm(h, r1, x, NORM_EPS);
-  const qkvu = be.empty([T, 4 * s.H]);
+  const qkvu = be.empty([T, 4 * s.H], act);
   be.matmul(qkvu, h, p.qkvu, { transB: true });
-  const q = be.empty([B, N, s.heads * dk]), k = be.empty([B, N, s.heads * dk]), v = be.empty([B, N, s.H]);
+  const q = be.empty([B, N, s.heads * dk], act), k = be.empty([B, N, s.heads * dk], act), v = be.empty([B, N, s.H], act);
   be.glaQKV(q, k, v, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask);
-  const o = be.empty([B, N, s.H]);
+  const o = be.empty([B, N, s.H], act);
   be.lightningForward(o, q, k, v, s.decay, state, ctx.blockSize, slots);
-  const a = be.empty([T, s.H]), r2 = be.empty([T]);
+  const a = be.empty([T, s.H], act), r2 = be.empty([T]);
   be.normGate(a, r2, o, qkvu, NORM_EPS);
   be.matmul(x, a, p.out, { transB: true, accumulate: true });
   return { h, r1, qkvu, q, k, v, o, a, r2 };
@@ -33,21 +33,23 @@ export function glaForward(ctx: StepContext, p: LayerParams, s: GlaShape, x: Ten
 
 /** dx (the residual gradient, in and out) ← dx + ∂GLA/∂x · dx; parameter gradients accumulate into g. */
 export function glaBackward(ctx: StepContext, p: LayerParams, g: LayerParams, s: GlaShape, acts: GlaActs, dx: Tensor): void {
-  const { be, B, N } = ctx;
+  const { be, B, N, act } = ctx;
   const T = B * N;
-  // x += a·W_outᵀ
-  const da = be.empty([T, s.H]);
-  be.matmul(da, dx, p.out);
-  be.matmul(g.out, dx, acts.a, { transA: true, accumulate: true });
+  // x += a·W_outᵀ (dx rounded once when activations are bf16)
+  const dxa = cast(be, dx, act);
+  const da = be.empty([T, s.H], act);
+  be.matmul(da, dxa, p.out);
+  be.matmul(g.out, dxa, acts.a, { transA: true, accumulate: true });
+  if (dxa !== dx) be.free(dxa);
   // a = SRMS(o) ⊙ u
-  const dO = be.empty(acts.o.shape), dqkvu = be.empty(acts.qkvu.shape);
+  const dO = be.empty(acts.o.shape, act), dqkvu = be.empty(acts.qkvu.shape, act);
   be.normGateBackward(dO, dqkvu, da, acts.o, acts.r2, acts.qkvu);
   // o = Lightning(q, k, v)
-  const dq = be.empty(acts.q.shape), dk = be.empty(acts.k.shape), dv = be.empty(acts.v.shape);
+  const dq = be.empty(acts.q.shape, act), dk = be.empty(acts.k.shape, act), dv = be.empty(acts.v.shape, act);
   be.lightningBackward(dq, dk, dv, dO, acts.q, acts.k, acts.v, s.decay, ctx.blockSize);
   be.glaQKVBackward(dqkvu, g.theta, dq, dk, dv, acts.qkvu, s.heads, p.theta, ctx.positions, ctx.vMask);
   // qkvu = h·W_qkvuᵀ; h = SRMS(x)
-  const dh = be.empty(acts.h.shape);
+  const dh = be.empty(acts.h.shape, act);
   be.matmul(dh, dqkvu, p.qkvu);
   be.matmul(g.qkvu, dqkvu, acts.h, { transA: true, accumulate: true });
   be.srmsnormBackward(dx, dh, acts.h, acts.r1, true);

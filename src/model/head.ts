@@ -1,21 +1,22 @@
 // Final SRMSNorm, the output head (the embedding matrix when tied) and the next-token loss.
-import type { Backend, Tensor } from '../backends/backend.ts';
+import type { Backend, DType, Tensor } from '../backends/backend.ts';
 import { NORM_EPS } from './context.ts';
 
 export interface HeadActs { y: Tensor; r: Tensor }
 
-/** Logits only, the normalised input released (inference). */
-export function headLogits(be: Backend, x: Tensor, w: Tensor): Tensor {
-  const { logits, acts } = headForward(be, x, w);
+/** f32 logits only, the normalised input (stored as `act`) released (inference). */
+export function headLogits(be: Backend, x: Tensor, w: Tensor, act: DType = 'f32'): Tensor {
+  const { logits, acts } = headForward(be, x, w, act, 'f32');
   be.free(acts.y); be.free(acts.r);
   return logits;
 }
 
-export function headForward(be: Backend, x: Tensor, w: Tensor): { logits: Tensor; acts: HeadActs } {
+/** y = SRMS(x) stored as `act`; logits = y·wᵀ stored as `logitsDType` (bf16 in mixed-precision training). */
+export function headForward(be: Backend, x: Tensor, w: Tensor, act: DType = 'f32', logitsDType: DType = act): { logits: Tensor; acts: HeadActs } {
   const [T, D] = [x.size / x.shape[x.shape.length - 1]!, x.shape[x.shape.length - 1]!];
-  const y = be.empty([T, D]), r = be.empty([T]);
+  const y = be.empty([T, D], act), r = be.empty([T]);
   be.srmsnorm(y, r, x, NORM_EPS);
-  const logits = be.empty([T, w.shape[0]!]);
+  const logits = be.empty([T, w.shape[0]!], logitsDType);
   be.matmul(logits, y, w, { transB: true });
   return { logits, acts: { y, r } };
 }
@@ -23,7 +24,7 @@ export function headForward(be: Backend, x: Tensor, w: Tensor): { logits: Tensor
 /** From dLogits: dW (+)= dLogitsᵀ·y and dx = SRMS backward (overwritten). */
 export function headBackward(be: Backend, dx: Tensor, dW: Tensor, w: Tensor, dLogits: Tensor, acts: HeadActs): void {
   be.matmul(dW, dLogits, acts.y, { transA: true, accumulate: true });
-  const dy = be.empty(acts.y.shape);
+  const dy = be.empty(acts.y.shape, acts.y.dtype);
   be.matmul(dy, dLogits, w);
   be.srmsnormBackward(dx, dy, acts.y, acts.r, false);
   be.free(dy);

@@ -18,6 +18,11 @@ import { Rng } from '../util/rng.ts';
 export interface ModelOptions {
   /** Lightning Attention block length (default 64). */
   blockSize?: number;
+  /**
+   * Storage of activations: 'f32' (default) or 'bf16' (mixed precision: bf16 activations and
+   * products with fp32 accumulation; the residual stream, norms' rstd and the state stay f32).
+   */
+  compute?: DType;
 }
 
 /** The recurrent state of B sequences: per layer [B, nh, dk, dh], plus each sequence's next position. */
@@ -38,10 +43,14 @@ interface LayerTape { x?: Tensor; gla?: GlaActs; sglu?: SgluActs }
 
 export class TnlModel {
   readonly blockSize: number;
+  readonly compute: DType;
   private readonly shapes: GlaShape[];
 
   constructor(readonly config: ModelConfig, readonly be: Backend, readonly params: Params, opts: ModelOptions = {}) {
     this.blockSize = opts.blockSize ?? 64;
+    this.compute = opts.compute ?? 'f32';
+    if (!be.activationDTypes.includes(this.compute))
+      throw new UsageError(`the ${be.name} backend keeps activations in ${be.activationDTypes.join(' or ')}, not ${this.compute} (bf16 compute needs the cuda or reference backend)`);
     const { nh, H, dh } = dims(config);
     this.shapes = config.linear_use_lrpe_list.map((_, l) => ({ heads: nh, H, dh, decay: layerDecay(config, l) }));
   }
@@ -55,22 +64,31 @@ export class TnlModel {
     return dtype === 'f32' ? model : model.withDType(dtype);
   }
 
-  /** The same weights in another dtype (matrices only; θ stays f32). */
-  withDType(dtype: DType): TnlModel {
+  /**
+   * The same weights in another dtype (matrices only; θ stays f32), computing with activations in
+   * `compute` (default: as this model). Matrices already in `dtype` are shared, not copied.
+   */
+  withDType(dtype: DType, compute: DType = this.compute): TnlModel {
     const src = this.params, be = this.be;
     const conv = (t: Tensor) => { if (t.dtype === dtype) return t; const o = be.empty(t.shape, dtype); be.copy(o, t); return o; };
     const p: Params = {
       embed: conv(src.embed), head: src.head ? conv(src.head) : null,
       layers: src.layers.map((l) => ({ qkvu: conv(l.qkvu), out: conv(l.out), theta: l.theta, w12: conv(l.w12), w3: conv(l.w3) })),
     };
-    return new TnlModel(this.config, be, p, { blockSize: this.blockSize });
+    return new TnlModel(this.config, be, p, { blockSize: this.blockSize, compute });
+  }
+
+  /** Copies (and rounds) `master`'s weights into this model's, tensor by tensor (mixed-precision training). */
+  refreshFrom(master: Params): void {
+    const dst = paramTensors(this.params), src = paramTensors(master);
+    dst.forEach((t, i) => { if (t !== src[i]) this.be.copy(t, src[i]!); });
   }
 
   get dtype(): DType { return this.params.embed.dtype; }
   private get headWeight(): Tensor { return this.params.head ?? this.params.embed; }
 
   private ctx(B: number, N: number, positions: Int32Array, vMask: Int32Array | null): StepContext {
-    return { be: this.be, B, N, positions, vMask, blockSize: this.blockSize };
+    return { be: this.be, B, N, positions, vMask, blockSize: this.blockSize, act: this.compute };
   }
 
   private checkIds(ids: Int32Array, B: number, N: number): void {
@@ -98,7 +116,7 @@ export class TnlModel {
   forward(ids: Int32Array, B: number, N: number, vMask: Int32Array | null = null): Tensor {
     this.checkIds(ids, B, N);
     const x = this.trunk(ids, this.ctx(B, N, trainPositions(B, N), vMask), null, null, false);
-    const logits = headLogits(this.be, x, this.headWeight);
+    const logits = headLogits(this.be, x, this.headWeight, this.compute);
     this.be.free(x);
     return logits;
   }
@@ -122,7 +140,7 @@ export class TnlModel {
     const ctx = this.ctx(B, N, trainPositions(B, N), null);
     const tape: LayerTape[] = [];
     const x = this.trunk(ids, ctx, null, tape, checkpoint);
-    const { logits, acts } = headForward(be, x, this.headWeight);
+    const { logits, acts } = headForward(be, x, this.headWeight, this.compute);
     const targets = shiftedTargets(labels ?? ids, B, N);
     let count = 0;
     for (const t of targets) if (t !== -100) count++;
@@ -183,15 +201,25 @@ export class TnlModel {
     const row = (b: number) => (slots ? slots[b]! : b);
     const positions = new Int32Array(B * N);
     for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) positions[b * N + n] = state.positions[row(b)]! + n;
-    const x = this.trunk(ids, this.ctx(B, N, positions, opts.vMask ?? null), state.layers, null, false, slots);
+    const logits = this.stateStep(ids, B, N, positions, state, opts.vMask ?? null, slots, opts.allLogits ?? false);
     for (let b = 0; b < B; b++) state.positions[row(b)] = state.positions[row(b)]! + N;
+    return logits;
+  }
+
+  /**
+   * The body of prefill and decode with every host input given (and nothing checked): the step a
+   * decode graph records, so that replaying it reads the same `ids`, `positions` and `slots` arrays.
+   * state.positions is not advanced.
+   */
+  stateStep(ids: Int32Array, B: number, N: number, positions: Int32Array, state: ModelState, vMask: Int32Array | null, slots: Int32Array | null, allLogits: boolean): Tensor {
+    const x = this.trunk(ids, this.ctx(B, N, positions, vMask), state.layers, null, false, slots);
     let last = x;
-    if (!opts.allLogits && N > 1) {
+    if (!allLogits && N > 1) {
       last = this.be.empty([B, this.config.decoder_embed_dim]);
       this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
       this.be.free(x);
     }
-    const logits = headLogits(this.be, last, this.headWeight);
+    const logits = headLogits(this.be, last, this.headWeight, this.compute);
     this.be.free(last);
     return logits;
   }

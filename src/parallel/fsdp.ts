@@ -176,7 +176,7 @@ export class ShardedTnl {
   }
 
   private ctx(B: number, N: number): TpContext {
-    return { be: this.be, tp: this.grid.tp, B, N, positions: trainPositions(B, N), vMask: null, blockSize: this.blockSize };
+    return { be: this.be, tp: this.grid.tp, B, N, positions: trainPositions(B, N), vMask: null, blockSize: this.blockSize, act: 'f32' };
   }
   private get headUnit(): string { return this.config.tie_word_embeddings ? 'embed' : 'head'; }
   private get headKey(): TensorKey { return this.config.tie_word_embeddings ? 'embed' : 'head'; }

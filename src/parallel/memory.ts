@@ -41,6 +41,7 @@ export class TrackingBackend implements Backend {
 
   constructor(readonly inner: Backend) {}
   get name(): string { return this.inner.name; }
+  get activationDTypes(): readonly DType[] { return this.inner.activationDTypes; }
   describe(): string { return `${this.inner.describe()} (allocation tracking)`; }
 
   private track<T extends Tensor>(t: T): T {

@@ -31,6 +31,7 @@ import type { Backend } from '../backends/backend.ts';
 import type { ModelState, TnlModel } from '../model/transnormer.ts';
 import { TnlError } from '../errors.ts';
 import { Sampler, type Sampled, type SamplingOptions } from '../generate/sampling.ts';
+import { Decoder } from '../generate/decoder.ts';
 import { ServerMetrics } from './metrics.ts';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -247,6 +248,7 @@ export class Engine {
   readonly prefillBatch: number;
   readonly metrics: ServerMetrics;
   readonly pool: ModelState;
+  private decoder: Decoder | null = null;
   private readonly cache: PrefixCache;
   private readonly freeSlotList: number[];
   private readonly waiting: Job[] = [];
@@ -505,7 +507,8 @@ export class Engine {
     for (let b = B; b < Bp; b++) slots[b] = this.scratch[b - B]!; // padding rows (token 0)
     let logits: Float32Array;
     try {
-      logits = this.model.be.download(this.model.decode(ids, this.pool, slots));
+      this.decoder ??= new Decoder(this.model, this.pool);
+      logits = this.model.be.download(this.decoder.step(ids, slots));
     } catch (e) {
       this.log(`tnl serve: decode step failed: ${(e as Error).message}`);
       for (const job of new Set(seqs.map((s) => s.job))) this.failJob(job, e as Error);

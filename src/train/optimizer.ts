@@ -29,6 +29,11 @@ export class AdamW {
     this.v = this.params.map((t) => be.zeros(t.shape));
   }
 
+  /** Releases the moments now (device memory is otherwise returned when they are collected). */
+  free(): void {
+    for (const t of [...this.m, ...this.v]) this.be.free(t);
+  }
+
   /** √(Σ g²) over every gradient tensor. */
   static gradNorm(be: Backend, grads: Params): number {
     let s = 0;

@@ -57,17 +57,19 @@ export interface TrainSettings {
   /** What a non-finite loss does: stop (default) or skip the step and count it. */
   onNaN: 'stop' | 'skip';
   blockSize: number;
+  /** 'f32', or 'bf16': mixed precision (f32 master weights, gradients and moments; bf16 weights and activations for the products). */
+  precision: 'f32' | 'bf16';
 }
 
 export const DEFAULT_SETTINGS: TrainSettings = {
   out: 'runs/brown', data: 'brown', textField: 'text', tokenizer: null, vocabSize: 4096, model: 'small',
   seqLen: 256, batchSize: 8, accum: 1, steps: 600, lr: 3e-3, minLr: 3e-4, warmup: 40, weightDecay: 0.1,
   beta1: 0.9, beta2: 0.95, eps: 1e-8, clip: 1.0, evalEvery: 100, evalBatches: 16, saveEvery: 100, keep: 3,
-  seed: 1234, valFraction: 0.05, checkpointActivations: false, onNaN: 'stop', blockSize: 64,
+  seed: 1234, valFraction: 0.05, checkpointActivations: false, onNaN: 'stop', blockSize: 64, precision: 'f32',
 };
 
 /** Settings that change the computation: a resumed run must have the same ones. */
-const RESUME_KEYS: (keyof TrainSettings)[] = ['data', 'textField', 'tokenizer', 'vocabSize', 'model', 'seqLen', 'batchSize', 'accum', 'steps', 'lr', 'minLr', 'warmup', 'weightDecay', 'beta1', 'beta2', 'eps', 'clip', 'seed', 'valFraction', 'blockSize'];
+const RESUME_KEYS: (keyof TrainSettings)[] = ['data', 'textField', 'tokenizer', 'vocabSize', 'model', 'seqLen', 'batchSize', 'accum', 'steps', 'lr', 'minLr', 'warmup', 'weightDecay', 'beta1', 'beta2', 'eps', 'clip', 'seed', 'valFraction', 'blockSize', 'precision'];
 
 export class TrainingError extends TnlError {}
 
@@ -90,6 +92,7 @@ export function validateSettings(s: TrainSettings): void {
   if (!(s.valFraction > 0 && s.valFraction < 1)) throw new UsageError(`valFraction must be in (0, 1), got ${s.valFraction}`);
   if (s.onNaN !== 'stop' && s.onNaN !== 'skip') throw new UsageError(`onNaN must be "stop" or "skip", got ${JSON.stringify(s.onNaN)}`);
   if (s.seqLen < 2) throw new UsageError('seqLen must be at least 2');
+  if (s.precision !== 'f32' && s.precision !== 'bf16') throw new UsageError(`precision must be "f32" or "bf16", got ${JSON.stringify(s.precision)}`);
 }
 
 function documents(s: TrainSettings): Iterable<string> | AsyncIterable<string> {
@@ -183,6 +186,8 @@ export async function train(s: TrainSettings, be: Backend, hooks: TrainHooks = {
   const history = readMetrics(metricsPath).filter((m) => (m.step as number) <= state.step);
   writeFileAtomic(metricsPath, history.map((m) => JSON.stringify(m) + '\n').join(''));
 
+  // mixed precision: the products run on bf16 copies of the weights, refreshed after every update
+  const worker = s.precision === 'bf16' ? model.withDType('bf16', 'bf16') : model;
   const loader = new PackedLoader(shards.split('train'), { batchSize: s.batchSize, seqLen: s.seqLen, seed: s.seed, state: state.loader ? (state.loader as LoaderState) : undefined });
   const valBatches = () => validationBatches(shards.split('val'), { batchSize: s.batchSize, seqLen: s.seqLen, maxBatches: s.evalBatches });
   const tokFiles = tokenizerFiles(tokenizer, join(dataDir, 'tokenizer-export'));
@@ -201,7 +206,7 @@ export async function train(s: TrainSettings, be: Backend, hooks: TrainHooks = {
     let loss = 0;
     for (let a = 0; a < s.accum; a++) {
       const b = loader.next();
-      loss += model.lossAndGrads(b.inputIds, b.rows, b.seqLen, grads, null, { checkpoint: s.checkpointActivations, gradScale: 1 / s.accum }).loss / s.accum;
+      loss += worker.lossAndGrads(b.inputIds, b.rows, b.seqLen, grads, null, { checkpoint: s.checkpointActivations, gradScale: 1 / s.accum }).loss / s.accum;
     }
     const norm = AdamW.gradNorm(be, grads);
     const lr = learningRate(state.step, { lr: s.lr, minLr: s.minLr, warmup: s.warmup, total: s.steps });
@@ -212,6 +217,7 @@ export async function train(s: TrainSettings, be: Backend, hooks: TrainHooks = {
       log(`step ${state.step + 1}: non-finite loss ${loss}, step skipped (${state.skippedSteps} so far)`);
     } else {
       opt.update(grads, lr, Math.min(1, s.clip / (norm + 1e-6)));
+      if (worker !== model) worker.refreshFrom(model.params);
     }
     state.step++;
     state.tokensSeen += tokensPerStep;
@@ -220,7 +226,7 @@ export async function train(s: TrainSettings, be: Backend, hooks: TrainHooks = {
     metric({ step: state.step, loss, lr, gradNorm: norm, tokens: state.tokensSeen, tokensPerSec: Math.round(tps) });
     hooks.onStep?.({ step: state.step, steps: s.steps, loss, lr, gradNorm: norm, tokensPerSec: tps, elapsed, etaSeconds: ((s.steps - state.step) * tokensPerStep) / tps });
     if (state.step % s.evalEvery === 0 || state.step === s.steps) {
-      const vl = evaluate(model, valBatches());
+      const vl = evaluate(worker, valBatches());
       if (!state.bestVal || vl < state.bestVal.loss) state.bestVal = { step: state.step, loss: vl };
       metric({ step: state.step, valLoss: vl, valPpl: Math.exp(vl) });
       log(`step ${state.step}: validation loss ${vl.toFixed(4)}, perplexity ${Math.exp(vl).toFixed(1)}`);

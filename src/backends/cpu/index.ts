@@ -2,7 +2,7 @@
 // delegated zero-copy to the C++ addon (packed-panel GEMM with runtime ISA dispatch, fused
 // elementwise kernels, block-wise Lightning Attention, a persistent thread pool). Shapes are
 // checked here, with the op and the shapes named, before any pointer reaches native code.
-import type { AdamWOptions, Backend, MatmulOptions, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2 } from '../backend.ts';
 import { HostMemory, HostTensor, f32, host } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
@@ -25,6 +25,7 @@ export interface CpuBackendOptions {
 
 export class CpuBackend extends HostMemory implements Backend {
   readonly name = 'cpu';
+  readonly activationDTypes: readonly DType[] = ['f32'];
   private readonly n: NativeAddon;
 
   constructor(opts: CpuBackendOptions = {}) {

@@ -277,7 +277,7 @@ export class Driver {
     this.check('cuMemFree', this.cu.cuMemFree_v2!(ptr));
   }
   htod(dst: number, src: ArrayBufferView, bytes = src.byteLength): void {
-    if (bytes) this.check('cuMemcpyHtoDAsync', this.cu.cuMemcpyHtoDAsync_v2!(dst, src, bytes, this.stream));
+    if (bytes) this.span('memcpy HtoD', () => this.check('cuMemcpyHtoDAsync', this.cu.cuMemcpyHtoDAsync_v2!(dst, src, bytes, this.stream)));
   }
   /** Device → host, then waits for the stream (the data is on the host when this returns). */
   dtoh(dst: ArrayBufferView, src: number, bytes = dst.byteLength): void {
@@ -285,13 +285,13 @@ export class Driver {
     this.sync();
   }
   dtod(dst: number, src: number, bytes: number): void {
-    if (bytes) this.check('cuMemcpyDtoDAsync', this.cu.cuMemcpyDtoDAsync_v2!(dst, src, bytes, this.stream));
+    if (bytes) this.span('memcpy DtoD', () => this.check('cuMemcpyDtoDAsync', this.cu.cuMemcpyDtoDAsync_v2!(dst, src, bytes, this.stream)));
   }
   memsetD32(dst: number, bits: number, count: number): void {
-    if (count) this.check('cuMemsetD32Async', this.cu.cuMemsetD32Async!(dst, bits >>> 0, count, this.stream));
+    if (count) this.span('memset', () => this.check('cuMemsetD32Async', this.cu.cuMemsetD32Async!(dst, bits >>> 0, count, this.stream)));
   }
   memsetD16(dst: number, bits: number, count: number): void {
-    if (count) this.check('cuMemsetD16Async', this.cu.cuMemsetD16Async!(dst, bits & 0xffff, count, this.stream));
+    if (count) this.span('memset', () => this.check('cuMemsetD16Async', this.cu.cuMemsetD16Async!(dst, bits & 0xffff, count, this.stream)));
   }
   sync(): void {
     this.check('cuStreamSynchronize', this.cu.cuStreamSynchronize!(this.stream));
@@ -331,7 +331,37 @@ export class Driver {
       }
     }
     if (grid.some((g) => g < 1 || !Number.isInteger(g)) || block.some((b) => b < 1)) throw new CudaError(`launch ${name}: bad geometry grid ${grid} block ${block}`);
-    this.check(`cuLaunchKernel(${name})`, this.cu.cuLaunchKernel!(fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, this.stream, this.argPtrs, null));
+    this.span(name, () => this.check(`cuLaunchKernel(${name})`, this.cu.cuLaunchKernel!(fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, this.stream, this.argPtrs, null)));
+  }
+
+  // ---- profiling: GPU time of every launch and span, by name ----------------------------------------
+  private prof: { name: string; a: number; b: number }[] | null = null;
+  private readonly evPool: number[] = [];
+  /** Starts timing every launch (and span) with a pair of events; not while a graph is captured. */
+  profileStart(): void { this.prof = []; }
+  /** Ends timing: GPU milliseconds and calls per name, most time first. */
+  profileStop(): { name: string; calls: number; ms: number }[] {
+    const prof = this.prof ?? [];
+    this.prof = null;
+    const by = new Map<string, { name: string; calls: number; ms: number }>();
+    for (const p of prof) {
+      const ms = this.eventElapsed(p.a, p.b);
+      const r = by.get(p.name) ?? { name: p.name, calls: 0, ms: 0 };
+      r.calls++; r.ms += ms;
+      by.set(p.name, r);
+      this.evPool.push(p.a, p.b);
+    }
+    return [...by.values()].sort((x, y) => y.ms - x.ms);
+  }
+  /** Runs `fn` (which enqueues work); when profiling, its GPU time is counted under `name`. */
+  span<T>(name: string, fn: () => T): T {
+    if (!this.prof) return fn();
+    const a = this.evPool.pop() ?? this.eventCreate(), b = this.evPool.pop() ?? this.eventCreate();
+    this.eventRecord(a);
+    const r = fn();
+    this.eventRecord(b);
+    this.prof.push({ name, a, b });
+    return r;
   }
 
   // ---- events -------------------------------------------------------------------------------------

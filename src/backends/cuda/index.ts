@@ -8,7 +8,7 @@
 // Hopper for DK = 128, DV a multiple of 128, mma.sync otherwise; sequence-parallel when few
 // (sequence, head) blocks would leave SMs idle (plan.ts: lightningPlan). The backward is three
 // forward-shaped passes (see lightningBackward).
-import type { AdamWOptions, Backend, DType, MatmulOptions, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
@@ -33,9 +33,17 @@ export class DeviceBuffer {
   constructor(public ptr: number, readonly bytes: number) {}
 }
 
-/** Size-bucketed free lists over cuMemAlloc (plan.ts: bucketBytes). */
+/**
+ * Size-bucketed free lists over cuMemAlloc (plan.ts: bucketBytes). While a CUDA graph is captured,
+ * every block it touches (allocated, or released, during the capture) belongs to the graph: a
+ * release only marks it, and the block goes back to the pool when the graph is destroyed.
+ */
 export class CachingAllocator {
   private readonly pools = new Map<number, number[]>();
+  /** Blocks held by live graphs: whether their owner has released them. */
+  private readonly graphHeld = new Map<number, { bytes: number; released: boolean }>();
+  /** The blocks of the graph being captured, or null. */
+  private capturing: number[] | null = null;
   private readonly registry: FinalizationRegistry<{ ptr: number; bytes: number }>;
   allocatedBytes = 0;
   cachedBytes = 0;
@@ -61,10 +69,14 @@ export class CachingAllocator {
     }
     this.allocatedBytes += size;
     this.peakBytes = Math.max(this.peakBytes, this.allocatedBytes);
+    if (this.capturing) { this.capturing.push(ptr); this.graphHeld.set(ptr, { bytes: size, released: false }); }
     return { ptr, bytes: size };
   }
   release(ptr: number, bytes: number): void {
     if (!ptr) return;
+    const held = this.graphHeld.get(ptr);
+    if (held) { held.released = true; return; }
+    if (this.capturing) { this.capturing.push(ptr); this.graphHeld.set(ptr, { bytes, released: true }); return; }
     let pool = this.pools.get(bytes);
     if (!pool) { pool = []; this.pools.set(bytes, pool); }
     pool.push(ptr);
@@ -83,6 +95,19 @@ export class CachingAllocator {
     this.registry.unregister(buf);
     this.release(buf.ptr, buf.bytes);
     buf.ptr = 0;
+  }
+  /** Starts recording the blocks a graph capture touches. */
+  beginCapture(): void { this.capturing = []; }
+  /** Ends the recording: the blocks the captured graph holds. */
+  endCapture(): number[] { const c = this.capturing ?? []; this.capturing = null; return c; }
+  /** A destroyed graph's blocks: those already released by their owners go back to the pool. */
+  releaseGraph(blocks: number[]): void {
+    for (const p of blocks) {
+      const h = this.graphHeld.get(p);
+      if (!h) continue;
+      this.graphHeld.delete(p);
+      if (h.released) this.release(p, h.bytes);
+    }
   }
   /** Gives every cached block back to the driver (after the stream has drained). */
   emptyCache(): void {
@@ -111,6 +136,10 @@ function dev(t: Tensor, what: string): CudaTensor {
   if (!(t instanceof CudaTensor)) throw new ShapeError(`${what}: expected a CUDA tensor, got a tensor of another backend`);
   return t;
 }
+/** The dtype bits a mixed-dtype kernel takes: bit i set when tensors[i] is bf16. */
+function bfBits(...ts: CudaTensor[]): number {
+  return ts.reduce((m, t, i) => m | (t.dtype === 'bf16' ? 1 << i : 0), 0);
+}
 function devF32(t: Tensor, what: string): CudaTensor {
   const d = dev(t, what);
   if (d.dtype !== 'f32') throw new ShapeError(`${what}: expected an f32 tensor, got ${d.dtype} ${shp(d)}`);
@@ -134,6 +163,7 @@ interface LtPlan { desc: number; a: number; b: number; c: number; algo: Buffer; 
 
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
+  readonly activationDTypes: readonly DType[] = ['f32', 'bf16'];
   readonly drv: Driver;
   readonly mem: CachingAllocator;
   readonly opts: Required<CudaBackendOptions>;
@@ -180,13 +210,62 @@ export class CudaBackend implements Backend {
     this.releaseTemps();
   }
   private ew(n: number): Launch { return elementwiseLaunch(n, this.drv.smCount); }
-  /** Upload a small host array into a pooled buffer, valid for the next launch. */
+  /**
+   * Upload a small host array into a pooled buffer, valid for the next launch. Under graph capture
+   * nothing is copied: the array becomes an input of the graph, copied in again before each replay
+   * (one buffer per distinct array object).
+   */
   private ints(a: Int32Array | null): number {
     if (!a) return 0;
+    const cap = this.graphInputs;
+    const bound = cap?.get(a);
+    if (bound) return bound;
     const r = this.mem.allocRaw(Math.max(4, a.byteLength));
-    this.drv.htod(r.ptr, a);
+    if (cap) cap.set(a, r.ptr);
+    else this.drv.htod(r.ptr, a);
     this.temps.push(r);
     return r.ptr;
+  }
+  private graphInputs: Map<Int32Array, number> | null = null;
+
+  /**
+   * Records what `body` enqueues into a CUDA graph (nothing runs during the capture). replay() copies
+   * the current contents of the host integer arrays `body` passed to kernels (ids, positions, slots)
+   * into the graph's buffers and launches it; tensors `body` returned are rewritten by every replay.
+   * The caller must keep those arrays' lengths, and only use host-side checks it repeats itself.
+   */
+  capture<T>(body: () => T): CapturedGraph<T> {
+    if (this.graphInputs) throw new CudaError('capture: a graph is already being captured');
+    const inputs = new Map<Int32Array, number>();
+    let result: T | undefined;
+    this.graphInputs = inputs;
+    this.mem.beginCapture();
+    let graph: { launch: () => void; destroy: () => void };
+    try {
+      graph = this.drv.captureGraph(() => { result = body(); });
+    } catch (e) {
+      this.mem.releaseGraph(this.mem.endCapture());
+      throw e;
+    } finally {
+      this.graphInputs = null;
+    }
+    const blocks = this.mem.endCapture();
+    let live = true;
+    return {
+      result: result as T,
+      replay: () => {
+        if (!live) throw new CudaError('replay of a destroyed graph');
+        for (const [host, ptr] of inputs) this.drv.htod(ptr, host);
+        graph.launch();
+      },
+      destroy: () => {
+        if (!live) return;
+        live = false;
+        this.drv.sync();
+        graph.destroy();
+        this.mem.releaseGraph(blocks);
+      },
+    };
   }
   private releaseTemps(): void {
     for (const t of this.temps) this.mem.release(t.ptr, t.bytes);
@@ -306,7 +385,7 @@ export class CudaBackend implements Backend {
   private ltCheck(call: string, code: number): void {
     if (code !== 0) throw new CudaError(`cuBLASLt call ${call} failed: status ${code}${code === 15 ? ' (CUBLAS_STATUS_NOT_SUPPORTED)' : code === 7 ? ' (CUBLAS_STATUS_INVALID_VALUE)' : ''}`);
   }
-  private ltPlan(key: string, M: number, N: number, K: number, transA: boolean, transB: boolean, bType: number, aligns: number[]): LtPlan {
+  private ltPlan(key: string, M: number, N: number, K: number, transA: boolean, transB: boolean, bType: number, cType: number, aligns: number[]): LtPlan {
     const hit = this.ltPlans.get(key);
     if (hit) return hit;
     const lt = this.drv.lt!, h = this.ltHandle();
@@ -321,8 +400,8 @@ export class CudaBackend implements Backend {
       this.ltCheck('cublasLtMatrixLayoutCreate', lt.cublasLtMatrixLayoutCreate!(box, type, r, c, ld));
       return Number(box[0]);
     };
-    // library operand A = our B (f32 or bf16), B = our A (f32, or its bf16 copy), C = D = our C (f32)
-    const la = layout(bType, p.a), lb = layout(bType, p.b), lc = layout(CUDA_R_32F, p.c);
+    // library operand A = our B, B = our A (both f32 or both bf16), C = D = our C (f32 or bf16)
+    const la = layout(bType, p.a), lb = layout(bType, p.b), lc = layout(cType, p.c);
     this.ltCheck('cublasLtMatmulPreferenceCreate', lt.cublasLtMatmulPreferenceCreate!(box));
     const pref = Number(box[0]);
     this.ltCheck('cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)', lt.cublasLtMatmulPreferenceSetAttribute!(pref, 1, BigUint64Array.of(BigInt(LT_WORKSPACE)), 8));
@@ -337,26 +416,44 @@ export class CudaBackend implements Backend {
     return plan;
   }
 
+  /**
+   * Operands f32 or bf16: when either is bf16 both are used as bf16 (the f32 one rounded into a
+   * scratch copy) with fp32 accumulation; C is f32 or bf16.
+   */
   matmul(c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
-    const C = devF32(c, 'matmul C'), A = devF32(a, 'matmul A'), Bt = dev(b, 'matmul B');
+    const C = dev(c, 'matmul C'), A = dev(a, 'matmul A'), Bt = dev(b, 'matmul B');
     const ta = !!opts.transA, tb = !!opts.transB;
     const { M, N, K } = gemmShape(dims2(C), dims2(A), dims2(Bt), ta, tb, `matmul: C ${shp(C)} = ${ta ? 'Aᵀ' : 'A'} ${shp(A)} · ${tb ? 'Bᵀ' : 'B'} ${shp(Bt)}`);
     if (M === 0 || N === 0) return;
     if (K === 0) { if (!opts.accumulate) this.fill(C, 0); return; }
-    let aPtr = A.ptr, tmp: { ptr: number; bytes: number } | null = null;
-    const bType = Bt.dtype === 'bf16' ? CUDA_R_16BF : CUDA_R_32F;
-    if (Bt.dtype === 'bf16') {
-      tmp = this.mem.allocRaw(A.size * 2);
-      this.launch('cvt_f32_bf16', this.ew(A.size), 'ppl', [tmp.ptr, A.ptr, A.size]);
-      aPtr = tmp.ptr;
+    const lowp = A.dtype === 'bf16' || Bt.dtype === 'bf16';
+    if (!lowp && C.dtype === 'bf16') {
+      // f32 operands into a bf16 C: through an f32 copy of C
+      const c32 = this.empty(C.shape, 'f32');
+      if (opts.accumulate) this.copy(c32, C);
+      this.matmul(c32, A, Bt, opts);
+      this.copy(C, c32);
+      this.free(c32);
+      return;
     }
-    const aligns = [alignmentOf(Bt.ptr), alignmentOf(aPtr), alignmentOf(C.ptr), alignmentOf(C.ptr)];
-    const key = `${M},${N},${K},${+ta},${+tb},${bType},${aligns.join('/')}`;
-    const plan = this.ltPlan(key, M, N, K, ta, tb, bType, aligns);
+    const tmps: { ptr: number; bytes: number }[] = [];
+    const asBF16 = (t: CudaTensor) => {
+      if (!lowp || t.dtype === 'bf16') return t.ptr;
+      const tmp = this.mem.allocRaw(t.size * 2);
+      this.launch('cvt_f32_bf16', this.ew(t.size), 'ppl', [tmp.ptr, t.ptr, t.size]);
+      tmps.push(tmp);
+      return tmp.ptr;
+    };
+    const aPtr = asBF16(A), bPtr = asBF16(Bt);
+    const abType = lowp ? CUDA_R_16BF : CUDA_R_32F, cType = C.dtype === 'bf16' ? CUDA_R_16BF : CUDA_R_32F;
+    const aligns = [alignmentOf(bPtr), alignmentOf(aPtr), alignmentOf(C.ptr), alignmentOf(C.ptr)];
+    const key = `${M},${N},${K},${+ta},${+tb},${abType},${cType},${aligns.join('/')}`;
+    const plan = this.ltPlan(key, M, N, K, ta, tb, abType, cType, aligns);
     const lt = this.drv.lt!;
     const alpha = Float32Array.of(1), beta = Float32Array.of(opts.accumulate ? 1 : 0);
-    this.ltCheck('cublasLtMatmul', lt.cublasLtMatmul!(this.lt!, plan.desc, alpha, Bt.ptr, plan.a, aPtr, plan.b, beta, C.ptr, plan.c, C.ptr, plan.c, plan.algo, this.ltWs, LT_WORKSPACE, this.drv.stream));
-    if (tmp) this.mem.release(tmp.ptr, tmp.bytes);
+    this.drv.span(`gemm ${M}×${N}×${K}${ta ? ' Aᵀ' : ''}${tb ? ' Bᵀ' : ''}${lowp ? ' bf16' : ' f32'}→${C.dtype}`, () =>
+      this.ltCheck('cublasLtMatmul', lt.cublasLtMatmul!(this.lt!, plan.desc, alpha, bPtr, plan.a, aPtr, plan.b, beta, C.ptr, plan.c, C.ptr, plan.c, plan.algo, this.ltWs, LT_WORKSPACE, this.drv.stream)));
+    for (const t of tmps) this.mem.release(t.ptr, t.bytes);
   }
   addInPlace(y: Tensor, x: Tensor): void {
     const Y = devF32(y, 'addInPlace'), X = devF32(x, 'addInPlace');
@@ -402,18 +499,18 @@ export class CudaBackend implements Backend {
 
   // ---- SimpleRMSNorm ------------------------------------------------------------------------------------------
   srmsnorm(y: Tensor, rstd: Tensor, x: Tensor, eps: number): void {
-    const Y = devF32(y, 'srmsnorm'), R = devF32(rstd, 'srmsnorm'), X = devF32(x, 'srmsnorm');
+    const Y = dev(y, 'srmsnorm'), R = devF32(rstd, 'srmsnorm'), X = dev(x, 'srmsnorm');
     const [rows, D] = dims2(X);
     need(Y.size === X.size && R.size === rows, `srmsnorm: y ${shp(Y)}, rstd ${shp(R)} for x ${shp(X)}`);
     if (!rows) return;
-    this.launch('srmsnorm_fwd', rowLaunch(rows, D), 'pppiif', [Y.ptr, R.ptr, X.ptr, rows, D, eps]);
+    this.launch('srmsnorm_fwd', rowLaunch(rows, D), 'pppiifi', [Y.ptr, R.ptr, X.ptr, rows, D, eps, bfBits(Y, X)]);
   }
   srmsnormBackward(dx: Tensor, dy: Tensor, y: Tensor, rstd: Tensor, accumulate: boolean): void {
-    const DX = devF32(dx, 'srmsnormBackward'), DY = devF32(dy, 'srmsnormBackward'), Y = devF32(y, 'srmsnormBackward'), R = devF32(rstd, 'srmsnormBackward');
+    const DX = dev(dx, 'srmsnormBackward'), DY = dev(dy, 'srmsnormBackward'), Y = dev(y, 'srmsnormBackward'), R = devF32(rstd, 'srmsnormBackward');
     const [rows, D] = dims2(Y);
     need(DX.size === Y.size && DY.size === Y.size && R.size === rows, `srmsnormBackward: dx ${shp(DX)}, dy ${shp(DY)}, rstd ${shp(R)} for y ${shp(Y)}`);
     if (!rows) return;
-    this.launch('srmsnorm_bwd', rowLaunch(rows, D), 'ppppiii', [DX.ptr, DY.ptr, Y.ptr, R.ptr, rows, D, accumulate ? 1 : 0]);
+    this.launch('srmsnorm_bwd', rowLaunch(rows, D), 'ppppiiii', [DX.ptr, DY.ptr, Y.ptr, R.ptr, rows, D, accumulate ? 1 : 0, bfBits(DX, DY, Y)]);
   }
 
   // ---- gated linear attention pieces ------------------------------------------------------------------------------
@@ -427,27 +524,27 @@ export class CudaBackend implements Backend {
     return { T, H, dh };
   }
   glaQKV(q: Tensor, k: Tensor, v: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void {
-    const Q = devF32(q, 'glaQKV'), K = devF32(k, 'glaQKV'), V = devF32(v, 'glaQKV'), X = devF32(qkvu, 'glaQKV');
+    const Q = dev(q, 'glaQKV'), K = dev(k, 'glaQKV'), V = dev(v, 'glaQKV'), X = dev(qkvu, 'glaQKV');
     const th = theta ? devF32(theta, 'glaQKV theta') : null;
     const { T, H, dh } = this.qkvDims('glaQKV', Q, K, V, X, heads, th, positions, vMask);
     if (!T) return;
-    this.launch('gla_qkv', this.ew(T * H), 'ppppiiippp', [Q.ptr, K.ptr, V.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask)]);
+    this.launch('gla_qkv', this.ew(T * H), 'ppppiiipppi', [Q.ptr, K.ptr, V.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), bfBits(Q, K, V, X)]);
   }
   glaQKVBackward(dqkvu: Tensor, dTheta: Tensor | null, dq: Tensor, dk: Tensor, dv: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void {
-    const G = devF32(dqkvu, 'glaQKVBackward'), DQ = devF32(dq, 'glaQKVBackward'), DK = devF32(dk, 'glaQKVBackward'), DV = devF32(dv, 'glaQKVBackward'), X = devF32(qkvu, 'glaQKVBackward');
+    const G = dev(dqkvu, 'glaQKVBackward'), DQ = dev(dq, 'glaQKVBackward'), DK = dev(dk, 'glaQKVBackward'), DV = dev(dv, 'glaQKVBackward'), X = dev(qkvu, 'glaQKVBackward');
     const th = theta ? devF32(theta, 'glaQKVBackward theta') : null;
     const { T, H, dh } = this.qkvDims('glaQKVBackward', DQ, DK, DV, X, heads, th, positions, vMask);
     need(G.size === X.size, `glaQKVBackward: dqkvu ${shp(G)} must match qkvu ${shp(X)}`);
     if (!T) return;
     const pos = th ? this.ints(positions) : 0;
     const mask = this.ints(vMask);
-    this.drv.launch('gla_qkv_bwd', this.fn('kernels.cu', 'gla_qkv_bwd'), this.ew(T * H).grid, [256, 1, 1], 0, 'pppppiiippp', [G.ptr, DQ.ptr, DK.ptr, DV.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, pos, mask]);
+    this.drv.launch('gla_qkv_bwd', this.fn('kernels.cu', 'gla_qkv_bwd'), this.ew(T * H).grid, [256, 1, 1], 0, 'pppppiiipppi', [G.ptr, DQ.ptr, DK.ptr, DV.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, pos, mask, bfBits(G, DQ, DK, DV, X)]);
     if (th && dTheta) {
       const dTh = devF32(dTheta, 'glaQKVBackward dTheta');
       need(dTh.size === heads * dh, `glaQKVBackward: dTheta ${shp(dTh)} must hold ${heads * dh} values`);
       const slices = Math.max(1, Math.min(1024, Math.ceil(T / 64)));
       const per = Math.ceil(T / slices);
-      this.drv.launch('gla_dtheta', this.fn('kernels.cu', 'gla_dtheta'), [Math.ceil(H / 32), Math.ceil(T / per), 1], [32, 8, 1], 0, 'ppppppiiii', [dTh.ptr, DQ.ptr, DK.ptr, X.ptr, th.ptr, pos, T, heads, dh, per]);
+      this.drv.launch('gla_dtheta', this.fn('kernels.cu', 'gla_dtheta'), [Math.ceil(H / 32), Math.ceil(T / per), 1], [32, 8, 1], 0, 'ppppppiiiii', [dTh.ptr, DQ.ptr, DK.ptr, X.ptr, th.ptr, pos, T, heads, dh, per, bfBits(DQ, DK, X)]);
     }
     this.releaseTemps();
   }
@@ -480,8 +577,8 @@ export class CudaBackend implements Backend {
       this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiipppiiippi',
         [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0, plan.G, plan.L, ws, cnt, this.lightningTuning.hint === false ? 0 : 1]);
     } else {
-      need(o.dtype === 'f32', 'lightning: the exact kernel writes f32 outputs');
-      this.drv.launch(plan.kernel, this.fn('lightning.cu', plan.kernel, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiiipppiii',
+      const name = o.dtype === 'bf16' ? `${plan.kernel}_bf16out` : plan.kernel;
+      this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiiipppiii',
         [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DK, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0, plan.C, plan.DVT]);
     }
   }
@@ -499,14 +596,27 @@ export class CudaBackend implements Backend {
     return b.ptr;
   }
 
-  private toBF16Scratch(t: CudaTensor): CudaTensor {
-    const o = this.empty(t.shape, 'bf16');
-    this.copy(o, t);
-    return o;
+  /** q, k, v in one dtype for a pass: as given when they share one, else bf16 copies (freed by the caller). */
+  private passInputs(ts: CudaTensor[], tensorCores: boolean): { ins: CudaTensor[]; scratch: CudaTensor[] } {
+    const want: DType = tensorCores || ts.some((t) => t.dtype === 'bf16') ? 'bf16' : 'f32';
+    const scratch: CudaTensor[] = [];
+    const ins = ts.map((t) => {
+      if (t.dtype === want) return t;
+      const c = this.empty(t.shape, want);
+      this.copy(c, t);
+      scratch.push(c);
+      return c;
+    });
+    return { ins, scratch };
+  }
+  /** Tensor cores when asked for (opts.lightning = 'tc') or when the inputs already are bf16, and the head widths allow. */
+  private useTensorCores(inputs: CudaTensor[], B: number, N: number, nh: number, dims: [number, number][]): boolean {
+    if (N <= 1 || !(this.opts.lightning === 'tc' || inputs.some((t) => t.dtype === 'bf16'))) return false;
+    return dims.every(([DK, DV]) => lightningPlan({ B, N, nh, DK, DV, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc'));
   }
 
   lightningForward(o: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array, state: Tensor | null, _blockSize: number, slots?: Int32Array | null): void {
-    const O = devF32(o, 'lightningForward'), Q = devF32(q, 'lightningForward'), K = devF32(k, 'lightningForward'), V = devF32(v, 'lightningForward');
+    const O = dev(o, 'lightningForward'), Q = dev(q, 'lightningForward'), K = dev(k, 'lightningForward'), V = dev(v, 'lightningForward');
     const nh = decay.length;
     const { B, N, dk, dv } = attnDims(Q, V, nh);
     need(O.size === V.size && K.size === Q.size, `lightningForward: o ${shp(O)} / k ${shp(K)} do not match q ${shp(Q)}, v ${shp(V)}`);
@@ -517,13 +627,11 @@ export class CudaBackend implements Backend {
       for (const s of slots) need(s >= 0 && s < rows, `lightningForward: slot ${s} outside the state pool of ${rows}`);
     } else need(!S || S.size === B * nh * dk * dv, `lightningForward: state ${S ? shp(S) : ''} must be [${B}, ${nh}, ${dk}, ${dv}]`);
     const ll = this.logDecayTensor(decay);
-    const tc = this.opts.lightning === 'tc' && N > 1;
-    if (tc && lightningPlan({ B, N, nh, DK: dk, DV: dv, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc')) {
-      const qb = this.toBF16Scratch(Q), kb = this.toBF16Scratch(K), vb = this.toBF16Scratch(V);
-      // slots are uploaded after the conversions (whose launches recycle temporary buffers)
-      this.lightningPass(O, qb, kb, vb, B, N, nh, dk, dv, ll, S, slots ? this.ints(slots) : 0, false, true);
-      this.free(qb); this.free(kb); this.free(vb);
-    } else this.lightningPass(O, Q, K, V, B, N, nh, dk, dv, ll, S, slots ? this.ints(slots) : 0, false, false);
+    const tc = this.useTensorCores([Q, K, V], B, N, nh, [[dk, dv]]);
+    const { ins: [qi, ki, vi], scratch } = this.passInputs([Q, K, V], tc);
+    // slots are uploaded after the conversions (whose launches recycle temporary buffers)
+    this.lightningPass(O, qi!, ki!, vi!, B, N, nh, dk, dv, ll, S, slots ? this.ints(slots) : 0, false, tc);
+    for (const t of scratch) this.free(t);
     this.releaseTemps();
   }
 
@@ -533,21 +641,17 @@ export class CudaBackend implements Backend {
    * dv_j = Σ_{t≥j} λ^{t−j}(k_j·q_t) dO_t             = L_reverse(k, q, dO)
    */
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array, _blockSize: number): void {
-    const DQ = devF32(dq, 'lightningBackward'), DKt = devF32(dk, 'lightningBackward'), DVt = devF32(dv, 'lightningBackward'), G = devF32(dO, 'lightningBackward');
-    const Q = devF32(q, 'lightningBackward'), K = devF32(k, 'lightningBackward'), V = devF32(v, 'lightningBackward');
+    const DQ = dev(dq, 'lightningBackward'), DKt = dev(dk, 'lightningBackward'), DVt = dev(dv, 'lightningBackward'), G = dev(dO, 'lightningBackward');
+    const Q = dev(q, 'lightningBackward'), K = dev(k, 'lightningBackward'), V = dev(v, 'lightningBackward');
     const nh = decay.length;
     const { B, N, dk: dK, dv: dV } = attnDims(Q, V, nh);
     need(DQ.size === Q.size && DKt.size === Q.size && K.size === Q.size && DVt.size === V.size && G.size === V.size,
       `lightningBackward: shapes dq ${shp(DQ)} dk ${shp(DKt)} dv ${shp(DVt)} dO ${shp(G)} for q ${shp(Q)} v ${shp(V)}`);
     const ll = this.logDecayTensor(decay);
-    const tc = this.opts.lightning === 'tc'
-      && lightningPlan({ B, N, nh, DK: dK, DV: dV, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc')
-      && lightningPlan({ B, N, nh, DK: dV, DV: dK, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc');
-    if (tc) {
-      const qb = this.toBF16Scratch(Q), kb = this.toBF16Scratch(K), vb = this.toBF16Scratch(V), gb = this.toBF16Scratch(G);
-      this.lightningBackwardRaw(DQ, DKt, DVt, gb, qb, kb, vb, B, N, nh, dK, dV, ll, true);
-      for (const t of [qb, kb, vb, gb]) this.free(t);
-    } else this.lightningBackwardRaw(DQ, DKt, DVt, G, Q, K, V, B, N, nh, dK, dV, ll, false);
+    const tc = this.useTensorCores([G, Q, K, V], B, N, nh, [[dK, dV], [dV, dK]]);
+    const { ins: [gi, qi, ki, vi], scratch } = this.passInputs([G, Q, K, V], tc);
+    this.lightningBackwardRaw(DQ, DKt, DVt, gi!, qi!, ki!, vi!, B, N, nh, dK, dV, ll, tc);
+    for (const t of scratch) this.free(t);
   }
   lightningBackwardRaw(dq: CudaTensor, dk: CudaTensor, dv: CudaTensor, dO: CudaTensor, q: CudaTensor, k: CudaTensor, v: CudaTensor,
                        B: number, N: number, nh: number, DK: number, DV: number, ll: CudaTensor, tensorCores: boolean): void {
@@ -572,40 +676,40 @@ export class CudaBackend implements Backend {
   }
 
   normGate(a: Tensor, rstd: Tensor, o: Tensor, qkvu: Tensor, eps: number): void {
-    const A = devF32(a, 'normGate'), R = devF32(rstd, 'normGate'), O = devF32(o, 'normGate'), X = devF32(qkvu, 'normGate');
+    const A = dev(a, 'normGate'), R = devF32(rstd, 'normGate'), O = dev(o, 'normGate'), X = dev(qkvu, 'normGate');
     const [T, H] = dims2(O);
     need(A.size === O.size && R.size === T && X.size === T * 4 * H, `normGate: a ${shp(A)}, rstd ${shp(R)}, qkvu ${shp(X)} for o ${shp(O)}`);
     if (!T) return;
-    this.launch('norm_gate_fwd', rowLaunch(T, H), 'ppppiif', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps]);
+    this.launch('norm_gate_fwd', rowLaunch(T, H), 'ppppiifi', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps, bfBits(A, O, X)]);
   }
   normGateBackward(dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor): void {
-    const DO = devF32(dO, 'normGateBackward'), G = devF32(dqkvu, 'normGateBackward'), DA = devF32(dA, 'normGateBackward');
-    const O = devF32(o, 'normGateBackward'), R = devF32(rstd, 'normGateBackward'), X = devF32(qkvu, 'normGateBackward');
+    const DO = dev(dO, 'normGateBackward'), G = dev(dqkvu, 'normGateBackward'), DA = dev(dA, 'normGateBackward');
+    const O = dev(o, 'normGateBackward'), R = devF32(rstd, 'normGateBackward'), X = dev(qkvu, 'normGateBackward');
     const [T, H] = dims2(O);
     need(DO.size === O.size && DA.size === O.size && R.size === T && X.size === T * 4 * H && G.size === X.size, `normGateBackward: shapes do not match o ${shp(O)}`);
     if (!T) return;
-    this.launch('norm_gate_bwd', rowLaunch(T, H), 'ppppppii', [DO.ptr, G.ptr, DA.ptr, O.ptr, R.ptr, X.ptr, T, H]);
+    this.launch('norm_gate_bwd', rowLaunch(T, H), 'ppppppiii', [DO.ptr, G.ptr, DA.ptr, O.ptr, R.ptr, X.ptr, T, H, bfBits(DO, G, DA, O, X)]);
   }
 
   // ---- SGLU -------------------------------------------------------------------------------------------------------------
   sgluGate(m: Tensor, h: Tensor): void {
-    const M = devF32(m, 'sgluGate'), Hh = devF32(h, 'sgluGate');
+    const M = dev(m, 'sgluGate'), Hh = dev(h, 'sgluGate');
     const [T, G2] = dims2(Hh);
     need(G2 % 2 === 0 && M.size === T * (G2 / 2), `sgluGate: output ${shp(M)} must be [${T}, ${G2 / 2}]`);
     if (!M.size) return;
-    this.launch('sglu_fwd', this.ew(M.size), 'ppii', [M.ptr, Hh.ptr, T, G2 / 2]);
+    this.launch('sglu_fwd', this.ew(M.size), 'ppiii', [M.ptr, Hh.ptr, T, G2 / 2, bfBits(M, Hh)]);
   }
   sgluGateBackward(dh: Tensor, dm: Tensor, h: Tensor): void {
-    const DH = devF32(dh, 'sgluGateBackward'), DM = devF32(dm, 'sgluGateBackward'), Hh = devF32(h, 'sgluGateBackward');
+    const DH = dev(dh, 'sgluGateBackward'), DM = dev(dm, 'sgluGateBackward'), Hh = dev(h, 'sgluGateBackward');
     const [T, G2] = dims2(Hh);
     need(DH.size === Hh.size && DM.size === T * (G2 / 2), `sgluGateBackward: dh ${shp(DH)}, dm ${shp(DM)} for h ${shp(Hh)}`);
     if (!DM.size) return;
-    this.launch('sglu_bwd', this.ew(DM.size), 'pppii', [DH.ptr, DM.ptr, Hh.ptr, T, G2 / 2]);
+    this.launch('sglu_bwd', this.ew(DM.size), 'pppiii', [DH.ptr, DM.ptr, Hh.ptr, T, G2 / 2, bfBits(DH, DM, Hh)]);
   }
 
   // ---- loss -----------------------------------------------------------------------------------------------------------------
   crossEntropy(logits: Tensor, targets: Int32Array, dLogits: Tensor | null, gradScale: number): { loss: number; count: number } {
-    const L = devF32(logits, 'crossEntropy'), D = dLogits ? devF32(dLogits, 'crossEntropy dLogits') : null;
+    const L = dev(logits, 'crossEntropy'), D = dLogits ? dev(dLogits, 'crossEntropy dLogits') : null;
     const [T, V] = dims2(L);
     need(targets.length === T, `crossEntropy: ${targets.length} targets for ${T} rows`);
     need(!D || D.size === L.size, `crossEntropy: dLogits ${D ? shp(D) : ''} must match logits ${shp(L)}`);
@@ -617,7 +721,7 @@ export class CudaBackend implements Backend {
     }
     if (!T) return { loss: 0, count: 0 };
     const rl = this.mem.allocRaw(T * 4);
-    this.launch('cross_entropy', rowLaunch(T, V), 'ppppiif', [L.ptr, this.ints(targets), D ? D.ptr : 0, rl.ptr, T, V, gradScale]);
+    this.launch('cross_entropy', rowLaunch(T, V), 'ppppiifi', [L.ptr, this.ints(targets), D ? D.ptr : 0, rl.ptr, T, V, gradScale, bfBits(L, D ?? L)]);
     const h = new Float32Array(T);
     this.drv.dtoh(h, rl.ptr);
     this.mem.release(rl.ptr, rl.bytes);

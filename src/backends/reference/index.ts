@@ -1,9 +1,9 @@
 // The reference backend: short, plain TypeScript, accumulating in float64. It is the oracle that
 // every other backend is tested against, so it favours the obviously right over the fast:
 // attention is the exact recurrence (block size is accepted and ignored), loops are naive.
-import type { AdamWOptions, Backend, MatmulOptions, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2 } from '../backend.ts';
-import { HostMemory, f32, host, valueAt } from '../host.ts';
+import { F32Outputs, HostMemory, f32, host, readF32, valueAt } from '../host.ts';
 import { ShapeError } from '../../errors.ts';
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
@@ -14,12 +14,14 @@ function need(cond: boolean, what: string): void {
 
 export class ReferenceBackend extends HostMemory implements Backend {
   readonly name = 'reference';
+  /** Activation tensors may be f32 or bf16: bf16 inputs are widened exactly, outputs rounded to nearest even. */
+  readonly activationDTypes: readonly DType[] = ['f32', 'bf16'];
   describe(): string {
     return 'reference: plain TypeScript, float64 accumulation (the test oracle; slow)';
   }
 
   matmul(c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
-    const C = f32(c), A = f32(a), B = host(b);
+    const w = new F32Outputs(), C = w.out(c), A = readF32(a), B = readF32(b);
     const [ar, ac] = dims2(a), [br, bc] = dims2(b), [M, N] = dims2(c);
     const K = opts.transA ? ar : ac;
     need((opts.transA ? ac : ar) === M, `matmul: A gives ${opts.transA ? ac : ar} rows, C has ${M}`);
@@ -28,22 +30,23 @@ export class ReferenceBackend extends HostMemory implements Backend {
     // op(A) as [M, K] and op(B)ᵀ as [N, K], both float64, then plain dot products.
     const At = new Float64Array(M * K), Bt = new Float64Array(N * K);
     for (let m = 0; m < M; m++) for (let k = 0; k < K; k++) At[m * K + k] = opts.transA ? A[k * ac + m]! : A[m * ac + k]!;
-    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) Bt[n * K + k] = valueAt(B, opts.transB ? n * bc + k : k * bc + n);
+    for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) Bt[n * K + k] = opts.transB ? B[n * bc + k]! : B[k * bc + n]!;
     for (let m = 0; m < M; m++)
       for (let n = 0; n < N; n++) {
         let s = 0;
         for (let k = 0; k < K; k++) s += At[m * K + k]! * Bt[n * K + k]!;
         C[m * N + n] = opts.accumulate ? C[m * N + n]! + s : s;
       }
+    w.commit();
   }
 
   addInPlace(y: Tensor, x: Tensor): void {
-    const Y = f32(y), X = f32(x);
+    const Y = f32(y, 'addInPlace: y'), X = f32(x, 'addInPlace: x');
     need(Y.length === X.length, 'addInPlace: sizes differ');
     for (let i = 0; i < Y.length; i++) Y[i] = Y[i]! + X[i]!;
   }
   scaleInPlace(x: Tensor, s: number): void {
-    const X = f32(x);
+    const X = f32(x, 'scaleInPlace: x');
     for (let i = 0; i < X.length; i++) X[i] = X[i]! * s;
   }
   sumSquares(x: Tensor): number {
@@ -54,7 +57,7 @@ export class ReferenceBackend extends HostMemory implements Backend {
   }
 
   embedding(out: Tensor, table: Tensor, ids: Int32Array, scale: number): void {
-    const O = f32(out), E = host(table);
+    const O = f32(out, 'embedding: out'), E = host(table);
     const [V, D] = dims2(table);
     need(O.length === ids.length * D, 'embedding: output must be [T, D]');
     for (let t = 0; t < ids.length; t++) {
@@ -64,7 +67,7 @@ export class ReferenceBackend extends HostMemory implements Backend {
     }
   }
   embeddingBackward(dTable: Tensor, dOut: Tensor, ids: Int32Array, scale: number, paddingIdx: number): void {
-    const G = f32(dTable), dO = f32(dOut);
+    const G = f32(dTable, 'embeddingBackward: dTable'), dO = f32(dOut, 'embeddingBackward: dOut');
     const [, D] = dims2(dTable);
     for (let t = 0; t < ids.length; t++) {
       if (ids[t] === paddingIdx) continue;
@@ -73,7 +76,7 @@ export class ReferenceBackend extends HostMemory implements Backend {
   }
 
   srmsnorm(y: Tensor, rstd: Tensor, x: Tensor, eps: number): void {
-    const Y = f32(y), R = f32(rstd), X = f32(x);
+    const w = new F32Outputs(), Y = w.out(y), R = f32(rstd, 'srmsnorm: rstd'), X = readF32(x);
     const [rows, D] = dims2(x);
     for (let r = 0; r < rows; r++) {
       let ss = 0;
@@ -82,9 +85,10 @@ export class ReferenceBackend extends HostMemory implements Backend {
       R[r] = rs;
       for (let d = 0; d < D; d++) Y[r * D + d] = X[r * D + d]! * rs;
     }
+    w.commit();
   }
   srmsnormBackward(dx: Tensor, dy: Tensor, y: Tensor, rstd: Tensor, accumulate: boolean): void {
-    const DX = f32(dx), DY = f32(dy), Y = f32(y), R = f32(rstd);
+    const w = new F32Outputs(), DX = w.out(dx), DY = readF32(dy), Y = readF32(y), R = f32(rstd, 'srmsnormBackward: rstd');
     const [rows, D] = dims2(y);
     for (let r = 0; r < rows; r++) {
       let dot = 0;
@@ -95,15 +99,16 @@ export class ReferenceBackend extends HostMemory implements Backend {
         DX[r * D + d] = accumulate ? DX[r * D + d]! + g : g;
       }
     }
+    w.commit();
   }
 
   glaQKV(q: Tensor, k: Tensor, v: Tensor, qkvu: Tensor, heads: number,
          theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void {
-    const Q = f32(q), K = f32(k), Vv = f32(v), X = f32(qkvu);
+    const w = new F32Outputs(), Q = w.out(q), K = w.out(k), Vv = w.out(v), X = readF32(qkvu);
     const [T, C4] = dims2(qkvu);
     const H = C4 / 4, dh = H / heads, dk = theta ? 2 * dh : dh;
     need(Q.length === T * heads * dk && K.length === Q.length && Vv.length === T * H, 'glaQKV: output shapes');
-    const th = theta ? f32(theta) : null;
+    const th = theta ? f32(theta, 'glaQKV: theta') : null;
     need(!th || (th.length === heads * dh && positions !== null && positions.length === T), 'glaQKV: theta needs nh·dh values and positions for every token');
     for (let t = 0; t < T; t++) {
       const row = t * C4;
@@ -124,16 +129,17 @@ export class ReferenceBackend extends HostMemory implements Backend {
       const keep = vMask ? vMask[t] !== 0 : true;
       for (let c = 0; c < H; c++) Vv[t * H + c] = keep ? X[row + 2 * H + c]! : 0;
     }
+    w.commit();
   }
 
   glaQKVBackward(dqkvu: Tensor, dTheta: Tensor | null, dq: Tensor, dk: Tensor, dv: Tensor,
                  qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null,
                  vMask: Int32Array | null): void {
-    const G = f32(dqkvu), DQ = f32(dq), DK = f32(dk), DV = f32(dv), X = f32(qkvu);
+    const w = new F32Outputs(), G = w.out(dqkvu), DQ = readF32(dq), DK = readF32(dk), DV = readF32(dv), X = readF32(qkvu);
     const [T, C4] = dims2(qkvu);
     const H = C4 / 4, dh = H / heads, dkk = theta ? 2 * dh : dh;
-    const th = theta ? f32(theta) : null;
-    const dth = dTheta ? f32(dTheta) : null;
+    const th = theta ? f32(theta, 'glaQKVBackward: theta') : null;
+    const dth = dTheta ? f32(dTheta, 'glaQKVBackward: dTheta') : null;
     const dthAcc = new Float64Array(heads * dh);
     const dsilu = (x: number) => { const s = sigmoid(x); return s * (1 + x * (1 - s)); };
     for (let t = 0; t < T; t++) {
@@ -162,15 +168,16 @@ export class ReferenceBackend extends HostMemory implements Backend {
       for (let c = 0; c < H; c++) G[row + 2 * H + c] = keep ? DV[t * H + c]! : 0;
     }
     if (dth) for (let i = 0; i < dth.length; i++) dth[i] = dth[i]! + dthAcc[i]!;
+    w.commit();
   }
 
   lightningForward(o: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array,
                    state: Tensor | null, _blockSize: number, slots?: Int32Array | null): void {
-    const O = f32(o), Q = f32(q), K = f32(k), V = f32(v);
+    const w = new F32Outputs(), O = w.out(o), Q = readF32(q), K = readF32(k), V = readF32(v);
     const nh = decay.length;
     const { B, N, dk, dv } = attnDims(q, v, nh);
     need(O.length === V.length && K.length === Q.length, 'lightningForward: o/k shapes');
-    const S = state ? f32(state) : null;
+    const S = state ? f32(state, 'lightningForward: state') : null;
     const Sd = new Float64Array(dk * dv);
     for (let b = 0; b < B; b++) {
       const slot = slots ? slots[b]! : b;
@@ -192,11 +199,13 @@ export class ReferenceBackend extends HostMemory implements Backend {
         if (S) for (let i = 0; i < dk * dv; i++) S[sOff + i] = Sd[i]!;
       }
     }
+    w.commit();
   }
 
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
                     decay: Float64Array, _blockSize: number): void {
-    const DQ = f32(dq), DK = f32(dk), DV = f32(dv), G = f32(dO), Q = f32(q), K = f32(k), V = f32(v);
+    const w = new F32Outputs(), DQ = w.out(dq), DK = w.out(dk), DV = w.out(dv);
+    const G = readF32(dO), Q = readF32(q), K = readF32(k), V = readF32(v);
     const nh = decay.length;
     const { B, N, dk: dkk, dv: dvv } = attnDims(q, v, nh);
     const S = new Float64Array(dkk * dvv);
@@ -233,10 +242,11 @@ export class ReferenceBackend extends HostMemory implements Backend {
           }
         }
       }
+    w.commit();
   }
 
   normGate(a: Tensor, rstd: Tensor, o: Tensor, qkvu: Tensor, eps: number): void {
-    const A = f32(a), R = f32(rstd), O = f32(o), X = f32(qkvu);
+    const w = new F32Outputs(), A = w.out(a), R = f32(rstd, 'normGate: rstd'), O = readF32(o), X = readF32(qkvu);
     const [T, H] = dims2(o);
     for (let t = 0; t < T; t++) {
       let ss = 0;
@@ -245,9 +255,11 @@ export class ReferenceBackend extends HostMemory implements Backend {
       R[t] = rs;
       for (let c = 0; c < H; c++) A[t * H + c] = O[t * H + c]! * rs * X[t * 4 * H + 3 * H + c]!;
     }
+    w.commit();
   }
   normGateBackward(dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor): void {
-    const DO = f32(dO), G = f32(dqkvu), DA = f32(dA), O = f32(o), R = f32(rstd), X = f32(qkvu);
+    const w = new F32Outputs(), DO = w.out(dO), G = w.out(dqkvu);
+    const DA = readF32(dA), O = readF32(o), R = f32(rstd, 'normGateBackward: rstd'), X = readF32(qkvu);
     const [T, H] = dims2(o);
     for (let t = 0; t < T; t++) {
       const rs = R[t]!;
@@ -263,27 +275,31 @@ export class ReferenceBackend extends HostMemory implements Backend {
         DO[t * H + c] = rs * (DA[t * H + c]! * u - y * dot);
       }
     }
+    w.commit();
   }
 
   sgluGate(m: Tensor, h: Tensor): void {
-    const M = f32(m), X = f32(h);
+    const w = new F32Outputs(), M = w.out(m), X = readF32(h);
     const [T, G2] = dims2(h), G = G2 / 2;
     need(M.length === T * G, 'sgluGate: output must be [T, G]');
     for (let t = 0; t < T; t++)
       for (let c = 0; c < G; c++) M[t * G + c] = X[t * G2 + c]! * X[t * G2 + G + c]!;
+    w.commit();
   }
   sgluGateBackward(dh: Tensor, dm: Tensor, h: Tensor): void {
-    const DH = f32(dh), DM = f32(dm), X = f32(h);
+    const w = new F32Outputs(), DH = w.out(dh), DM = readF32(dm), X = readF32(h);
     const [T, G2] = dims2(h), G = G2 / 2;
     for (let t = 0; t < T; t++)
       for (let c = 0; c < G; c++) {
         DH[t * G2 + c] = DM[t * G + c]! * X[t * G2 + G + c]!;
         DH[t * G2 + G + c] = DM[t * G + c]! * X[t * G2 + c]!;
       }
+    w.commit();
   }
 
   crossEntropy(logits: Tensor, targets: Int32Array, dLogits: Tensor | null, gradScale: number): { loss: number; count: number } {
-    const L = f32(logits), D = dLogits ? f32(dLogits) : null;
+    // dLogits may alias logits: each row is read before it is written (and a bf16 L is a copy)
+    const w = new F32Outputs(), L = readF32(logits), D = dLogits ? w.out(dLogits) : null;
     const [T, V] = dims2(logits);
     need(targets.length === T, `crossEntropy: ${targets.length} targets for ${T} rows`);
     let loss = 0, count = 0;
@@ -300,11 +316,12 @@ export class ReferenceBackend extends HostMemory implements Backend {
       count++;
       if (D) for (let i = 0; i < V; i++) D[t * V + i] = (Math.exp(L[t * V + i]! - lse) - (i === y ? 1 : 0)) * gradScale;
     }
+    w.commit();
     return { loss, count };
   }
 
   adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: AdamWOptions): void {
-    const P = f32(param), G = f32(grad), M = f32(m), Vv = f32(v);
+    const P = f32(param, 'adamw: param'), G = f32(grad, 'adamw: grad'), M = f32(m, 'adamw: m'), Vv = f32(v, 'adamw: v');
     const bc1 = 1 - o.beta1 ** o.step, bc2 = 1 - o.beta2 ** o.step;
     for (let i = 0; i < P.length; i++) {
       const g = G[i]! * o.gradScale;

@@ -1,0 +1,65 @@
+// Decode steps over one recurrent state, replayed as CUDA graphs where the backend can record them.
+// A decode step is ~10 small kernels per layer whose launches, one by one from JavaScript, cost more
+// than the kernels; recorded once per batch size and replayed, a step is one graph launch plus the
+// copies of ids, positions and slots. The first step of each batch size runs eagerly (it compiles
+// kernels and fills caches), the second is recorded, every later one is replayed.
+import type { CapturedGraph, Tensor } from '../backends/backend.ts';
+import { UsageError } from '../errors.ts';
+import type { ModelState, TnlModel } from '../model/transnormer.ts';
+
+interface Recorded { graph: CapturedGraph<Tensor>; ids: Int32Array; positions: Int32Array; slots: Int32Array | null }
+
+export interface DecoderOptions {
+  /** Record and replay graphs when the backend can (default: yes, unless TNL_CUDA_GRAPHS=0). */
+  graphs?: boolean;
+}
+
+export class Decoder {
+  readonly graphs: boolean;
+  private readonly recorded = new Map<string, Recorded>();
+  private readonly seen = new Set<string>();
+  private eager: Tensor | null = null;
+
+  constructor(readonly model: TnlModel, readonly state: ModelState, opts: DecoderOptions = {}) {
+    this.graphs = (opts.graphs ?? process.env.TNL_CUDA_GRAPHS !== '0') && typeof model.be.capture === 'function';
+  }
+
+  /**
+   * Logits [B, V] (f32) for the next token of each sequence; sequence b continues state row
+   * slots[b] (row b without slots). The tensor belongs to the decoder: read it before the next step.
+   */
+  step(ids: Int32Array, slots: Int32Array | null = null): Tensor {
+    const { model, state } = this;
+    const B = ids.length, V = model.config.vocab_size;
+    for (const id of ids) if (!(id >= 0 && id < V)) throw new UsageError(`token id ${id} is outside the vocabulary [0, ${V})`);
+    if (slots ? slots.length !== B || slots.some((s) => !(s >= 0 && s < state.batch)) : state.batch !== B)
+      throw new UsageError(slots ? `slots must name ${B} rows of a state of ${state.batch}` : `state holds ${state.batch} sequences, decode got ${B}`);
+    if (this.eager) { model.be.free(this.eager); this.eager = null; }
+    const key = `${B}:${slots ? 's' : '-'}`;
+    if (!this.graphs || !this.seen.has(key)) {
+      this.seen.add(key);
+      this.eager = model.decode(ids, state, slots);
+      return this.eager;
+    }
+    let r = this.recorded.get(key);
+    if (!r) {
+      const buf: Omit<Recorded, 'graph'> = { ids: new Int32Array(B), positions: new Int32Array(B), slots: slots ? new Int32Array(B) : null };
+      const graph = model.be.capture!(() => model.stateStep(buf.ids, B, 1, buf.positions, state, null, buf.slots, false));
+      r = { graph, ...buf };
+      this.recorded.set(key, r);
+    }
+    r.ids.set(ids);
+    if (slots) r.slots!.set(slots);
+    for (let b = 0; b < B; b++) r.positions[b] = state.positions[slots ? slots[b]! : b]!;
+    r.graph.replay();
+    for (let b = 0; b < B; b++) state.positions[slots ? slots[b]! : b]!++;
+    return r.graph.result;
+  }
+
+  /** Releases the recorded graphs (and their buffers). */
+  dispose(): void {
+    for (const r of this.recorded.values()) r.graph.destroy();
+    this.recorded.clear();
+    if (this.eager) { this.model.be.free(this.eager); this.eager = null; }
+  }
+}
