@@ -273,6 +273,16 @@ function bf16Checks(g: CudaBackend): void {
         cmp(`matmul ${M}×${N}×${K} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} A ${at} B ${bt} C ${ct}${acc ? ' acc' : ''}`, C);
       }
   });
+  guarded('bf16 gemv (decode rows)', () => {
+    for (const [M, N, K] of [[1, 1000, 1024], [5, 333, 2816], [8, 64, 5632]])
+      for (const [at, ct, acc] of [['f32', 'f32', true], ['bf16', 'bf16', false], ['bf16', 'f32', false]] as const) {
+        const r = R();
+        const A = both(r.arr(M * K), [M, K], at), W = both(r.arr(N * K, 0.05), [N, K]);
+        const C: [Tensor, Tensor] = acc ? both(r.arr(M * N), [M, N], ct) : out([M, N], ct);
+        ref.matmul(C[0], A[0], W[0], { transB: true, accumulate: acc }); g.matmul(C[1], A[1], W[1], { transB: true, accumulate: acc });
+        cmp(`gemv ${M}×${N}×${K} A ${at} C ${ct}${acc ? ' acc' : ''}`, C, ct === 'f32' && at === 'f32' ? 1e-2 : 1.5e-2);
+      }
+  });
   guarded('bf16 srmsnorm', () => {
     const r = R(), T = 33, D = 1000;
     const x = both(r.arr(T * D, 3), [T, D], 'f32'), y = out([T, D]), rs = out([T], 'f32');

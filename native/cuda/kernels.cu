@@ -216,6 +216,95 @@ __global__ void norm_gate_bwd(void* dO, void* g, const void* dA, const void* o, 
   }
 }
 
+// ---- Lightning helpers -------------------------------------------------------------------------------
+// One recurrent step (N = 1): S ← λ·S + kᵀv, o = q·S (= λ·q·S_in + (q·k)·v). Block (32, 8): 32 state
+// columns × 8 row lanes; grid (⌈DV/32⌉, nh, B). state null: S_in = 0 and nothing written.
+// bf bits: 0 o, 1 q, 2 k, 3 v
+__global__ void lightning_decode(void* o, const void* q, const void* k, const void* v, int nh, int DK, int DV,
+                                 const float* loglam, float* state, const int* slots, int bf) {
+  const int h = blockIdx.y, b = blockIdx.z, c = blockIdx.x * 32 + threadIdx.x;
+  const float lam = expf(loglam[h]);
+  float* S = state ? state + ((i64)(slots ? slots[b] : b) * nh + h) * DK * DV : nullptr;
+  const i64 qo = ((i64)b * nh + h) * DK, vo = ((i64)b * nh + h) * DV;
+  float acc = 0.f;
+  if (c < DV) {
+    const float vc = LD(v, vo + c, BF(3));
+    for (int r = threadIdx.y; r < DK; r += blockDim.y) {
+      float s = LD(k, qo + r, BF(2)) * vc;
+      if (S) { s += lam * S[(i64)r * DV + c]; S[(i64)r * DV + c] = s; }
+      acc += LD(q, qo + r, BF(1)) * s;
+    }
+  }
+  __shared__ float red[8][33];
+  red[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < DV) {
+    float s = 0.f;
+    for (int y = 0; y < blockDim.y; y++) s += red[y][threadIdx.x];
+    ST(o, vo + c, s, BF(0));
+  }
+}
+// A head of key width P·128 as P heads of 128 (tensor-core kernels): the value rows repeated per part,
+// and the parts' outputs summed. dst[t, h·P + j, :] = src[t, h, :]; o[t, h, :] = Σ_j a[t, h·P + j, :].
+// bf bits: 0 dst / o, 1 src / a
+__global__ void rep_heads(void* dst, const void* src, i64 rows, int nh, int D, int P, int bf) {
+  const i64 W = (i64)nh * P * D;
+  GRID_STRIDE(i, rows * W) {
+    const i64 t = i / W;
+    const int r = (int)(i % W), vh = r / D, c = r % D;
+    ST(dst, i, LD(src, t * nh * D + (i64)(vh / P) * D + c, BF(1)), BF(0));
+  }
+}
+__global__ void sum_heads(void* o, const void* a, i64 rows, int nh, int D, int P, int bf) {
+  const i64 W = (i64)nh * D;
+  GRID_STRIDE(i, rows * W) {
+    const i64 t = i / W;
+    const int r = (int)(i % W), h = r / D, c = r % D;
+    const i64 base = t * W * P + (i64)h * P * D + c;
+    float s = 0.f;
+    for (int j = 0; j < P; j++) s += LD(a, base + (i64)j * D, BF(1));
+    ST(o, i, s, BF(0));
+  }
+}
+
+// ---- GEMV: C[m, n] (+)= Σ_k A[m, k]·W[n, k] for a few rows (M ≤ 8: decode), W bf16 [N, K] ------------
+// One warp per output column n reads W's row once with 16-byte loads; A is staged in shared memory as
+// float (M·K·4 bytes). K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
+__global__ void gemv_bf16(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int bf) {
+  extern __shared__ float xs[];
+  for (int i = threadIdx.x; i < M * K; i += blockDim.x) xs[i] = LD(A, i, BF(1));
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int n = blockIdx.x * (blockDim.x >> 5) + warp;
+  if (n >= N) return;
+  float s[8];
+#pragma unroll
+  for (int m = 0; m < 8; m++) s[m] = 0.f;
+  const uint4* w = (const uint4*)(W + (i64)n * K);
+  for (int k8 = lane; k8 < K / 8; k8 += 32) {
+    const uint4 p = __ldg(w + k8);
+    const u32 pw[4] = {p.x, p.y, p.z, p.w};
+    float wv[8];
+#pragma unroll
+    for (int j = 0; j < 4; j++) { wv[2 * j] = __uint_as_float(pw[j] << 16); wv[2 * j + 1] = __uint_as_float(pw[j] & 0xffff0000u); }
+#pragma unroll
+    for (int m = 0; m < 8; m++) {
+      if (m < M) {
+        const float4 x0 = *(const float4*)(xs + m * K + k8 * 8), x1 = *(const float4*)(xs + m * K + k8 * 8 + 4);
+        s[m] += wv[0] * x0.x + wv[1] * x0.y + wv[2] * x0.z + wv[3] * x0.w + wv[4] * x1.x + wv[5] * x1.y + wv[6] * x1.z + wv[7] * x1.w;
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < 8; m++) {
+    if (m < M) {
+      float v = s[m];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + v : v, BF(0)); }
+    }
+  }
+}
+
 // ---- SGLU. bf bits: 0 m, 1 h / 0 dh, 1 dm, 2 h ------------------------------------------------------
 __global__ void sglu_fwd(void* m, const void* h, int T, int G, int bf) {
   GRID_STRIDE(i, (i64)T * G) { const i64 t = i / G, c = i % G; ST(m, i, LD(h, t * 2 * G + c, BF(1)) * LD(h, t * 2 * G + G + c, BF(1)), BF(0)); }

@@ -385,7 +385,12 @@ export class CudaBackend implements Backend {
   private ltCheck(call: string, code: number): void {
     if (code !== 0) throw new CudaError(`cuBLASLt call ${call} failed: status ${code}${code === 15 ? ' (CUBLAS_STATUS_NOT_SUPPORTED)' : code === 7 ? ' (CUBLAS_STATUS_INVALID_VALUE)' : ''}`);
   }
-  private ltPlan(key: string, M: number, N: number, K: number, transA: boolean, transB: boolean, bType: number, cType: number, aligns: number[]): LtPlan {
+  /**
+   * The cuBLASLt plan of a product shape, made once: up to 8 algorithms from the heuristic, and when
+   * there are several (and no graph is being captured) the fastest of them timed on these operands
+   * into a scratch output (outputs over 512 MiB keep the heuristic's first choice).
+   */
+  private ltPlan(key: string, M: number, N: number, K: number, transA: boolean, transB: boolean, bType: number, cType: number, aligns: number[], operands: { a: number; b: number }): LtPlan {
     const hit = this.ltPlans.get(key);
     if (hit) return hit;
     const lt = this.drv.lt!, h = this.ltHandle();
@@ -407,11 +412,29 @@ export class CudaBackend implements Backend {
     this.ltCheck('cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)', lt.cublasLtMatmulPreferenceSetAttribute!(pref, 1, BigUint64Array.of(BigInt(LT_WORKSPACE)), 8));
     // MIN_ALIGNMENT_{A,B,C,D}_BYTES = 5..8
     aligns.forEach((a, i) => this.ltCheck('cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)', lt.cublasLtMatmulPreferenceSetAttribute!(pref, 5 + i, Uint32Array.of(a), 4)));
-    const res = Buffer.alloc(96 * 4);
+    const HR = 96, want = 8;  // sizeof(cublasLtMatmulHeuristicResult_t): algo[64], workspaceSize, state, waves, reserved[4]
+    const res = Buffer.alloc(HR * want);
     const count = new Int32Array(1);
-    this.ltCheck('cublasLtMatmulAlgoGetHeuristic', lt.cublasLtMatmulAlgoGetHeuristic!(h, desc, la, lb, lc, lc, pref, 4, res, count));
+    this.ltCheck('cublasLtMatmulAlgoGetHeuristic', lt.cublasLtMatmulAlgoGetHeuristic!(h, desc, la, lb, lc, lc, pref, want, res, count));
     if (count[0]! < 1) throw new CudaError(`cuBLASLt found no algorithm for ${M}×${N}×${K} (${key})`);
-    const plan: LtPlan = { desc, a: la, b: lb, c: lc, algo: Buffer.from(res.subarray(0, 64)), ws: Number(res.readBigUInt64LE(64)) };
+    const cands = Array.from({ length: count[0]! }, (_, i) => ({ algo: Buffer.from(res.subarray(i * HR, i * HR + 64)), ws: Number(res.readBigUInt64LE(i * HR + 64)) }))
+      .filter((c) => c.ws <= LT_WORKSPACE);
+    let best = cands[0] ?? { algo: Buffer.from(res.subarray(0, 64)), ws: Number(res.readBigUInt64LE(64)) };
+    const cBytes = M * N * (cType === CUDA_R_16BF ? 2 : 4);
+    if (cands.length > 1 && !this.graphInputs && cBytes <= 512 << 20) {
+      const scratch = this.mem.allocRaw(cBytes);
+      const alpha = Float32Array.of(1), beta = Float32Array.of(0);
+      let bestMs = Infinity;
+      for (const c of cands) {
+        const run = () => this.ltCheck('cublasLtMatmul', lt.cublasLtMatmul!(h, desc, alpha, operands.b, la, operands.a, lb, beta, scratch.ptr, lc, scratch.ptr, lc, c.algo, this.ltWs, LT_WORKSPACE, this.drv.stream));
+        try {
+          const t = this.timeMs(run, 3, 1);
+          if (t.median < bestMs) { bestMs = t.median; best = c; }
+        } catch { /* an algorithm that fails on these operands is skipped */ }
+      }
+      this.mem.release(scratch.ptr, scratch.bytes);
+    }
+    const plan: LtPlan = { desc, a: la, b: lb, c: lc, algo: best.algo, ws: best.ws };
     this.ltPlans.set(key, plan);
     return plan;
   }
@@ -426,6 +449,11 @@ export class CudaBackend implements Backend {
     const { M, N, K } = gemmShape(dims2(C), dims2(A), dims2(Bt), ta, tb, `matmul: C ${shp(C)} = ${ta ? 'Aᵀ' : 'A'} ${shp(A)} · ${tb ? 'Bᵀ' : 'B'} ${shp(Bt)}`);
     if (M === 0 || N === 0) return;
     if (K === 0) { if (!opts.accumulate) this.fill(C, 0); return; }
+    if (Bt.dtype === 'bf16' && tb && !ta && M <= 8 && K % 8 === 0 && Bt.ptr % 16 === 0 && M * K * 4 <= this.drv.smemOptin) {
+      // a few rows against bf16 weights (decode): a GEMV that reads the weights once at full width
+      this.launch('gemv_bf16', { grid: [Math.ceil(N / 8), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiii', [C.ptr, A.ptr, Bt.ptr, M, N, K, opts.accumulate ? 1 : 0, bfBits(C, A)]);
+      return;
+    }
     const lowp = A.dtype === 'bf16' || Bt.dtype === 'bf16';
     if (!lowp && C.dtype === 'bf16') {
       // f32 operands into a bf16 C: through an f32 copy of C
@@ -448,7 +476,7 @@ export class CudaBackend implements Backend {
     const abType = lowp ? CUDA_R_16BF : CUDA_R_32F, cType = C.dtype === 'bf16' ? CUDA_R_16BF : CUDA_R_32F;
     const aligns = [alignmentOf(bPtr), alignmentOf(aPtr), alignmentOf(C.ptr), alignmentOf(C.ptr)];
     const key = `${M},${N},${K},${+ta},${+tb},${abType},${cType},${aligns.join('/')}`;
-    const plan = this.ltPlan(key, M, N, K, ta, tb, abType, cType, aligns);
+    const plan = this.ltPlan(key, M, N, K, ta, tb, abType, cType, aligns, { a: aPtr, b: bPtr });
     const lt = this.drv.lt!;
     const alpha = Float32Array.of(1), beta = Float32Array.of(opts.accumulate ? 1 : 0);
     this.drv.span(`gemm ${M}×${N}×${K}${ta ? ' Aᵀ' : ''}${tb ? ' Bᵀ' : ''}${lowp ? ' bf16' : ' f32'}→${C.dtype}`, () =>
@@ -563,6 +591,12 @@ export class CudaBackend implements Backend {
   lightningPass(o: CudaTensor, q: CudaTensor, k: CudaTensor, v: CudaTensor, B: number, N: number, nh: number, DK: number, DV: number,
                 logLam: CudaTensor, state: CudaTensor | null, slots: number, reverse: boolean, tensorCores: boolean): void {
     if (!B || !N) return;
+    if (N === 1 && !reverse) {
+      // the recurrent step: one small kernel, no chunk machinery
+      this.drv.launch('lightning_decode', this.fn('kernels.cu', 'lightning_decode'), [Math.ceil(DV / 32), nh, B], [32, 8, 1], 0, 'ppppiiipppi',
+        [o.ptr, q.ptr, k.ptr, v.ptr, nh, DK, DV, logLam.ptr, state ? state.ptr : 0, slots, bfBits(o, q, k, v)]);
+      return;
+    }
     const bf16In = q.dtype === 'bf16';
     const aligned = [o, q, k, v].every((t) => t.ptr % 16 === 0);
     const plan = lightningPlan({ B, N, nh, DK, DV, smemLimit: this.drv.smemOptin, tensorCores: tensorCores && bf16In && aligned, bf16In, smCount: this.drv.smCount, hopper: this.drv.cc[0] === 9 && this.drv.cc[1] === 0, tuning: this.lightningTuning });
@@ -609,10 +643,32 @@ export class CudaBackend implements Backend {
     });
     return { ins, scratch };
   }
-  /** Tensor cores when asked for (opts.lightning = 'tc') or when the inputs already are bf16, and the head widths allow. */
-  private useTensorCores(inputs: CudaTensor[], B: number, N: number, nh: number, dims: [number, number][]): boolean {
-    if (N <= 1 || !(this.opts.lightning === 'tc' || inputs.some((t) => t.dtype === 'bf16'))) return false;
-    return dims.every(([DK, DV]) => lightningPlan({ B, N, nh, DK, DV, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc'));
+  /**
+   * How the tensor-core kernels take these heads: null when they cannot (then the exact kernel
+   * runs), else the parts P each head's key width splits into (P > 1 for DK = P·128, e.g. LRPE's
+   * 2·dh: the score is a sum over key columns, so a head is P heads of 128 with the same decay and
+   * values whose outputs add up). Tensor cores when asked for (opts.lightning = 'tc') or when the
+   * inputs already are bf16.
+   */
+  private tensorCoreSplit(inputs: CudaTensor[], B: number, N: number, nh: number, DK: number, DV: number): number | null {
+    if (N <= 1 || !(this.opts.lightning === 'tc' || inputs.some((t) => t.dtype === 'bf16'))) return null;
+    const P = DK > 128 && DK % 128 === 0 ? DK / 128 : 1, dk = DK / P;
+    const fits = (a: number, b: number) => lightningPlan({ B, N, nh: nh * P, DK: a, DV: b, smemLimit: this.drv.smemOptin, tensorCores: true }).kernel.startsWith('lightning_tc');
+    return fits(dk, DV) && fits(DV, dk) ? P : null;
+  }
+  /** Each head's rows repeated P times ([B, N, nh·D] → [B, N, nh·P·D]), or the P parts summed back. */
+  private repHeads(t: CudaTensor, nh: number, P: number, dtype: DType): CudaTensor {
+    const D = t.shape[t.shape.length - 1]! / nh, rows = t.size / (nh * D);
+    const o = this.empty([...t.shape.slice(0, -1), nh * P * D], dtype);
+    this.launch('rep_heads', this.ew(o.size), 'ppliiii', [o.ptr, t.ptr, rows, nh, D, P, bfBits(o, t)]);
+    return o;
+  }
+  private sumHeads(o: CudaTensor, a: CudaTensor, nh: number, P: number): void {
+    const D = o.shape[o.shape.length - 1]! / nh, rows = o.size / (nh * D);
+    this.launch('sum_heads', this.ew(o.size), 'ppliiii', [o.ptr, a.ptr, rows, nh, D, P, bfBits(o, a)]);
+  }
+  private repDecay(decay: Float64Array, P: number): CudaTensor {
+    return this.logDecayTensor(P === 1 ? decay : Float64Array.from({ length: decay.length * P }, (_, i) => decay[Math.floor(i / P)]!));
   }
 
   lightningForward(o: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array, state: Tensor | null, _blockSize: number, slots?: Int32Array | null): void {
@@ -626,11 +682,18 @@ export class CudaBackend implements Backend {
       const rows = S ? S.size / (nh * dk * dv) : 0;
       for (const s of slots) need(s >= 0 && s < rows, `lightningForward: slot ${s} outside the state pool of ${rows}`);
     } else need(!S || S.size === B * nh * dk * dv, `lightningForward: state ${S ? shp(S) : ''} must be [${B}, ${nh}, ${dk}, ${dv}]`);
-    const ll = this.logDecayTensor(decay);
-    const tc = this.useTensorCores([Q, K, V], B, N, nh, [[dk, dv]]);
-    const { ins: [qi, ki, vi], scratch } = this.passInputs([Q, K, V], tc);
-    // slots are uploaded after the conversions (whose launches recycle temporary buffers)
-    this.lightningPass(O, qi!, ki!, vi!, B, N, nh, dk, dv, ll, S, slots ? this.ints(slots) : 0, false, tc);
+    const P = this.tensorCoreSplit([Q, K, V], B, N, nh, dk, dv);
+    const { ins: [qi, ki, vi], scratch } = this.passInputs([Q, K, V], P !== null);
+    if (P === null || P === 1) {
+      // slots are uploaded after the conversions (whose launches recycle temporary buffers)
+      this.lightningPass(O, qi!, ki!, vi!, B, N, nh, dk, dv, this.logDecayTensor(decay), S, slots ? this.ints(slots) : 0, false, P !== null);
+    } else {
+      // the state [slots, nh, P·128, dv] is [slots, nh·P, 128, dv] as it lies
+      const v2 = this.repHeads(vi!, nh, P, 'bf16'), o2 = this.empty([B, N, nh * P * dv], 'f32');
+      this.lightningPass(o2, qi!, ki!, v2, B, N, nh * P, dk / P, dv, this.repDecay(decay, P), S, slots ? this.ints(slots) : 0, false, true);
+      this.sumHeads(O, o2, nh, P);
+      this.free(v2); this.free(o2);
+    }
     for (const t of scratch) this.free(t);
     this.releaseTemps();
   }
@@ -647,10 +710,15 @@ export class CudaBackend implements Backend {
     const { B, N, dk: dK, dv: dV } = attnDims(Q, V, nh);
     need(DQ.size === Q.size && DKt.size === Q.size && K.size === Q.size && DVt.size === V.size && G.size === V.size,
       `lightningBackward: shapes dq ${shp(DQ)} dk ${shp(DKt)} dv ${shp(DVt)} dO ${shp(G)} for q ${shp(Q)} v ${shp(V)}`);
-    const ll = this.logDecayTensor(decay);
-    const tc = this.useTensorCores([G, Q, K, V], B, N, nh, [[dK, dV], [dV, dK]]);
-    const { ins: [gi, qi, ki, vi], scratch } = this.passInputs([G, Q, K, V], tc);
-    this.lightningBackwardRaw(DQ, DKt, DVt, gi!, qi!, ki!, vi!, B, N, nh, dK, dV, ll, tc);
+    const P = this.tensorCoreSplit([G, Q, K, V], B, N, nh, dK, dV);
+    const { ins: [gi, qi, ki, vi], scratch } = this.passInputs([G, Q, K, V], P !== null);
+    if (P === null || P === 1) this.lightningBackwardRaw(DQ, DKt, DVt, gi!, qi!, ki!, vi!, B, N, nh, dK, dV, this.logDecayTensor(decay), P !== null);
+    else {
+      const g2 = this.repHeads(gi!, nh, P, 'bf16'), v2 = this.repHeads(vi!, nh, P, 'bf16'), dv2 = this.empty([B, N, nh * P * dV], 'f32');
+      this.lightningBackwardRaw(DQ, DKt, dv2, g2, qi!, ki!, v2, B, N, nh * P, dK / P, dV, this.repDecay(decay, P), true);
+      this.sumHeads(DVt, dv2, nh, P);
+      for (const t of [g2, v2, dv2]) this.free(t);
+    }
     for (const t of scratch) this.free(t);
   }
   lightningBackwardRaw(dq: CudaTensor, dk: CudaTensor, dv: CudaTensor, dO: CudaTensor, q: CudaTensor, k: CudaTensor, v: CudaTensor,
