@@ -76,9 +76,12 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
           const r = R(), acc = r.u() < 0.5;
           const A = both(r.arr(M * K), ta ? [K, M] : [M, K]), B = both(r.arr(K * N), tb ? [N, K] : [K, N], dt);
           const C: [Tensor, Tensor] = acc ? both(r.arr(M * N), [M, N]) : poisoned([M, N]);
+          const c0 = acc ? ref.download(C[0]) : null;
           ref.matmul(C[0], A[0], B[0], { transA: ta, transB: tb, accumulate: acc });
           g.matmul(C[1], A[1], B[1], { transA: ta, transB: tb, accumulate: acc });
           const [x, y] = dl(C);
+          // compared on the product alone: C + A·B may nearly cancel (1×1×1), hiding nothing
+          if (c0) for (let i = 0; i < c0.length; i++) { x[i]! -= c0[i]!; y[i]! -= c0[i]!; }
           record(`matmul ${M}×${N}×${K} ${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${dt}${acc ? ' acc' : ''}`, x, y, dt === 'bf16' ? 1e-2 : 1e-5, dt === 'bf16' ? 'A rounded to bf16' : undefined);
         }
   });
@@ -282,6 +285,30 @@ function bf16Checks(g: CudaBackend): void {
         ref.matmul(C[0], A[0], W[0], { transB: true, accumulate: acc }); g.matmul(C[1], A[1], W[1], { transB: true, accumulate: acc });
         cmp(`gemv ${M}×${N}×${K} A ${at} C ${ct}${acc ? ' acc' : ''}`, C, ct === 'f32' && at === 'f32' ? 1e-2 : 1.5e-2);
       }
+  });
+  guarded('decode fusions', () => {
+    for (const [M, N, K] of [[1, 700, 1024], [6, 64, 2816], [8, 100, 512]])
+      for (const [label, o] of [['normA', { normA: 1e-6 }], ['gluA', { gluA: true }]] as const) {
+        const r = R(), cols = 'gluA' in o ? 2 * K : K;
+        const A = both(r.arr(M * cols, 2), [M, cols], 'f32'), W = both(r.arr(N * K, 0.05), [N, K]);
+        const C = both(r.arr(M * N), [M, N], 'f32');
+        ref.matmul(C[0], A[0], W[0], { transB: true, accumulate: true, ...o }); g.matmul(C[1], A[1], W[1], { transB: true, accumulate: true, ...o });
+        cmp(`gemv ${label} ${M}×${N}×${K} (f32 A, acc)`, C, 1e-2);
+      }
+    for (const [B, nh, dh, lrpe, slots] of [[1, 8, 128, true, null], [3, 2, 64, false, Int32Array.of(4, 0, 2)], [2, 4, 32, true, Int32Array.of(1, 3)]] as const) {
+      const r = R(), H = nh * dh, dk = lrpe ? 2 * dh : dh, rows = slots ? 5 : B;
+      const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+      const X = both(r.arr(B * 4 * H), [B, 4 * H]), S = both(r.arr(rows * nh * dk * dh, 0.5), [rows, nh, dk, dh], 'f32');
+      const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh], 'f32') : null;
+      const pos = Int32Array.from({ length: B }, () => r.int(0, 70000)), mask = Int32Array.from({ length: B }, (_, i) => (i === 1 ? 0 : 1));
+      const q = ref.zeros([B, 1, nh * dk], 'bf16'), k = ref.zeros([B, 1, nh * dk], 'bf16'), v = ref.zeros([B, 1, H], 'bf16');
+      const o = out([B, 1, H]);
+      ref.glaQKV(q, k, v, X[0], nh, th?.[0] ?? null, pos, mask);
+      ref.lightningForward(o[0], q, k, v, decay, S[0], 64, slots);
+      g.glaStep(o[1], X[1], nh, th?.[1] ?? null, pos, mask, decay, S[1], slots);
+      const tag = `B=${B} nh=${nh} dh=${dh}${lrpe ? ' lrpe' : ''}${slots ? ' slots' : ''}`;
+      cmp(`glaStep o ${tag}`, o); cmp(`glaStep state ${tag}`, S, 1e-2);
+    }
   });
   guarded('bf16 srmsnorm', () => {
     const r = R(), T = 33, D = 1000;

@@ -218,21 +218,29 @@ __global__ void norm_gate_bwd(void* dO, void* g, const void* dA, const void* o, 
 
 // ---- Lightning helpers -------------------------------------------------------------------------------
 // One recurrent step (N = 1): S ← λ·S + kᵀv, o = q·S (= λ·q·S_in + (q·k)·v). Block (32, 8): 32 state
-// columns × 8 row lanes; grid (⌈DV/32⌉, nh, B). state null: S_in = 0 and nothing written.
-// bf bits: 0 o, 1 q, 2 k, 3 v
-__global__ void lightning_decode(void* o, const void* q, const void* k, const void* v, int nh, int DK, int DV,
-                                 const float* loglam, float* state, const int* slots, int bf) {
-  const int h = blockIdx.y, b = blockIdx.z, c = blockIdx.x * 32 + threadIdx.x;
+// columns × 8 row lanes; grid (⌈DV/32⌉, nh, B); q, k staged in shared memory (2·DK floats), the state
+// rows of a thread loaded 16 at a time before any is written (the loads overlap). state null: S_in = 0
+// and nothing written. With qkvu (gla_decode), q, k, v come straight from the fused projection
+// [B, 4·nh·dh] (silu, LRPE, mask as gla_qkv) and DK = dh or 2·dh. bf bits: 0 o, 1 q, 2 k, 3 v (4 qkvu)
+__device__ __forceinline__ void decode_step(void* o, const float* qs, const float* ks, float vc, int h, int b, int c,
+                                            int nh, int DK, int DV, const float* loglam, float* state, const int* slots, int bf) {
   const float lam = expf(loglam[h]);
   float* S = state ? state + ((i64)(slots ? slots[b] : b) * nh + h) * DK * DV : nullptr;
-  const i64 qo = ((i64)b * nh + h) * DK, vo = ((i64)b * nh + h) * DV;
   float acc = 0.f;
   if (c < DV) {
-    const float vc = LD(v, vo + c, BF(3));
-    for (int r = threadIdx.y; r < DK; r += blockDim.y) {
-      float s = LD(k, qo + r, BF(2)) * vc;
-      if (S) { s += lam * S[(i64)r * DV + c]; S[(i64)r * DV + c] = s; }
-      acc += LD(q, qo + r, BF(1)) * s;
+    for (int r0 = threadIdx.y; r0 < DK; r0 += 16 * 8) {
+      float sv[16];
+#pragma unroll
+      for (int j = 0; j < 16; j++) { const int r = r0 + 8 * j; sv[j] = (S && r < DK) ? S[(i64)r * DV + c] : 0.f; }
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        const int r = r0 + 8 * j;
+        if (r < DK) {
+          const float s = ks[r] * vc + lam * sv[j];
+          if (S) S[(i64)r * DV + c] = s;
+          acc += qs[r] * s;
+        }
+      }
     }
   }
   __shared__ float red[8][33];
@@ -241,8 +249,39 @@ __global__ void lightning_decode(void* o, const void* q, const void* k, const vo
   if (threadIdx.y == 0 && c < DV) {
     float s = 0.f;
     for (int y = 0; y < blockDim.y; y++) s += red[y][threadIdx.x];
-    ST(o, vo + c, s, BF(0));
+    ST(o, ((i64)b * nh + h) * DV + c, s, BF(0));
   }
+}
+__global__ void lightning_decode(void* o, const void* q, const void* k, const void* v, int nh, int DK, int DV,
+                                 const float* loglam, float* state, const int* slots, int bf) {
+  extern __shared__ float qk[];
+  const int h = blockIdx.y, b = blockIdx.z, c = blockIdx.x * 32 + threadIdx.x;
+  const i64 qo = ((i64)b * nh + h) * DK;
+  for (int r = threadIdx.y * 32 + threadIdx.x; r < DK; r += 256) { qk[r] = LD(q, qo + r, BF(1)); qk[DK + r] = LD(k, qo + r, BF(2)); }
+  __syncthreads();
+  const float vc = c < DV ? LD(v, ((i64)b * nh + h) * DV + c, BF(3)) : 0.f;
+  decode_step(o, qk, qk + DK, vc, h, b, c, nh, DK, DV, loglam, state, slots, bf);
+}
+// bf bits: 0 o, 4 qkvu
+__global__ void gla_decode(void* o, const void* x, int nh, int dh, const float* theta, const int* pos, const int* vmask,
+                           const float* loglam, float* state, const int* slots, int bf) {
+  extern __shared__ float qk[];
+  const int h = blockIdx.y, b = blockIdx.z, c = blockIdx.x * 32 + threadIdx.x;
+  const int H = nh * dh, DK = theta ? 2 * dh : dh;
+  const i64 row = (i64)b * 4 * H;
+  for (int cc = threadIdx.y * 32 + threadIdx.x; cc < dh; cc += 256) {
+    const float xq = LD(x, row + h * dh + cc, BF(4)), xk = LD(x, row + H + h * dh + cc, BF(4));
+    const float sq = xq * sigm(xq), sk = xk * sigm(xk);
+    if (theta) {
+      double sn, cs;
+      sincos((double)theta[h * dh + cc] * (double)pos[b], &sn, &cs);
+      qk[cc] = (float)(sq * cs); qk[dh + cc] = (float)(sq * sn);
+      qk[DK + cc] = (float)(sk * cs); qk[DK + dh + cc] = (float)(sk * sn);
+    } else { qk[cc] = sq; qk[DK + cc] = sk; }
+  }
+  __syncthreads();
+  const float vc = (c < dh && (!vmask || vmask[b] != 0)) ? LD(x, row + 2 * H + h * dh + c, BF(4)) : 0.f;
+  decode_step(o, qk, qk + DK, vc, h, b, c, nh, DK, dh, loglam, state, slots, bf);
 }
 // A head of key width P·128 as P heads of 128 (tensor-core kernels): the value rows repeated per part,
 // and the parts' outputs summed. dst[t, h·P + j, :] = src[t, h, :]; o[t, h, :] = Σ_j a[t, h·P + j, :].
@@ -267,40 +306,69 @@ __global__ void sum_heads(void* o, const void* a, i64 rows, int nh, int D, int P
   }
 }
 
-// ---- GEMV: C[m, n] (+)= Σ_k A[m, k]·W[n, k] for a few rows (M ≤ 8: decode), W bf16 [N, K] ------------
-// One warp per output column n reads W's row once with 16-byte loads; A is staged in shared memory as
-// float (M·K·4 bytes). K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
-__global__ void gemv_bf16(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int bf) {
+// ---- GEMV: C[m, n] (+)= Σ_k A'[m, k]·W[n, k] for a few rows (M ≤ 8: decode), W bf16 [N, K] ------------
+// A' is A, or SRMS(A) per row (mode 1: the norm before a projection), or A[:, :K] ⊙ A[:, K:] (mode 2:
+// SGLU's gate, A [M, 2K]); it is staged in shared memory as float (M·K·4 bytes). Each warp computes
+// 4 output columns, reading their W rows once with 16-byte loads issued together. K a multiple of 8,
+// W 16-byte aligned. bf bits: 0 C, 1 A
+__global__ void gemv_bf16(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int bf) {
   extern __shared__ float xs[];
-  for (int i = threadIdx.x; i < M * K; i += blockDim.x) xs[i] = LD(A, i, BF(1));
+  const int lda = mode == 2 ? 2 * K : K;
+  for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
+    const int m = i / K, k = i % K;
+    xs[i] = mode == 2 ? LD(A, (i64)m * lda + k, BF(1)) * LD(A, (i64)m * lda + K + k, BF(1)) : LD(A, (i64)m * lda + k, BF(1));
+  }
   __syncthreads();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = blockIdx.x * (blockDim.x >> 5) + warp;
-  if (n >= N) return;
-  float s[8];
+  if (mode == 1) {
+    for (int m = 0; m < M; m++) {
+      float ss = 0.f;
+      for (int k = threadIdx.x; k < K; k += blockDim.x) ss += xs[m * K + k] * xs[m * K + k];
+      ss = blockSum<float>(ss);
+      const float rs = rsqrtf(ss / K + eps);
+      for (int k = threadIdx.x; k < K; k += blockDim.x) xs[m * K + k] *= rs;
+    }
+    __syncthreads();
+  }
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8;
+  const int n0 = (blockIdx.x * (blockDim.x >> 5) + warp) * 4;
+  if (n0 >= N) return;
+  float s[8][4];
 #pragma unroll
-  for (int m = 0; m < 8; m++) s[m] = 0.f;
-  const uint4* w = (const uint4*)(W + (i64)n * K);
-  for (int k8 = lane; k8 < K / 8; k8 += 32) {
-    const uint4 p = __ldg(w + k8);
-    const u32 pw[4] = {p.x, p.y, p.z, p.w};
-    float wv[8];
+  for (int m = 0; m < 8; m++)
 #pragma unroll
-    for (int j = 0; j < 4; j++) { wv[2 * j] = __uint_as_float(pw[j] << 16); wv[2 * j + 1] = __uint_as_float(pw[j] & 0xffff0000u); }
+    for (int r = 0; r < 4; r++) s[m][r] = 0.f;
+  const uint4* w[4];
+#pragma unroll
+  for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
+  for (int k8 = lane; k8 < K8; k8 += 32) {
+    uint4 p[4];
+#pragma unroll
+    for (int r = 0; r < 4; r++) p[r] = __ldg(w[r] + k8);
 #pragma unroll
     for (int m = 0; m < 8; m++) {
       if (m < M) {
         const float4 x0 = *(const float4*)(xs + m * K + k8 * 8), x1 = *(const float4*)(xs + m * K + k8 * 8 + 4);
-        s[m] += wv[0] * x0.x + wv[1] * x0.y + wv[2] * x0.z + wv[3] * x0.w + wv[4] * x1.x + wv[5] * x1.y + wv[6] * x1.z + wv[7] * x1.w;
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+          const u32 a = p[r].x, b = p[r].y, c = p[r].z, d = p[r].w;
+          s[m][r] += __uint_as_float(a << 16) * x0.x + __uint_as_float(a & 0xffff0000u) * x0.y
+                   + __uint_as_float(b << 16) * x0.z + __uint_as_float(b & 0xffff0000u) * x0.w
+                   + __uint_as_float(c << 16) * x1.x + __uint_as_float(c & 0xffff0000u) * x1.y
+                   + __uint_as_float(d << 16) * x1.z + __uint_as_float(d & 0xffff0000u) * x1.w;
+        }
       }
     }
   }
 #pragma unroll
   for (int m = 0; m < 8; m++) {
     if (m < M) {
-      float v = s[m];
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + v : v, BF(0)); }
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        float v = s[m][r];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        const int n = n0 + r;
+        if (lane == 0 && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + v : v, BF(0)); }
+      }
     }
   }
 }

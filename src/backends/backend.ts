@@ -35,6 +35,10 @@ export interface MatmulOptions {
   transB?: boolean;
   /** C += A·B instead of C = A·B. */
   accumulate?: boolean;
+  /** Use SRMS(A) (row-wise, this eps) in place of A: the norm before a projection, fused in decode. */
+  normA?: number;
+  /** A is [M, 2K]; use A[:, :K] ⊙ A[:, K:] (SGLU's gate) in place of it, fused in decode. */
+  gluA?: boolean;
 }
 
 export interface AdamWOptions {
@@ -126,6 +130,12 @@ export interface Backend {
    */
   lightningForward(o: Tensor, q: Tensor, k: Tensor, v: Tensor, decay: Float64Array,
                    state: Tensor | null, blockSize: number, slots?: Int32Array | null): void;
+  /**
+   * Optional fusion for the recurrent step (N = 1): glaQKV of qkvu [B, 4H] then lightningForward into
+   * o [B, 1, H] (state, slots as there), without materialising q, k, v.
+   */
+  glaStep?(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
+           decay: Float64Array, state: Tensor, slots?: Int32Array | null): void;
   /** Backward of lightningForward from a zero initial state: dq, dk, dv (overwritten). */
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
                     decay: Float64Array, blockSize: number): void;

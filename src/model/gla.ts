@@ -31,6 +31,30 @@ export function glaForward(ctx: StepContext, p: LayerParams, s: GlaShape, x: Ten
   return { h, r1, qkvu, q, k, v, o, a, r2 };
 }
 
+/**
+ * The recurrent step (N = 1, nothing kept for a backward): the same x ← x + GLA(x) with the norm
+ * fused into the projection and, where the backend has glaStep, q/k/v and the state update in one
+ * kernel. Fewer, larger launches: decode cost is mostly launches.
+ */
+export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor, state: Tensor, slots: Int32Array | null): void {
+  const { be, B, act } = ctx;
+  const qkvu = be.empty([B, 4 * s.H], act);
+  be.matmul(qkvu, x, p.qkvu, { transB: true, normA: NORM_EPS });
+  const o = be.empty([B, 1, s.H], act);
+  if (be.glaStep) be.glaStep(o, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots);
+  else {
+    const dk = p.theta ? 2 * s.dh : s.dh;
+    const q = be.empty([B, 1, s.heads * dk], act), k = be.empty([B, 1, s.heads * dk], act), v = be.empty([B, 1, s.H], act);
+    be.glaQKV(q, k, v, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask);
+    be.lightningForward(o, q, k, v, s.decay, state, ctx.blockSize, slots);
+    for (const t of [q, k, v]) be.free(t);
+  }
+  const a = be.empty([B, s.H], act), r2 = be.empty([B]);
+  be.normGate(a, r2, o, qkvu, NORM_EPS);
+  be.matmul(x, a, p.out, { transB: true, accumulate: true });
+  for (const t of [qkvu, o, a, r2]) be.free(t);
+}
+
 /** dx (the residual gradient, in and out) ← dx + ∂GLA/∂x · dx; parameter gradients accumulate into g. */
 export function glaBackward(ctx: StepContext, p: LayerParams, g: LayerParams, s: GlaShape, acts: GlaActs, dx: Tensor): void {
   const { be, B, N, act } = ctx;

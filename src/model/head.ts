@@ -4,10 +4,10 @@ import { NORM_EPS } from './context.ts';
 
 export interface HeadActs { y: Tensor; r: Tensor }
 
-/** f32 logits only, the normalised input (stored as `act`) released (inference). */
-export function headLogits(be: Backend, x: Tensor, w: Tensor, act: DType = 'f32'): Tensor {
-  const { logits, acts } = headForward(be, x, w, act, 'f32');
-  be.free(acts.y); be.free(acts.r);
+/** f32 logits only (inference): the final norm fused into the head's product. */
+export function headLogits(be: Backend, x: Tensor, w: Tensor): Tensor {
+  const logits = be.empty([x.size / x.shape[x.shape.length - 1]!, w.shape[0]!]);
+  be.matmul(logits, x, w, { transB: true, normA: NORM_EPS });
   return logits;
 }
 

@@ -19,6 +19,15 @@ export function sgluForward(ctx: StepContext, p: LayerParams, x: Tensor): SgluAc
   return { g, r3, h12, m };
 }
 
+/** The recurrent step's channel mixer: the norm fused into the first projection, the gate into the second. */
+export function sgluStep(ctx: StepContext, p: LayerParams, x: Tensor): void {
+  const { be, B, act } = ctx;
+  const h12 = be.empty([B, p.w12.shape[0]!], act);
+  be.matmul(h12, x, p.w12, { transB: true, normA: NORM_EPS });
+  be.matmul(x, h12, p.w3, { transB: true, accumulate: true, gluA: true });
+  be.free(h12);
+}
+
 export function sgluBackward(ctx: StepContext, p: LayerParams, grads: LayerParams, acts: SgluActs, dx: Tensor): void {
   const { be, act } = ctx;
   const dxa = cast(be, dx, act);

@@ -9,8 +9,8 @@ import { dims, embedScale, layerDecay } from '../config/index.ts';
 import { UsageError } from '../errors.ts';
 import { allocParams, initParams, paramTensors, type Params } from './params.ts';
 import { freeAll, type StepContext } from './context.ts';
-import { glaBackward, glaForward, type GlaActs, type GlaShape } from './gla.ts';
-import { sgluBackward, sgluForward, type SgluActs } from './sglu.ts';
+import { glaBackward, glaForward, glaStep, type GlaActs, type GlaShape } from './gla.ts';
+import { sgluBackward, sgluForward, sgluStep, type SgluActs } from './sglu.ts';
 import { headBackward, headForward, headLogits, shiftedTargets } from './head.ts';
 import { embeddingBackward, embeddingForward } from './embedding.ts';
 import { Rng } from '../util/rng.ts';
@@ -104,6 +104,11 @@ export class TnlModel {
     embeddingForward(be, x, this.params.embed, ids, embedScale(this.config));
     this.params.layers.forEach((lp, l) => {
       if (tape && checkpoint) { const keep = be.empty(x.shape); be.copy(keep, x); tape.push({ x: keep }); }
+      if (!tape && states && ctx.N === 1) {
+        glaStep(ctx, lp, this.shapes[l]!, x, states[l]!, slots);
+        sgluStep(ctx, lp, x);
+        return;
+      }
       const gla = glaForward(ctx, lp, this.shapes[l]!, x, states ? states[l]! : null, slots);
       const sglu = sgluForward(ctx, lp, x);
       if (tape && !checkpoint) tape.push({ gla, sglu });
@@ -116,7 +121,7 @@ export class TnlModel {
   forward(ids: Int32Array, B: number, N: number, vMask: Int32Array | null = null): Tensor {
     this.checkIds(ids, B, N);
     const x = this.trunk(ids, this.ctx(B, N, trainPositions(B, N), vMask), null, null, false);
-    const logits = headLogits(this.be, x, this.headWeight, this.compute);
+    const logits = headLogits(this.be, x, this.headWeight);
     this.be.free(x);
     return logits;
   }
@@ -219,7 +224,7 @@ export class TnlModel {
       this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
       this.be.free(x);
     }
-    const logits = headLogits(this.be, last, this.headWeight, this.compute);
+    const logits = headLogits(this.be, last, this.headWeight);
     this.be.free(last);
     return logits;
   }

@@ -7,6 +7,7 @@ import { dims2 } from '../backend.ts';
 import { HostMemory, HostTensor, f32, host } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
 import { ShapeError } from '../../errors.ts';
+import { matmulWithPrologue } from '../prologue.ts';
 import { loadNative, nativeLoadError, type NativeAddon } from './native.ts';
 
 export { loadNative, nativeLoadError };
@@ -49,6 +50,7 @@ export class CpuBackend extends HostMemory implements Backend {
 
   // ---- dense ----------------------------------------------------------------------------------
   matmul(c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
+    if (matmulWithPrologue(this, c, a, b, opts)) return;
     const C = f32(c), A = f32(a), Bh = host(b);
     const [ar, ac] = dims2(a), [br, bc] = dims2(b), [M, N] = dims2(c);
     const ta = !!opts.transA, tb = !!opts.transB;

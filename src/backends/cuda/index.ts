@@ -14,6 +14,7 @@ import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
 import { ShapeError } from '../../errors.ts';
 import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
+import { matmulWithPrologue } from '../prologue.ts';
 import { getFunction, loadModule, type CompiledModule } from './modules.ts';
 import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch, type LightningTuning } from './plan.ts';
 
@@ -445,15 +446,11 @@ export class CudaBackend implements Backend {
    */
   matmul(c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
     const C = dev(c, 'matmul C'), A = dev(a, 'matmul A'), Bt = dev(b, 'matmul B');
+    if (this.gemv(C, A, Bt, opts) || matmulWithPrologue(this, C, A, Bt, opts)) return;
     const ta = !!opts.transA, tb = !!opts.transB;
     const { M, N, K } = gemmShape(dims2(C), dims2(A), dims2(Bt), ta, tb, `matmul: C ${shp(C)} = ${ta ? 'Aᵀ' : 'A'} ${shp(A)} · ${tb ? 'Bᵀ' : 'B'} ${shp(Bt)}`);
     if (M === 0 || N === 0) return;
     if (K === 0) { if (!opts.accumulate) this.fill(C, 0); return; }
-    if (Bt.dtype === 'bf16' && tb && !ta && M <= 8 && K % 8 === 0 && Bt.ptr % 16 === 0 && M * K * 4 <= this.drv.smemOptin) {
-      // a few rows against bf16 weights (decode): a GEMV that reads the weights once at full width
-      this.launch('gemv_bf16', { grid: [Math.ceil(N / 8), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiii', [C.ptr, A.ptr, Bt.ptr, M, N, K, opts.accumulate ? 1 : 0, bfBits(C, A)]);
-      return;
-    }
     const lowp = A.dtype === 'bf16' || Bt.dtype === 'bf16';
     if (!lowp && C.dtype === 'bf16') {
       // f32 operands into a bf16 C: through an f32 copy of C
@@ -483,6 +480,21 @@ export class CudaBackend implements Backend {
       this.ltCheck('cublasLtMatmul', lt.cublasLtMatmul!(this.lt!, plan.desc, alpha, bPtr, plan.a, aPtr, plan.b, beta, C.ptr, plan.c, C.ptr, plan.c, plan.algo, this.ltWs, LT_WORKSPACE, this.drv.stream)));
     for (const t of tmps) this.mem.release(t.ptr, t.bytes);
   }
+  /**
+   * A few rows (M ≤ 8: decode) against bf16 weights [N, K] used transposed: a GEMV that reads the
+   * weights once at full width, with normA / gluA fused into its staging of A. False when the shapes
+   * do not fit it (the caller takes the general path).
+   */
+  private gemv(C: CudaTensor, A: CudaTensor, W: CudaTensor, opts: MatmulOptions): boolean {
+    if (W.dtype !== 'bf16' || !opts.transB || opts.transA || (opts.normA !== undefined && opts.gluA)) return false;
+    const [M, ac] = dims2(A), [N, K] = dims2(W);
+    const mode = opts.gluA ? 2 : opts.normA !== undefined ? 1 : 0;
+    if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16 || M * K * 4 > this.drv.smemOptin) return false;
+    this.launch('gemv_bf16', { grid: [Math.ceil(N / 32), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiiifi',
+      [C.ptr, A.ptr, W.ptr, M, N, K, opts.accumulate ? 1 : 0, mode, opts.normA ?? 0, bfBits(C, A)]);
+    return true;
+  }
+
   addInPlace(y: Tensor, x: Tensor): void {
     const Y = devF32(y, 'addInPlace'), X = devF32(x, 'addInPlace');
     need(Y.size === X.size, `addInPlace: sizes differ, y ${shp(Y)} vs x ${shp(X)}`);
@@ -593,7 +605,7 @@ export class CudaBackend implements Backend {
     if (!B || !N) return;
     if (N === 1 && !reverse) {
       // the recurrent step: one small kernel, no chunk machinery
-      this.drv.launch('lightning_decode', this.fn('kernels.cu', 'lightning_decode'), [Math.ceil(DV / 32), nh, B], [32, 8, 1], 0, 'ppppiiipppi',
+      this.drv.launch('lightning_decode', this.fn('kernels.cu', 'lightning_decode'), [Math.ceil(DV / 32), nh, B], [32, 8, 1], 2 * DK * 4, 'ppppiiipppi',
         [o.ptr, q.ptr, k.ptr, v.ptr, nh, DK, DV, logLam.ptr, state ? state.ptr : 0, slots, bfBits(o, q, k, v)]);
       return;
     }
@@ -696,6 +708,26 @@ export class CudaBackend implements Backend {
     }
     for (const t of scratch) this.free(t);
     this.releaseTemps();
+  }
+
+  glaStep(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
+          decay: Float64Array, state: Tensor, slots?: Int32Array | null): void {
+    const O = dev(o, 'glaStep'), X = dev(qkvu, 'glaStep'), S = devF32(state, 'glaStep state');
+    const th = theta ? devF32(theta, 'glaStep theta') : null;
+    const [B, C4] = dims2(X);
+    need(C4 % (4 * heads) === 0 && decay.length === heads, `glaStep: qkvu ${shp(X)} is not [B, 4·${heads}·dh] or ${decay.length} decays for ${heads} heads`);
+    const H = C4 / 4, dh = H / heads, DK = th ? 2 * dh : dh;
+    need(O.size === B * H, `glaStep: o ${shp(O)} must hold [${B}, ${H}]`);
+    need(!th || (th.size === H && positions !== null && positions.length === B), 'glaStep: theta needs nh·dh values and a position per sequence');
+    need(!vMask || vMask.length === B, `glaStep: vMask has ${vMask?.length} entries for ${B} sequences`);
+    const per = heads * DK * dh;
+    if (slots) {
+      need(slots.length === B, `glaStep: ${slots.length} slots for ${B} sequences`);
+      for (const s of slots) need(s >= 0 && s < S.size / per, `glaStep: slot ${s} outside the state pool of ${S.size / per}`);
+    } else need(S.size === B * per, `glaStep: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
+    if (!B) return;
+    this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiippppppi',
+      [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0, bfBits(O, O, O, O, X)]);
   }
 
   /**

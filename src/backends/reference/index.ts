@@ -5,6 +5,7 @@ import type { AdamWOptions, Backend, DType, MatmulOptions, Tensor } from '../bac
 import { dims2 } from '../backend.ts';
 import { F32Outputs, HostMemory, f32, host, readF32, valueAt } from '../host.ts';
 import { ShapeError } from '../../errors.ts';
+import { matmulWithPrologue } from '../prologue.ts';
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
@@ -21,6 +22,7 @@ export class ReferenceBackend extends HostMemory implements Backend {
   }
 
   matmul(c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
+    if (matmulWithPrologue(this, c, a, b, opts)) return;
     const w = new F32Outputs(), C = w.out(c), A = readF32(a), B = readF32(b);
     const [ar, ac] = dims2(a), [br, bc] = dims2(b), [M, N] = dims2(c);
     const K = opts.transA ? ar : ac;

@@ -1,0 +1,28 @@
+// matmul's optional A prologues (MatmulOptions.normA, gluA), for backends that do not fuse them:
+// the transformed A as a temporary, then the plain product. The CUDA backend fuses them into its
+// decode GEMV and falls back to this elsewhere.
+import type { Backend, MatmulOptions, Tensor } from './backend.ts';
+import { dims2 } from './backend.ts';
+import { ShapeError } from '../errors.ts';
+
+/** Runs `c (+)= prologue(a)·op(b)` through a temporary when opts asks for a prologue; false when none applies. */
+export function matmulWithPrologue(be: Backend, c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions): boolean {
+  if (opts.normA === undefined && !opts.gluA) return false;
+  if (opts.transA) throw new ShapeError('matmul: normA / gluA need A untransposed');
+  if (opts.normA !== undefined && opts.gluA) throw new ShapeError('matmul: normA and gluA cannot be combined');
+  const [rows, cols] = dims2(a);
+  let pre: Tensor;
+  if (opts.gluA) {
+    if (cols % 2) throw new ShapeError(`matmul gluA: A [${a.shape.join(', ')}] needs an even number of columns`);
+    pre = be.empty([rows, cols / 2], a.dtype);
+    be.sgluGate(pre, a);
+  } else {
+    pre = be.empty([rows, cols], a.dtype);
+    const rstd = be.empty([rows]);
+    be.srmsnorm(pre, rstd, a, opts.normA!);
+    be.free(rstd);
+  }
+  be.matmul(c, pre, b, { transB: opts.transB, accumulate: opts.accumulate });
+  be.free(pre);
+  return true;
+}
