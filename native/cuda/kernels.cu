@@ -308,11 +308,30 @@ __global__ void sum_heads(void* o, const void* a, i64 rows, int nh, int D, int P
 
 // ---- GEMV: C[m, n] (+)= Σ_k A'[m, k]·W[n, k] for a few rows (M ≤ 8: decode), W bf16 [N, K] ------------
 // A' is A, or SRMS(A) per row (mode 1: the norm before a projection), or A[:, :K] ⊙ A[:, K:] (mode 2:
-// SGLU's gate, A [M, 2K]); it is staged in shared memory as float (M·K·4 bytes). Each warp computes
-// 4 output columns, reading their W rows once with 16-byte loads issued together. K a multiple of 8,
-// W 16-byte aligned. bf bits: 0 C, 1 A
-__global__ void gemv_bf16(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int bf) {
+// SGLU's gate, A [M, 2K]), staged in shared memory as float (M·K·4 bytes). A warp computes 4 output
+// columns over a 1/S share of K (S = ksplit ∈ {1, 2, 4, 8} warps per column group, so that small N
+// still spreads over every SM), reading W with 16-byte loads, 4 k-steps × 4 columns in flight; the
+// first of them are issued before A is staged. K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
+#define GEMV_U 4
+__global__ void __launch_bounds__(256) gemv_bf16(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int ksplit, int bf) {
   extern __shared__ float xs[];
+  __shared__ float part[8][8][4];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8, S = ksplit;
+  const int grp = warp / S, slice = warp % S;
+  const int n0 = (blockIdx.x * (8 / S) + grp) * 4;
+  const uint4* w[4];
+#pragma unroll
+  for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
+  const int step = 32 * S;
+  int k8 = slice * 32 + lane;
+  uint4 p[GEMV_U][4];
+  auto load = [&](int base) {
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) p[u][r] = base + u * step < K8 ? __ldg(w[r] + base + u * step) : make_uint4(0, 0, 0, 0);
+  };
+  load(k8);  // weights do not depend on A: in flight while A is staged
   const int lda = mode == 2 ? 2 * K : K;
   for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
     const int m = i / K, k = i % K;
@@ -325,52 +344,71 @@ __global__ void gemv_bf16(void* C, const void* A, const u16* W, int M, int N, in
       for (int k = threadIdx.x; k < K; k += blockDim.x) ss += xs[m * K + k] * xs[m * K + k];
       ss = blockSum<float>(ss);
       const float rs = rsqrtf(ss / K + eps);
+      __syncthreads();
       for (int k = threadIdx.x; k < K; k += blockDim.x) xs[m * K + k] *= rs;
     }
     __syncthreads();
   }
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8;
-  const int n0 = (blockIdx.x * (blockDim.x >> 5) + warp) * 4;
-  if (n0 >= N) return;
   float s[8][4];
 #pragma unroll
   for (int m = 0; m < 8; m++)
 #pragma unroll
     for (int r = 0; r < 4; r++) s[m][r] = 0.f;
-  const uint4* w[4];
+  for (;;) {
 #pragma unroll
-  for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
-  for (int k8 = lane; k8 < K8; k8 += 32) {
-    uint4 p[4];
+    for (int u = 0; u < GEMV_U; u++) {
+      const int kk = k8 + u * step;
+      if (kk < K8) {
 #pragma unroll
-    for (int r = 0; r < 4; r++) p[r] = __ldg(w[r] + k8);
+        for (int m = 0; m < 8; m++) {
+          if (m < M) {
+            const float4 x0 = *(const float4*)(xs + m * K + kk * 8), x1 = *(const float4*)(xs + m * K + kk * 8 + 4);
 #pragma unroll
-    for (int m = 0; m < 8; m++) {
-      if (m < M) {
-        const float4 x0 = *(const float4*)(xs + m * K + k8 * 8), x1 = *(const float4*)(xs + m * K + k8 * 8 + 4);
-#pragma unroll
-        for (int r = 0; r < 4; r++) {
-          const u32 a = p[r].x, b = p[r].y, c = p[r].z, d = p[r].w;
-          s[m][r] += __uint_as_float(a << 16) * x0.x + __uint_as_float(a & 0xffff0000u) * x0.y
-                   + __uint_as_float(b << 16) * x0.z + __uint_as_float(b & 0xffff0000u) * x0.w
-                   + __uint_as_float(c << 16) * x1.x + __uint_as_float(c & 0xffff0000u) * x1.y
-                   + __uint_as_float(d << 16) * x1.z + __uint_as_float(d & 0xffff0000u) * x1.w;
+            for (int r = 0; r < 4; r++) {
+              const u32 a = p[u][r].x, b = p[u][r].y, c = p[u][r].z, d = p[u][r].w;
+              s[m][r] += __uint_as_float(a << 16) * x0.x + __uint_as_float(a & 0xffff0000u) * x0.y
+                       + __uint_as_float(b << 16) * x0.z + __uint_as_float(b & 0xffff0000u) * x0.w
+                       + __uint_as_float(c << 16) * x1.x + __uint_as_float(c & 0xffff0000u) * x1.y
+                       + __uint_as_float(d << 16) * x1.z + __uint_as_float(d & 0xffff0000u) * x1.w;
+            }
+          }
         }
       }
     }
+    k8 += GEMV_U * step;
+    if (k8 >= K8) break;
+    load(k8);
   }
 #pragma unroll
-  for (int m = 0; m < 8; m++) {
-    if (m < M) {
+  for (int m = 0; m < 8; m++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      float v = s[m][r];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      s[m][r] = v;
+    }
+  if (S > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int m = 0; m < 8; m++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) part[warp][m][r] = s[m][r];
+    __syncthreads();
+    if (slice != 0) return;
+    for (int j = 1; j < S; j++)
+#pragma unroll
+      for (int m = 0; m < 8; m++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) s[m][r] += part[warp + j][m][r];
+  }
+  if (lane == 0)
+#pragma unroll
+    for (int m = 0; m < 8; m++)
 #pragma unroll
       for (int r = 0; r < 4; r++) {
-        float v = s[m][r];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
         const int n = n0 + r;
-        if (lane == 0 && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + v : v, BF(0)); }
+        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
       }
-    }
-  }
 }
 
 // ---- SGLU. bf bits: 0 m, 1 h / 0 dh, 1 dm, 2 h ------------------------------------------------------

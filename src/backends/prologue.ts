@@ -11,13 +11,15 @@ export function matmulWithPrologue(be: Backend, c: Tensor, a: Tensor, b: Tensor,
   if (opts.transA) throw new ShapeError('matmul: normA / gluA need A untransposed');
   if (opts.normA !== undefined && opts.gluA) throw new ShapeError('matmul: normA and gluA cannot be combined');
   const [rows, cols] = dims2(a);
+  // against bf16 weights the product rounds A anyway: keep the temporary in bf16 where the backend can
+  const dtype = b.dtype === 'bf16' && be.activationDTypes.includes('bf16') ? 'bf16' : a.dtype;
   let pre: Tensor;
   if (opts.gluA) {
     if (cols % 2) throw new ShapeError(`matmul gluA: A [${a.shape.join(', ')}] needs an even number of columns`);
-    pre = be.empty([rows, cols / 2], a.dtype);
+    pre = be.empty([rows, cols / 2], dtype);
     be.sgluGate(pre, a);
   } else {
-    pre = be.empty([rows, cols], a.dtype);
+    pre = be.empty([rows, cols], dtype);
     const rstd = be.empty([rows]);
     be.srmsnorm(pre, rstd, a, opts.normA!);
     be.free(rstd);

@@ -16,7 +16,7 @@ import { ShapeError } from '../../errors.ts';
 import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
 import { matmulWithPrologue } from '../prologue.ts';
 import { getFunction, loadModule, type CompiledModule } from './modules.ts';
-import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch, type LightningTuning } from './plan.ts';
+import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, gemvSplit, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch, type LightningTuning } from './plan.ts';
 
 export { CudaError, cudaAvailable, cudaLoadError, loadCudaLibs } from './driver.ts';
 
@@ -203,7 +203,8 @@ export class CudaBackend implements Backend {
   private fn(file: string, name: string, smem = 0): number {
     const f = getFunction(this.drv, this.module(file), name);
     // more than 48 KiB of dynamic shared memory needs the function's limit raised (once)
-    if (smem > 48 * 1024 && !this.smemRaised.has(f)) { this.drv.setMaxDynamicSmem(f, this.drv.smemOptin); this.smemRaised.add(f); }
+    // (the limit covers dynamic memory beside the function's static shared memory, attribute 1)
+    if (smem > 48 * 1024 && !this.smemRaised.has(f)) { this.drv.setMaxDynamicSmem(f, this.drv.smemOptin - this.drv.funcAttr(f, 1)); this.smemRaised.add(f); }
     return f;
   }
   private launch(name: string, l: Launch, sig: string, args: number[], file = 'kernels.cu'): void {
@@ -489,9 +490,10 @@ export class CudaBackend implements Backend {
     if (W.dtype !== 'bf16' || !opts.transB || opts.transA || (opts.normA !== undefined && opts.gluA)) return false;
     const [M, ac] = dims2(A), [N, K] = dims2(W);
     const mode = opts.gluA ? 2 : opts.normA !== undefined ? 1 : 0;
-    if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16 || M * K * 4 > this.drv.smemOptin) return false;
-    this.launch('gemv_bf16', { grid: [Math.ceil(N / 32), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiiifi',
-      [C.ptr, A.ptr, W.ptr, M, N, K, opts.accumulate ? 1 : 0, mode, opts.normA ?? 0, bfBits(C, A)]);
+    if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16 || M * K * 4 > this.drv.smemOptin - 4096) return false;
+    const S = gemvSplit(N, K, this.drv.smCount);
+    this.launch('gemv_bf16', { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiiifii',
+      [C.ptr, A.ptr, W.ptr, M, N, K, opts.accumulate ? 1 : 0, mode, opts.normA ?? 0, S, bfBits(C, A)]);
     return true;
   }
 

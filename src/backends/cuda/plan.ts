@@ -45,6 +45,16 @@ export function elementwiseLaunch(n: number, smCount: number): Launch {
   return { grid: [blocks, 1, 1], block: [256, 1, 1], smem: 0 };
 }
 
+/**
+ * Warps sharing one GEMV column group (each takes 1/S of K): the fewest (1, 2, 4, 8) that give at
+ * least two blocks of 8 warps per multiprocessor, while each warp keeps a full 32-lane stride of K.
+ */
+export function gemvSplit(N: number, K: number, smCount: number): number {
+  let S = 1;
+  while (S < 8 && Math.ceil(N / (32 / S)) < 2 * smCount && (K / 8) >= 64 * S) S *= 2;
+  return S;
+}
+
 /** One block per row: threads a power of two in [32, 1024], about 4 columns per thread. */
 export function rowLaunch(rows: number, cols: number): Launch {
   let t = 32;
