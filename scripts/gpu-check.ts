@@ -14,7 +14,7 @@ import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { loadConfig } from '../src/config/index.ts';
 import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
 import { TnlModel } from '../src/model/transnormer.ts';
-import { benchDecodeE2E, benchTrainE2E, fmtProfile, fmtTable, runCudaBench } from '../src/bench/cuda.ts';
+import { benchDecodeE2E, benchTrainE2E, decodePieces, fmtProfile, fmtTable, runCudaBench } from '../src/bench/cuda.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 
 const argv = process.argv.slice(2);
@@ -565,6 +565,13 @@ if (flag('--profile')) {
   for (const batch of [1, 64])
     benchDecodeE2E(g, 'tnl-385m', batch, [1024], { graphs: [false], steps: 4, onProfile: (p) => { prof[`decode${batch}`] = p; console.log(`\nprofile: tnl-385m decode step, batch ${batch} (eager)\n` + fmtProfile(p, 30)); } });
   writeFileSync(join(outDir, 'profile.json'), JSON.stringify(prof, null, 1));
+}
+if (flag('--pieces')) {
+  const pieces = decodePieces(g);
+  console.log('\ndecode pieces inside a graph (385M, batch 1), µs per call\n' + fmtTable(['what', 'µs', 'GB/s'], pieces.map((p) => [p.what, p.us, p.GBps ?? '-'])));
+  const dec = benchDecodeE2E(g, 'tnl-385m', 1, [1024], { graphs: [true] });
+  console.log(`decode 385M batch 1: ${dec[0]!.msPerStep.toFixed(3)} ms/step (GPU ${dec[0]!.gpuMsPerStep?.toFixed(3)}), ${Math.round(dec[0]!.tokensPerSec)} tokens/s`);
+  writeFileSync(join(outDir, 'pieces.json'), JSON.stringify({ pieces, dec }, null, 1));
 }
 if (flag('--bench')) {
   const lengths = (opt('--lengths') ?? '512,2048,8192,32768').split(',').map(Number);

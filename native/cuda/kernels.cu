@@ -41,6 +41,20 @@ __device__ __forceinline__ float blockMax(float v) {
   return r;
 }
 
+// Programmatic dependent launch (decode graphs, sm_90+): a kernel launched early may run beside the one
+// before it; it lets its own successor start (launch_dependents) and waits for its predecessor's
+// writes (wait) before reading anything but the weights. No-ops when launched normally.
+__device__ __forceinline__ void pdl_trigger() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 extern "C" {
@@ -191,6 +205,8 @@ __global__ void gla_dtheta(float* dth, const void* dq, const void* dk, const voi
 }
 // a = srms(o)⊙u, u = columns [3H, 4H) of qkvu; one block per token. bf bits: 0 a, 1 o, 2 qkvu
 __global__ void norm_gate_fwd(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) {
+  pdl_trigger();
+  pdl_wait();
   const i64 t = blockIdx.x;
   float ss = 0;
   for (int c = threadIdx.x; c < H; c += blockDim.x) { const float v = LD(o, t * H + c, BF(1)); ss += v * v; }
@@ -266,6 +282,8 @@ __global__ void lightning_decode(void* o, const void* q, const void* k, const vo
 __global__ void gla_decode(void* o, const void* x, int nh, int dh, const float* theta, const int* pos, const int* vmask,
                            const float* loglam, float* state, const int* slots, int bf) {
   extern __shared__ float qk[];
+  pdl_trigger();
+  pdl_wait();
   const int h = blockIdx.y, b = blockIdx.z, c = blockIdx.x * 32 + threadIdx.x;
   const int H = nh * dh, DK = theta ? 2 * dh : dh;
   const i64 row = (i64)b * 4 * H;
@@ -311,12 +329,16 @@ __global__ void sum_heads(void* o, const void* a, i64 rows, int nh, int D, int P
 // SGLU's gate, A [M, 2K]), staged in shared memory as float (M·K·4 bytes). A warp computes 4 output
 // columns over a 1/S share of K (S = ksplit ∈ {1, 2, 4, 8} warps per column group, so that small N
 // still spreads over every SM), reading W with 16-byte loads, 4 k-steps × 4 columns in flight; the
-// first of them are issued before A is staged. K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
+// first of them are issued before A is staged. MM: M rounded up to 1, 2, 4 or 8 (one kernel each).
+// K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
 #define GEMV_U 4
-__global__ void __launch_bounds__(256) gemv_bf16(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int ksplit, int bf) {
+}  // extern "C" (templates below)
+template <int MM>
+__device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf) {
   extern __shared__ float xs[];
-  __shared__ float part[8][8][4];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8, S = ksplit;
+  __shared__ float part[8][MM][4];
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8;
   const int grp = warp / S, slice = warp % S;
   const int n0 = (blockIdx.x * (8 / S) + grp) * 4;
   const uint4* w[4];
@@ -325,17 +347,22 @@ __global__ void __launch_bounds__(256) gemv_bf16(void* C, const void* A, const u
   const int step = 32 * S;
   int k8 = slice * 32 + lane;
   uint4 p[GEMV_U][4];
-  auto load = [&](int base) {
 #pragma unroll
-    for (int u = 0; u < GEMV_U; u++)
+  for (int u = 0; u < GEMV_U; u++)
 #pragma unroll
-      for (int r = 0; r < 4; r++) p[u][r] = base + u * step < K8 ? __ldg(w[r] + base + u * step) : make_uint4(0, 0, 0, 0);
-  };
-  load(k8);  // weights do not depend on A: in flight while A is staged
-  const int lda = mode == 2 ? 2 * K : K;
-  for (int i = threadIdx.x; i < M * K; i += blockDim.x) {
-    const int m = i / K, k = i % K;
-    xs[i] = mode == 2 ? LD(A, (i64)m * lda + k, BF(1)) * LD(A, (i64)m * lda + K + k, BF(1)) : LD(A, (i64)m * lda + k, BF(1));
+    for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+  pdl_wait();  // A is the previous kernel's output
+  // A' into shared memory while those loads are in flight
+  const int lda = mode == 2 ? 2 * K : K, MK = M * K;
+  for (int i0 = threadIdx.x; i0 < MK; i0 += 8 * blockDim.x) {
+    float v[8];  // 8 (16 with the gate) loads in flight per thread, then the stores
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const int i = i0 + j * blockDim.x, m = i / K, k = i - m * K;
+      v[j] = i >= MK ? 0.f : mode == 2 ? LD(A, (i64)m * lda + k, BF(1)) * LD(A, (i64)m * lda + K + k, BF(1)) : LD(A, (i64)m * lda + k, BF(1));
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) if (i0 + j * blockDim.x < MK) xs[i0 + j * blockDim.x] = v[j];
   }
   __syncthreads();
   if (mode == 1) {
@@ -344,14 +371,13 @@ __global__ void __launch_bounds__(256) gemv_bf16(void* C, const void* A, const u
       for (int k = threadIdx.x; k < K; k += blockDim.x) ss += xs[m * K + k] * xs[m * K + k];
       ss = blockSum<float>(ss);
       const float rs = rsqrtf(ss / K + eps);
-      __syncthreads();
       for (int k = threadIdx.x; k < K; k += blockDim.x) xs[m * K + k] *= rs;
     }
     __syncthreads();
   }
-  float s[8][4];
+  float s[MM][4];
 #pragma unroll
-  for (int m = 0; m < 8; m++)
+  for (int m = 0; m < MM; m++)
 #pragma unroll
     for (int r = 0; r < 4; r++) s[m][r] = 0.f;
   for (;;) {
@@ -360,7 +386,7 @@ __global__ void __launch_bounds__(256) gemv_bf16(void* C, const void* A, const u
       const int kk = k8 + u * step;
       if (kk < K8) {
 #pragma unroll
-        for (int m = 0; m < 8; m++) {
+        for (int m = 0; m < MM; m++) {
           if (m < M) {
             const float4 x0 = *(const float4*)(xs + m * K + kk * 8), x1 = *(const float4*)(xs + m * K + kk * 8 + 4);
 #pragma unroll
@@ -377,39 +403,50 @@ __global__ void __launch_bounds__(256) gemv_bf16(void* C, const void* A, const u
     }
     k8 += GEMV_U * step;
     if (k8 >= K8) break;
-    load(k8);
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
   }
 #pragma unroll
-  for (int m = 0; m < 8; m++)
+  for (int m = 0; m < MM; m++)
 #pragma unroll
     for (int r = 0; r < 4; r++) {
       float v = s[m][r];
+#pragma unroll
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
       s[m][r] = v;
     }
   if (S > 1) {
     if (lane == 0)
 #pragma unroll
-      for (int m = 0; m < 8; m++)
+      for (int m = 0; m < MM; m++)
 #pragma unroll
         for (int r = 0; r < 4; r++) part[warp][m][r] = s[m][r];
     __syncthreads();
     if (slice != 0) return;
     for (int j = 1; j < S; j++)
 #pragma unroll
-      for (int m = 0; m < 8; m++)
+      for (int m = 0; m < MM; m++)
 #pragma unroll
         for (int r = 0; r < 4; r++) s[m][r] += part[warp + j][m][r];
   }
   if (lane == 0)
 #pragma unroll
-    for (int m = 0; m < 8; m++)
+    for (int m = 0; m < MM; m++)
 #pragma unroll
       for (int r = 0; r < 4; r++) {
         const int n = n0 + r;
         if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
       }
 }
+extern "C" {
+#define GEMV_ARGS void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf
+#define GEMV_PASS C, A, W, M, N, K, acc, mode, eps, S, bf
+__global__ void __launch_bounds__(256) gemv_bf16_m1(GEMV_ARGS) { gemv_body<1>(GEMV_PASS); }
+__global__ void __launch_bounds__(256) gemv_bf16_m2(GEMV_ARGS) { gemv_body<2>(GEMV_PASS); }
+__global__ void __launch_bounds__(256) gemv_bf16_m4(GEMV_ARGS) { gemv_body<4>(GEMV_PASS); }
+__global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GEMV_PASS); }
 
 // ---- SGLU. bf bits: 0 m, 1 h / 0 dh, 1 dm, 2 h ------------------------------------------------------
 __global__ void sglu_fwd(void* m, const void* h, int T, int G, int bf) {

@@ -303,7 +303,44 @@ export function fmtProfile(p: KernelTime[], top = 25): string {
   return fmtTable(['kernel', 'calls', 'ms', '%'], [...p.slice(0, top).map((r) => [r.name, r.calls, r.ms, (100 * r.ms) / total]), ['total', p.reduce((s, r) => s + r.calls, 0), total, 100]]);
 }
 
-export interface DecodeE2ERow { preset: string; batch: number; context: number; graphs: boolean; msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number }
+/**
+ * What each piece of a batch-1 decode step costs inside a CUDA graph (where the step runs): `reps`
+ * back-to-back calls recorded once, the replay timed, per call. Eager event timings of small kernels
+ * measure the host's launch gaps instead.
+ */
+export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): { what: string; us: number; GBps?: number }[] {
+  const config = presetConfig(preset);
+  const { D, H, G, nh, dh } = { D: config.decoder_embed_dim, H: config.hidden_dim, G: config.glu_dim, nh: config.decoder_attention_heads, dh: config.hidden_dim / config.decoder_attention_heads };
+  const mk = (shape: number[], dtype: 'f32' | 'bf16' = 'bf16') => { const t = be.empty(shape, dtype); be.randn(t, shape.length + shape[0]!, 0.05); return t; };
+  const x = mk([1, D], 'f32'), rows: { what: string; us: number; GBps?: number }[] = [];
+  const time = (what: string, fn: () => void, bytes?: number) => {
+    fn(); be.sync();
+    const g = be.capture(() => { for (let i = 0; i < reps; i++) fn(); });
+    const ms = be.timeMs(() => g.replay(), 10, 2).median / reps;
+    g.destroy();
+    rows.push({ what, us: ms * 1e3, ...(bytes ? { GBps: bytes / (ms * 1e-3) / 1e9 } : {}) });
+  };
+  for (const [what, N, K, o] of [['qkvu (norm fused)', 4 * H, D, { normA: 1e-6 }], ['out (accumulate)', D, H, { accumulate: true }], ['w12 (norm fused)', 2 * G, D, { normA: 1e-6 }],
+    ['w3 (gate fused, accumulate)', D, G, { gluA: true, accumulate: true }], ['head (norm fused)', config.vocab_size, D, { normA: 1e-6 }]] as const) {
+    const w = mk([N, K]), a = 'gluA' in o ? mk([1, 2 * K]) : K === D ? x : mk([1, K]), c = be.empty([1, N], 'accumulate' in o ? 'f32' : 'bf16');
+    for (const split of [null, 1, 2, 4, 8]) {
+      be.gemvSplitOverride = split;
+      time(`gemv ${what} ${N}×${K}${split === null ? '' : ` (split ${split})`}`, () => be.matmul(c, a, w, { transB: true, ...o }), N * K * 2);
+    }
+    be.gemvSplitOverride = null;
+    for (const t of [w, c]) be.free(t);
+  }
+  const qkvu = mk([1, 4 * H]), o = be.empty([1, 1, H], 'bf16'), st = be.zeros([1, nh, dh, dh]);
+  const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+  time('glaStep (q, k, v, state update)', () => be.glaStep(o, qkvu, nh, null, null, null, decay, st), st.size * 8);
+  const a = be.empty([1, H], 'bf16'), r = be.empty([1]);
+  time('normGate', () => be.normGate(a, r, o, qkvu, 1e-6));
+  const one = be.empty([1]);
+  time('tiny kernel (launch floor)', () => be.scaleInPlace(one, 1));
+  return rows;
+}
+
+export interface DecodeE2ERow { preset: string; batch: number; context: number; graphs: boolean; msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number; gpuMsPerStep?: number }
 /**
  * Decode steps (bf16 weights and activations) after a prefill of `context` tokens per sequence:
  * each step embeds, runs every layer's recurrent step and the head, and downloads the logits,
@@ -330,7 +367,15 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
       const ms = (performance.now() - t0) / steps;
       dec.dispose();
       if (opts.onProfile && !graphs) opts.onProfile(profileKernels(be, () => { be.download(dec.step(tok)); }));
-      rows.push({ preset, batch, context, graphs, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 });
+      const row: DecodeE2ERow = { preset, batch, context, graphs, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 };
+      if (graphs) {
+        // the step's GPU time alone: its graph replayed back to back (no uploads, downloads or host work between)
+        const pos = Int32Array.from({ length: batch }, () => context);
+        const g = be.capture(() => model.stateStep(tok, batch, 1, pos, state, null, null, false));
+        row.gpuMsPerStep = be.timeMs(() => g.replay(), 20, 3).median;
+        g.destroy();
+      }
+      rows.push(row);
     }
     for (const t of state.layers) be.free(t);
   }
@@ -397,8 +442,8 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
     ];
     res.decode = dec;
     log('\nDecode, bf16 weights and activations, logits downloaded every step (reference Python loop, 385M batch 1: 28.7 tokens/s)');
-    log(fmtTable(['model', 'batch', 'context', 'CUDA graphs', 'ms/step', 'tokens/s', 'weights GB', 'weight TB/s'],
-      dec.map((r) => [r.preset, r.batch, r.context, r.graphs ? 'yes' : 'no', r.msPerStep, Math.round(r.tokensPerSec), r.weightGB, r.weightTBps])));
+    log(fmtTable(['model', 'batch', 'context', 'CUDA graphs', 'ms/step', 'tokens/s', 'weights GB', 'weight TB/s', 'GPU ms/step'],
+      dec.map((r) => [r.preset, r.batch, r.context, r.graphs ? 'yes' : 'no', r.msPerStep, Math.round(r.tokensPerSec), r.weightGB, r.weightTBps, r.gpuMsPerStep ?? '-'])));
   }
   return res;
 }

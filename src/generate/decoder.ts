@@ -15,7 +15,9 @@ export interface DecoderOptions {
 }
 
 export class Decoder {
-  readonly graphs: boolean;
+  graphs: boolean;
+  /** Why recording failed, when it did (the decoder then runs eagerly). */
+  graphError: string | null = null;
   private readonly recorded = new Map<string, Recorded>();
   private readonly seen = new Set<string>();
   private eager: Tensor | null = null;
@@ -44,7 +46,16 @@ export class Decoder {
     let r = this.recorded.get(key);
     if (!r) {
       const buf: Omit<Recorded, 'graph'> = { ids: new Int32Array(B), positions: new Int32Array(B), slots: slots ? new Int32Array(B) : null };
-      const graph = model.be.capture!(() => model.stateStep(buf.ids, B, 1, buf.positions, state, null, buf.slots, false));
+      let graph: CapturedGraph<Tensor>;
+      try {
+        graph = model.be.capture!(() => model.stateStep(buf.ids, B, 1, buf.positions, state, null, buf.slots, false));
+      } catch (e) {
+        // nothing ran during the capture: decode eagerly from here on
+        this.graphError = (e as Error).message;
+        this.graphs = false;
+        this.eager = model.decode(ids, state, slots);
+        return this.eager;
+      }
       r = { graph, ...buf };
       this.recorded.set(key, r);
     }

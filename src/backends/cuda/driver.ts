@@ -51,6 +51,7 @@ const CU_FUNCS: [string, string, string[], boolean?][] = [
   ['cuFuncSetAttribute', 'int', ['uint64_t', 'int', 'int']],
   ['cuFuncGetAttribute', 'int', ['void *', 'int', 'uint64_t']],
   ['cuLaunchKernel', 'int', ['uint64_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint64_t', 'void *', 'void *']],
+  ['cuLaunchKernelEx', 'int', ['void *', 'uint64_t', 'void *', 'void *'], true],
   ['cuStreamCreate', 'int', ['void *', 'uint32_t']],
   ['cuStreamSynchronize', 'int', ['uint64_t']],
   ['cuEventCreate', 'int', ['void *', 'uint32_t']],
@@ -207,6 +208,9 @@ export class Driver {
   private readonly argBlock: unknown;
   private readonly argView: DataView;
   private readonly argPtrs: unknown;
+  // cuLaunchKernelEx's CUlaunchConfig (56 bytes) and one CUlaunchAttribute (72 bytes), koffi memory
+  private readonly exConfig: unknown;
+  private readonly exView: DataView;
 
   static get(l: CudaLibs): Driver {
     if (!Driver.inst) Driver.inst = new Driver(l);
@@ -238,6 +242,8 @@ export class Driver {
     const base = BigInt(this.koffi.address(this.argBlock));
     const ptrs = new BigUint64Array(this.koffi.view(this.argPtrs, 512));
     for (let i = 0; i < 64; i++) ptrs[i] = base + BigInt(8 * i);
+    this.exConfig = this.koffi.alloc('uint64_t', 16);
+    this.exView = new DataView(this.koffi.view(this.exConfig, 128));
   }
 
   attr(id: number): number {
@@ -317,7 +323,7 @@ export class Driver {
    * Launches `fn` with arguments described by `sig` (one letter each: p = device pointer / 64-bit,
    * i = int32, f = float32, l = int64, d = float64) on the stream.
    */
-  launch(name: string, fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, sig: string, args: readonly number[]): void {
+  launch(name: string, fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, sig: string, args: readonly number[], early = false): void {
     if (sig.length !== args.length) throw new CudaError(`launch ${name}: ${args.length} arguments for signature "${sig}"`);
     const v = this.argView;
     for (let i = 0; i < sig.length; i++) {
@@ -331,7 +337,24 @@ export class Driver {
       }
     }
     if (grid.some((g) => g < 1 || !Number.isInteger(g)) || block.some((b) => b < 1)) throw new CudaError(`launch ${name}: bad geometry grid ${grid} block ${block}`);
-    this.span(name, () => this.check(`cuLaunchKernel(${name})`, this.cu.cuLaunchKernel!(fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, this.stream, this.argPtrs, null)));
+    if (early && this.cu.cuLaunchKernelEx && !this.prof) this.check(`cuLaunchKernelEx(${name})`, this.cu.cuLaunchKernelEx(this.earlyConfig(grid, block, smem), fn, this.argPtrs, null));
+    else this.span(name, () => this.check(`cuLaunchKernel(${name})`, this.cu.cuLaunchKernel!(fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, this.stream, this.argPtrs, null)));
+  }
+  /**
+   * A CUlaunchConfig with programmatic stream serialization allowed: the kernel may start while the
+   * one before it on the stream finishes, and must itself wait (griddepcontrol.wait) before reading
+   * what that one wrote. Layout: grid, block (6 × u32), shared bytes (u32), pad, stream, attrs
+   * pointer, attr count; the attribute (id 6, value 1) follows at byte 56.
+   */
+  private earlyConfig(grid: readonly [number, number, number], block: readonly [number, number, number], smem: number): unknown {
+    const v = this.exView;
+    [...grid, ...block, smem].forEach((x, i) => v.setUint32(4 * i, x, true));
+    v.setBigUint64(32, BigInt(this.stream), true);
+    v.setBigUint64(40, BigInt(this.koffi.address(this.exConfig)) + 56n, true);
+    v.setUint32(48, 1, true);
+    v.setUint32(56, 6 /* CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION */, true);
+    v.setUint32(64, 1, true);
+    return this.exConfig;
   }
 
   // ---- profiling: GPU time of every launch and span, by name ----------------------------------------

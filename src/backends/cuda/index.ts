@@ -207,10 +207,16 @@ export class CudaBackend implements Backend {
     if (smem > 48 * 1024 && !this.smemRaised.has(f)) { this.drv.setMaxDynamicSmem(f, this.drv.smemOptin - this.drv.funcAttr(f, 1)); this.smemRaised.add(f); }
     return f;
   }
-  private launch(name: string, l: Launch, sig: string, args: number[], file = 'kernels.cu'): void {
-    this.drv.launch(name, this.fn(file, name, l.smem), l.grid, l.block, l.smem, sig, args);
+  /**
+   * `early`: a decode kernel that waits for its predecessor itself (griddepcontrol, kernels.cu), so
+   * inside a recorded graph it is launched with programmatic stream serialization: it starts, and
+   * prefetches its weights, while the kernel before it finishes (TNL_CUDA_PDL=0 turns this off).
+   */
+  private launch(name: string, l: Launch, sig: string, args: number[], file = 'kernels.cu', early = false): void {
+    this.drv.launch(name, this.fn(file, name, l.smem), l.grid, l.block, l.smem, sig, args, early && this.graphInputs !== null && this.pdl);
     this.releaseTemps();
   }
+  private readonly pdl = process.env.TNL_CUDA_PDL !== '0';
   private ew(n: number): Launch { return elementwiseLaunch(n, this.drv.smCount); }
   /**
    * Upload a small host array into a pooled buffer, valid for the next launch. Under graph capture
@@ -486,14 +492,16 @@ export class CudaBackend implements Backend {
    * weights once at full width, with normA / gluA fused into its staging of A. False when the shapes
    * do not fit it (the caller takes the general path).
    */
+  /** Forces the GEMV's K split (benchmarks); null: plan.ts's gemvSplit. */
+  gemvSplitOverride: number | null = null;
   private gemv(C: CudaTensor, A: CudaTensor, W: CudaTensor, opts: MatmulOptions): boolean {
     if (W.dtype !== 'bf16' || !opts.transB || opts.transA || (opts.normA !== undefined && opts.gluA)) return false;
     const [M, ac] = dims2(A), [N, K] = dims2(W);
     const mode = opts.gluA ? 2 : opts.normA !== undefined ? 1 : 0;
     if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16 || M * K * 4 > this.drv.smemOptin - 4096) return false;
-    const S = gemvSplit(N, K, this.drv.smCount);
-    this.launch('gemv_bf16', { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiiifii',
-      [C.ptr, A.ptr, W.ptr, M, N, K, opts.accumulate ? 1 : 0, mode, opts.normA ?? 0, S, bfBits(C, A)]);
+    const S = this.gemvSplitOverride ?? gemvSplit(N, K, this.drv.smCount);
+    this.launch(`gemv_bf16_m${M === 1 ? 1 : M === 2 ? 2 : M <= 4 ? 4 : 8}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiiifii',
+      [C.ptr, A.ptr, W.ptr, M, N, K, opts.accumulate ? 1 : 0, mode, opts.normA ?? 0, S, bfBits(C, A)], 'kernels.cu', true);
     return true;
   }
 
@@ -729,7 +737,7 @@ export class CudaBackend implements Backend {
     } else need(S.size === B * per, `glaStep: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
     if (!B) return;
     this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiippppppi',
-      [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0, bfBits(O, O, O, O, X)]);
+      [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0, bfBits(O, O, O, O, X)], 'kernels.cu', true);
   }
 
   /**
@@ -782,7 +790,7 @@ export class CudaBackend implements Backend {
     const [T, H] = dims2(O);
     need(A.size === O.size && R.size === T && X.size === T * 4 * H, `normGate: a ${shp(A)}, rstd ${shp(R)}, qkvu ${shp(X)} for o ${shp(O)}`);
     if (!T) return;
-    this.launch('norm_gate_fwd', rowLaunch(T, H), 'ppppiifi', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps, bfBits(A, O, X)]);
+    this.launch('norm_gate_fwd', rowLaunch(T, H), 'ppppiifi', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps, bfBits(A, O, X)], 'kernels.cu', true);
   }
   normGateBackward(dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor): void {
     const DO = dev(dO, 'normGateBackward'), G = dev(dqkvu, 'normGateBackward'), DA = dev(dA, 'normGateBackward');
