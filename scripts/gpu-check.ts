@@ -287,14 +287,17 @@ function bf16Checks(g: CudaBackend): void {
       }
   });
   guarded('decode fusions', () => {
-    for (const [M, N, K] of [[1, 700, 1024], [6, 64, 2816], [8, 100, 512]])
-      for (const [label, o] of [['normA', { normA: 1e-6 }], ['gluA', { gluA: true }]] as const) {
-        const r = R(), cols = 'gluA' in o ? 2 * K : K;
-        const A = both(r.arr(M * cols, 2), [M, cols], 'f32'), W = both(r.arr(N * K, 0.05), [N, K]);
-        const C = both(r.arr(M * N), [M, N], 'f32');
-        ref.matmul(C[0], A[0], W[0], { transB: true, accumulate: true, ...o }); g.matmul(C[1], A[1], W[1], { transB: true, accumulate: true, ...o });
-        cmp(`gemv ${label} ${M}×${N}×${K} (f32 A, acc)`, C, 1e-2);
-      }
+    for (const [M, N, K] of [[1, 700, 1024], [2, 300, 2816], [6, 64, 2816], [8, 100, 512]])
+      for (const label of ['plain', 'normA', 'gluA', 'normGate'] as const)
+        for (const at of ['f32', 'bf16'] as const) {
+          const r = R(), cols = label === 'gluA' ? 2 * K : K;
+          const A = both(r.arr(M * cols, 2), [M, cols], at), W = both(r.arr(N * K, 0.05), [N, K]), U = both(r.arr(M * 4 * K), [M, 4 * K]);
+          const o = label === 'plain' ? {} : label === 'normA' ? { normA: 1e-6 } : label === 'gluA' ? { gluA: true } : null;
+          const C = both(r.arr(M * N), [M, N], 'f32');
+          ref.matmul(C[0], A[0], W[0], { transB: true, accumulate: true, ...(o ?? { normGate: { qkvu: U[0], eps: 1e-6 } }) });
+          g.matmul(C[1], A[1], W[1], { transB: true, accumulate: true, ...(o ?? { normGate: { qkvu: U[1], eps: 1e-6 } }) });
+          cmp(`gemv ${label} ${M}×${N}×${K} (A ${at}, acc)`, C, 1e-2);
+        }
     for (const [B, nh, dh, lrpe, slots] of [[1, 8, 128, true, null], [3, 2, 64, false, Int32Array.of(4, 0, 2)], [2, 4, 32, true, Int32Array.of(1, 3)]] as const) {
       const r = R(), H = nh * dh, dk = lrpe ? 2 * dh : dh, rows = slots ? 5 : B;
       const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));

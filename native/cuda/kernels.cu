@@ -283,9 +283,14 @@ __global__ void gla_decode(void* o, const void* x, int nh, int dh, const float* 
                            const float* loglam, float* state, const int* slots, int bf) {
   extern __shared__ float qk[];
   pdl_trigger();
-  pdl_wait();
   const int h = blockIdx.y, b = blockIdx.z, c = blockIdx.x * 32 + threadIdx.x;
   const int H = nh * dh, DK = theta ? 2 * dh : dh;
+  if (state && c < dh) {
+    // this thread's state column into L2 while the projection finishes (L2 is coherent: a prefetch is always safe)
+    const float* S = state + ((i64)(slots ? slots[b] : b) * nh + h) * DK * dh;
+    for (int r = threadIdx.y; r < DK; r += 8) asm volatile("prefetch.global.L2 [%0];" :: "l"(S + (i64)r * dh + c));
+  }
+  pdl_wait();
   const i64 row = (i64)b * 4 * H;
   for (int cc = threadIdx.y * 32 + threadIdx.x; cc < dh; cc += 256) {
     const float xq = LD(x, row + h * dh + cc, BF(4)), xk = LD(x, row + H + h * dh + cc, BF(4));
@@ -440,6 +445,137 @@ __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, 
         if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
       }
 }
+// The same product for M ≤ 2 rows with A' formed in registers (no shared-memory staging or block
+// barriers on the critical path): each warp takes its A slices straight from global memory (L2), and
+// for the row norms reads the row itself. Mode 3 adds GLA's output gate, A' = SRMS(A) ⊙ U[:, 3K:4K)
+// (U = qkvu [M, 4K]). A (and U) 16-byte aligned. bf bits: 0 C, 1 A, 2 U
+__device__ __forceinline__ void load8(const void* p, i64 i, int bf, float* v) {
+  if (bf) {
+    const uint4 q = *(const uint4*)((const u16*)p + i);
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) { v[2 * j] = __uint_as_float(w[j] << 16); v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u); }
+  } else {
+    const float4 a = *(const float4*)((const float*)p + i), b = *(const float4*)((const float*)p + i + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  }
+}
+template <int MM>
+__device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, int bf) {
+  __shared__ float part[8][MM][4];
+  pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8;
+  const int grp = warp / S, slice = warp % S;
+  const int n0 = (blockIdx.x * (8 / S) + grp) * 4;
+  const uint4* w[4];
+#pragma unroll
+  for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
+  const int step = 32 * S;
+  int k8 = slice * 32 + lane;
+  uint4 p[GEMV_U][4];
+#pragma unroll
+  for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+  pdl_wait();
+  const int lda = mode == 2 ? 2 * K : K;
+  float rs[MM];
+#pragma unroll
+  for (int m = 0; m < MM; m++) {
+    rs[m] = 1.f;
+    if ((mode == 1 || mode == 3) && m < M) {
+      float ss = 0.f;
+      for (int k = lane * 8; k < K; k += 256) {
+        float v[8];
+        load8(A, (i64)m * lda + k, BF(1), v);
+#pragma unroll
+        for (int j = 0; j < 8; j++) ss += v[j] * v[j];
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      rs[m] = rsqrtf(ss / K + eps);
+    }
+  }
+  float s[MM][4];
+#pragma unroll
+  for (int m = 0; m < MM; m++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) s[m][r] = 0.f;
+  for (;;) {
+    float x[GEMV_U][MM][8];
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+      for (int m = 0; m < MM; m++) {
+        const int kk = k8 + u * step;
+        if (kk < K8 && m < M) {
+          const i64 at = (i64)m * lda + kk * 8;
+          load8(A, at, BF(1), x[u][m]);
+          if (mode == 2 || mode == 3) {
+            float g[8];
+            load8(mode == 2 ? A : U, mode == 2 ? at + K : (i64)m * 4 * K + 3 * K + kk * 8, mode == 2 ? BF(1) : BF(2), g);
+#pragma unroll
+            for (int j = 0; j < 8; j++) x[u][m][j] *= g[j];
+          }
+#pragma unroll
+          for (int j = 0; j < 8; j++) x[u][m][j] *= rs[m];
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; j++) x[u][m][j] = 0.f;
+        }
+      }
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+      for (int m = 0; m < MM; m++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+          const u32 a = p[u][r].x, b = p[u][r].y, c = p[u][r].z, d = p[u][r].w;
+          const float* xv = x[u][m];
+          s[m][r] += __uint_as_float(a << 16) * xv[0] + __uint_as_float(a & 0xffff0000u) * xv[1]
+                   + __uint_as_float(b << 16) * xv[2] + __uint_as_float(b & 0xffff0000u) * xv[3]
+                   + __uint_as_float(c << 16) * xv[4] + __uint_as_float(c & 0xffff0000u) * xv[5]
+                   + __uint_as_float(d << 16) * xv[6] + __uint_as_float(d & 0xffff0000u) * xv[7];
+        }
+    k8 += GEMV_U * step;
+    if (k8 >= K8) break;
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int m = 0; m < MM; m++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      float v = s[m][r];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      s[m][r] = v;
+    }
+  if (S > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int m = 0; m < MM; m++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) part[warp][m][r] = s[m][r];
+    __syncthreads();
+    if (slice != 0) return;
+    for (int j = 1; j < S; j++)
+#pragma unroll
+      for (int m = 0; m < MM; m++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) s[m][r] += part[warp + j][m][r];
+  }
+  if (lane == 0)
+#pragma unroll
+    for (int m = 0; m < MM; m++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int n = n0 + r;
+        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
+      }
+}
 extern "C" {
 #define GEMV_ARGS void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf
 #define GEMV_PASS C, A, W, M, N, K, acc, mode, eps, S, bf
@@ -447,6 +583,10 @@ __global__ void __launch_bounds__(256) gemv_bf16_m1(GEMV_ARGS) { gemv_body<1>(GE
 __global__ void __launch_bounds__(256) gemv_bf16_m2(GEMV_ARGS) { gemv_body<2>(GEMV_PASS); }
 __global__ void __launch_bounds__(256) gemv_bf16_m4(GEMV_ARGS) { gemv_body<4>(GEMV_PASS); }
 __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GEMV_PASS); }
+#define GEMV_REG_ARGS void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, int bf
+#define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, bf
+__global__ void __launch_bounds__(256) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
+__global__ void __launch_bounds__(256) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
 
 // ---- SGLU. bf bits: 0 m, 1 h / 0 dh, 1 dm, 2 h ------------------------------------------------------
 __global__ void sglu_fwd(void* m, const void* h, int T, int G, int bf) {

@@ -39,6 +39,8 @@ export interface MatmulOptions {
   normA?: number;
   /** A is [M, 2K]; use A[:, :K] ⊙ A[:, K:] (SGLU's gate) in place of it, fused in decode. */
   gluA?: boolean;
+  /** Use normGate(A, qkvu) (GLA's output: SRMS(A) ⊙ u, u = columns [3K, 4K) of qkvu) in place of A, fused in decode. */
+  normGate?: { qkvu: Tensor; eps: number };
 }
 
 export interface AdamWOptions {

@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CudaBackend } from '../backends/cuda/index.ts';
+import type { MatmulOptions, Tensor } from '../backends/backend.ts';
 import { lightningPlan, type LightningTuning } from '../backends/cuda/plan.ts';
 import { presetConfig, type ModelConfig } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
@@ -312,7 +313,7 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
   const config = presetConfig(preset);
   const { D, H, G, nh, dh } = { D: config.decoder_embed_dim, H: config.hidden_dim, G: config.glu_dim, nh: config.decoder_attention_heads, dh: config.hidden_dim / config.decoder_attention_heads };
   const mk = (shape: number[], dtype: 'f32' | 'bf16' = 'bf16') => { const t = be.empty(shape, dtype); be.randn(t, shape.length + shape[0]!, 0.05); return t; };
-  const x = mk([1, D], 'f32'), rows: { what: string; us: number; GBps?: number }[] = [];
+  const x = mk([1, D], 'f32'), qkvu = mk([1, 4 * H]), o = mk([1, 1, H]), rows: { what: string; us: number; GBps?: number }[] = [];
   const time = (what: string, fn: () => void, bytes?: number) => {
     fn(); be.sync();
     const g = be.capture(() => { for (let i = 0; i < reps; i++) fn(); });
@@ -320,17 +321,20 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
     g.destroy();
     rows.push({ what, us: ms * 1e3, ...(bytes ? { GBps: bytes / (ms * 1e-3) / 1e9 } : {}) });
   };
-  for (const [what, N, K, o] of [['qkvu (norm fused)', 4 * H, D, { normA: 1e-6 }], ['out (accumulate)', D, H, { accumulate: true }], ['w12 (norm fused)', 2 * G, D, { normA: 1e-6 }],
-    ['w3 (gate fused, accumulate)', D, G, { gluA: true, accumulate: true }], ['head (norm fused)', config.vocab_size, D, { normA: 1e-6 }]] as const) {
-    const w = mk([N, K]), a = 'gluA' in o ? mk([1, 2 * K]) : K === D ? x : mk([1, K]), c = be.empty([1, N], 'accumulate' in o ? 'f32' : 'bf16');
-    for (const split of [null, 1, 2, 4, 8]) {
+  const cases: [string, number, number, Tensor, MatmulOptions][] = [
+    ['qkvu (norm fused)', 4 * H, D, x, { normA: 1e-6 }], ['out (norm gate fused, accumulate)', D, H, o, { accumulate: true, normGate: { qkvu, eps: 1e-6 } }],
+    ['w12 (norm fused)', 2 * G, D, x, { normA: 1e-6 }], ['w3 (gate fused, accumulate)', D, G, mk([1, 2 * G]), { gluA: true, accumulate: true }],
+    ['head (norm fused)', config.vocab_size, D, x, { normA: 1e-6 }]];
+  for (const [what, N, K, a, opt] of cases) {
+    const w = mk([N, K]), c = be.empty([1, N], opt.accumulate ? 'f32' : 'bf16');
+    for (const split of [null, 1, 4]) {
       be.gemvSplitOverride = split;
-      time(`gemv ${what} ${N}×${K}${split === null ? '' : ` (split ${split})`}`, () => be.matmul(c, a, w, { transB: true, ...o }), N * K * 2);
+      time(`gemv ${what} ${N}×${K}${split === null ? '' : ` (split ${split})`}`, () => be.matmul(c, a, w, { transB: true, ...opt }), N * K * 2);
     }
     be.gemvSplitOverride = null;
     for (const t of [w, c]) be.free(t);
   }
-  const qkvu = mk([1, 4 * H]), o = be.empty([1, 1, H], 'bf16'), st = be.zeros([1, nh, dh, dh]);
+  const st = be.zeros([1, nh, dh, dh]);
   const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
   time('glaStep (q, k, v, state update)', () => be.glaStep(o, qkvu, nh, null, null, null, decay, st), st.size * 8);
   const a = be.empty([1, H], 'bf16'), r = be.empty([1]);

@@ -49,10 +49,8 @@ export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor
     be.lightningForward(o, q, k, v, s.decay, state, ctx.blockSize, slots);
     for (const t of [q, k, v]) be.free(t);
   }
-  const a = be.empty([B, s.H], act), r2 = be.empty([B]);
-  be.normGate(a, r2, o, qkvu, NORM_EPS);
-  be.matmul(x, a, p.out, { transB: true, accumulate: true });
-  for (const t of [qkvu, o, a, r2]) be.free(t);
+  be.matmul(x, o, p.out, { transB: true, accumulate: true, normGate: { qkvu, eps: NORM_EPS } });
+  be.free(qkvu); be.free(o);
 }
 
 /** dx (the residual gradient, in and out) ← dx + ∂GLA/∂x · dx; parameter gradients accumulate into g. */

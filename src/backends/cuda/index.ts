@@ -495,11 +495,22 @@ export class CudaBackend implements Backend {
   /** Forces the GEMV's K split (benchmarks); null: plan.ts's gemvSplit. */
   gemvSplitOverride: number | null = null;
   private gemv(C: CudaTensor, A: CudaTensor, W: CudaTensor, opts: MatmulOptions): boolean {
-    if (W.dtype !== 'bf16' || !opts.transB || opts.transA || (opts.normA !== undefined && opts.gluA)) return false;
+    const modes = (opts.normA !== undefined ? 1 : 0) + (opts.gluA ? 1 : 0) + (opts.normGate ? 1 : 0);
+    if (W.dtype !== 'bf16' || !opts.transB || opts.transA || modes > 1) return false;
     const [M, ac] = dims2(A), [N, K] = dims2(W);
-    const mode = opts.gluA ? 2 : opts.normA !== undefined ? 1 : 0;
-    if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16 || M * K * 4 > this.drv.smemOptin - 4096) return false;
+    const mode = opts.gluA ? 2 : opts.normGate ? 3 : opts.normA !== undefined ? 1 : 0;
+    if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16) return false;
+    const U = opts.normGate ? dev(opts.normGate.qkvu, 'matmul normGate qkvu') : null;
+    if (U && U.size !== M * 4 * K) throw new ShapeError(`matmul normGate: qkvu ${shp(U)} must be [${M}, ${4 * K}]`);
     const S = this.gemvSplitOverride ?? gemvSplit(N, K, this.drv.smCount);
+    const eps = opts.normA ?? opts.normGate?.eps ?? 0;
+    if (M <= 2 && A.ptr % 16 === 0 && (!U || U.ptr % 16 === 0)) {
+      // one or two rows: A formed in registers (no staging barrier)
+      this.launch(`gemv_reg_m${M}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: 0 }, 'ppppiiiiifii',
+        [C.ptr, A.ptr, W.ptr, U ? U.ptr : 0, M, N, K, opts.accumulate ? 1 : 0, mode, eps, S, bfBits(C, A, U ?? A)], 'kernels.cu', true);
+      return true;
+    }
+    if (mode === 3 || M * K * 4 > this.drv.smemOptin - 4096) return false;
     this.launch(`gemv_bf16_m${M === 1 ? 1 : M === 2 ? 2 : M <= 4 ? 4 : 8}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiiifii',
       [C.ptr, A.ptr, W.ptr, M, N, K, opts.accumulate ? 1 : 0, mode, opts.normA ?? 0, S, bfBits(C, A)], 'kernels.cu', true);
     return true;
