@@ -11,10 +11,10 @@ import { ReferenceBackend } from '../src/backends/reference/index.ts';
 import { CudaBackend, cudaAvailable } from '../src/backends/cuda/index.ts';
 import type { LightningTuning } from '../src/backends/cuda/plan.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
-import { loadConfig } from '../src/config/index.ts';
+import { loadConfig, presetConfig } from '../src/config/index.ts';
 import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
 import { TnlModel } from '../src/model/transnormer.ts';
-import { benchDecodeE2E, benchTrainE2E, decodePieces, fmtProfile, fmtTable, runCudaBench } from '../src/bench/cuda.ts';
+import { benchDecodeE2E, benchTrainE2E, decodePieces, deviceRandomModel, fmtProfile, fmtTable, runCudaBench } from '../src/bench/cuda.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 
 const argv = process.argv.slice(2);
@@ -572,8 +572,15 @@ if (flag('--profile')) {
 if (flag('--pieces')) {
   const pieces = decodePieces(g);
   console.log('\ndecode pieces inside a graph (385M, batch 1), µs per call\n' + fmtTable(['what', 'µs', 'GB/s'], pieces.map((p) => [p.what, p.us, p.GBps ?? '-'])));
-  const dec = benchDecodeE2E(g, 'tnl-385m', 1, [1024], { graphs: [true] });
-  console.log(`decode 385M batch 1: ${dec[0]!.msPerStep.toFixed(3)} ms/step (GPU ${dec[0]!.gpuMsPerStep?.toFixed(3)}), ${Math.round(dec[0]!.tokensPerSec)} tokens/s`);
+  const model = deviceRandomModel(g, presetConfig('tnl-385m')).withDType('bf16', 'bf16');
+  const dec: unknown[] = [];
+  for (const [label, pdl, pf] of [['PDL + prefetch hints', true, true], ['PDL, no prefetch hints', true, false], ['no PDL, prefetch hints', false, true]] as const) {
+    g.pdl = pdl; g.prefetchHints = pf;
+    const r = benchDecodeE2E(g, 'tnl-385m', 1, [1024], { graphs: [true], model })[0]!;
+    dec.push({ label, ...r });
+    console.log(`decode 385M batch 1, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
+  }
+  g.pdl = true; g.prefetchHints = true;
   writeFileSync(join(outDir, 'pieces.json'), JSON.stringify({ pieces, dec }, null, 1));
 }
 if (flag('--bench')) {
