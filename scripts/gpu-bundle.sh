@@ -7,9 +7,9 @@ cd "$(git rev-parse --show-toplevel)"
 bash ../shared/device/pack.sh >/dev/null
 grep -qxF '/.gpu/' .git/info/exclude || echo '/.gpu/' >> .git/info/exclude
 rm -rf .gpu && mkdir -p .gpu/node_modules .gpu/fixtures
-cp -r node_modules/koffi node_modules/@koromix .gpu/node_modules/
+cp -r node_modules/koffi node_modules/@koromix node_modules/@resvg .gpu/node_modules/
 cp -r ../shared/fixtures/tnl-ref-small .gpu/fixtures/
 node_modules/esbuild/bin/esbuild scripts/gpu-check.ts --bundle --platform=node --format=esm --log-level=warning \
-  --outfile=.gpu/gpu-check.mjs --external:koffi \
+  --outfile=.gpu/gpu-check.mjs --external:koffi --external:@resvg/resvg-js \
   --banner:js="import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);"
 du -sh .device .gpu

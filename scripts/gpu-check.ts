@@ -4,7 +4,9 @@
 // (with --bench) the benchmark suite of src/bench/cuda.ts. Prints a table; writes JSON to $OUT (or
 // the current folder).
 //   node --import tsx scripts/gpu-check.ts [--bench] [--fixture DIR] [--seed N] [--no-e2e] [--lengths 512,2048]
-import { writeFileSync, existsSync } from 'node:fs';
+import { writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { DEFAULT_SETTINGS, train } from '../src/train/trainer.ts';
 import { join, resolve } from 'node:path';
 import type { Backend, DType, Tensor } from '../src/backends/backend.ts';
 import { ReferenceBackend } from '../src/backends/reference/index.ts';
@@ -522,6 +524,28 @@ function mixedAndGraphChecks(be: CudaBackend, dir: string): void {
   ex.close();
 }
 
+// `tnl train`'s loop on the GPU, f32 and mixed precision, on a small synthetic corpus: both must learn
+// (validation loss well under the unigram baseline) and end close to each other.
+async function trainerChecks(be: CudaBackend): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tnl-train-'));
+  const words = 'the cat dog sat ran on a mat under tree house small big red blue quickly slowly and then'.split(' ');
+  let seed = 7;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32; };
+  const lines = Array.from({ length: 3000 }, () => `the ${words[Math.floor(rnd() * 8) + 1]} ${words[Math.floor(rnd() * 4) + 3]} on the ${words[Math.floor(rnd() * 6) + 10]}.`);
+  writeFileSync(join(dir, 'corpus.jsonl'), Array.from({ length: 300 }, (_, d) => JSON.stringify({ text: lines.slice(10 * d, 10 * d + 10).join(' ') })).join('\n'));  // whole documents go to the validation split
+  const res: Record<string, { val: number; unigram: number; tps: number }> = {};
+  for (const precision of ['f32', 'bf16'] as const) {
+    const r = await train({ ...DEFAULT_SETTINGS, out: join(dir, precision), data: join(dir, 'corpus.jsonl'), model: 'small', vocabSize: 512, seqLen: 128, batchSize: 8,
+      steps: 60, warmup: 10, evalEvery: 60, evalBatches: 4, saveEvery: 60, precision }, be);
+    res[precision] = { val: r.finalValLoss, unigram: r.unigramValLoss, tps: r.tokensPerSec };
+  }
+  results.trainer = res;
+  for (const p of ['f32', 'bf16'] as const)
+    rows.push({ check: `trainer ${p}: validation loss vs unigram`, maxAbs: res[p]!.val, rel: res[p]!.val / res[p]!.unigram, tol: 0.8, ok: res[p]!.val / res[p]!.unigram <= 0.8, note: `${res[p]!.val.toFixed(3)} vs ${res[p]!.unigram.toFixed(3)}, ${Math.round(res[p]!.tps)} tokens/s` });
+  recordScalar('trainer: mixed-precision final validation loss vs f32', res.bf16!.val, res.f32!.val, 0.05);
+  rmSync(dir, { recursive: true, force: true });
+}
+
 // ---- main ------------------------------------------------------------------------------------------------
 const avail = cudaAvailable();
 results.available = avail;
@@ -552,6 +576,7 @@ if (!flag('--bench-only')) {
     fixtureChecks(g, dir, 'model fp32', 1);
     fixtureChecks(gtc, dir, 'model, lightning=tc (fixture dv=32: exact kernel)', 1e3);
     mixedAndGraphChecks(g, dir);
+    try { await trainerChecks(g); } catch (e) { recordError('trainer', e); }
   } else rows.push({ check: 'fixture', maxAbs: NaN, rel: NaN, tol: 0, ok: false, note: 'tnl-ref-small not found (--fixture DIR)' });
   results.checkSeconds = (performance.now() - t0) / 1000;
   results.rows = rows;
