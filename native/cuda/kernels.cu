@@ -349,24 +349,84 @@ __global__ void sum_heads(void* o, const void* a, i64 rows, int nh, int D, int P
 // K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
 #define GEMV_U 4
 }  // extern "C" (templates below)
+// The W rows (4 output columns) and K positions one warp of a GEMV covers: warps come in groups of S
+// sharing a column group, warp j of a group taking K positions j·32 + lane + i·32·S (8 values each).
+struct GemvTile {
+  const uint4* w[4];
+  int n0, step, k8, K8;
+  __device__ GemvTile(const u16* W, int N, int K, int S) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    n0 = (blockIdx.x * (8 / S) + warp / S) * 4;
+#pragma unroll
+    for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
+    step = 32 * S; k8 = (warp % S) * 32 + lane; K8 = K / 8;
+  }
+  // GEMV_U k-steps from `from`, 16 bytes of each row each (zeros past the end)
+  __device__ __forceinline__ void load(uint4 (&p)[GEMV_U][4], int from) const {
+#pragma unroll
+    for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) p[u][r] = from + u * step < K8 ? __ldg(w[r] + from + u * step) : make_uint4(0, 0, 0, 0);
+  }
+};
+// s[m][r] += W_r · x over one 16-byte chunk of each of the 4 W rows (8 bf16) and 8 floats of A's row m.
+template <int MM>
+__device__ __forceinline__ void gemv_fma(float (&s)[MM][4], const uint4 (&p)[4], int m, const float* x) {
+#pragma unroll
+  for (int r = 0; r < 4; r++) {
+    const u32 a = p[r].x, b = p[r].y, c = p[r].z, d = p[r].w;
+    s[m][r] += __uint_as_float(a << 16) * x[0] + __uint_as_float(a & 0xffff0000u) * x[1]
+             + __uint_as_float(b << 16) * x[2] + __uint_as_float(b & 0xffff0000u) * x[3]
+             + __uint_as_float(c << 16) * x[4] + __uint_as_float(c & 0xffff0000u) * x[5]
+             + __uint_as_float(d << 16) * x[6] + __uint_as_float(d & 0xffff0000u) * x[7];
+  }
+}
+// The end of both GEMVs: warp sums, the K split's partial sums through shared memory, the store.
+template <int MM>
+__device__ __forceinline__ void gemv_finish(float (&s)[MM][4], float (&part)[8][MM][4], int S, int n0, void* C, int M, int N, int acc, int bf) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+  for (int m = 0; m < MM; m++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      float v = s[m][r];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      s[m][r] = v;
+    }
+  if (S > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int m = 0; m < MM; m++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) part[warp][m][r] = s[m][r];
+    __syncthreads();
+    if (warp % S != 0) return;
+    for (int j = 1; j < S; j++)
+#pragma unroll
+      for (int m = 0; m < MM; m++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) s[m][r] += part[warp + j][m][r];
+  }
+  if (lane == 0)
+#pragma unroll
+    for (int m = 0; m < MM; m++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        const int n = n0 + r;
+        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
+      }
+}
 template <int MM>
 __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf) {
   extern __shared__ float xs[];
   __shared__ float part[8][MM][4];
   pdl_trigger();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8;
-  const int grp = warp / S, slice = warp % S;
-  const int n0 = (blockIdx.x * (8 / S) + grp) * 4;
-  const uint4* w[4];
-#pragma unroll
-  for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
-  const int step = 32 * S;
-  int k8 = slice * 32 + lane;
+  GemvTile t(W, N, K, S);
+  const int K8 = t.K8, step = t.step, n0 = t.n0;
+  int k8 = t.k8;
   uint4 p[GEMV_U][4];
-#pragma unroll
-  for (int u = 0; u < GEMV_U; u++)
-#pragma unroll
-    for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+  t.load(p, k8);
   pdl_wait();  // A is the previous kernel's output
   // A' into shared memory while those loads are in flight
   const int lda = mode == 2 ? 2 * K : K, MK = M * K;
@@ -405,56 +465,17 @@ __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, 
         for (int m = 0; m < MM; m++) {
           if (m < M) {
             const float4 x0 = *(const float4*)(xs + m * K + kk * 8), x1 = *(const float4*)(xs + m * K + kk * 8 + 4);
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-              const u32 a = p[u][r].x, b = p[u][r].y, c = p[u][r].z, d = p[u][r].w;
-              s[m][r] += __uint_as_float(a << 16) * x0.x + __uint_as_float(a & 0xffff0000u) * x0.y
-                       + __uint_as_float(b << 16) * x0.z + __uint_as_float(b & 0xffff0000u) * x0.w
-                       + __uint_as_float(c << 16) * x1.x + __uint_as_float(c & 0xffff0000u) * x1.y
-                       + __uint_as_float(d << 16) * x1.z + __uint_as_float(d & 0xffff0000u) * x1.w;
-            }
+            const float x[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+            gemv_fma<MM>(s, p[u], m, x);
           }
         }
       }
     }
     k8 += GEMV_U * step;
     if (k8 >= K8) break;
-#pragma unroll
-    for (int u = 0; u < GEMV_U; u++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+    t.load(p, k8);
   }
-#pragma unroll
-  for (int m = 0; m < MM; m++)
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-      float v = s[m][r];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      s[m][r] = v;
-    }
-  if (S > 1) {
-    if (lane == 0)
-#pragma unroll
-      for (int m = 0; m < MM; m++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) part[warp][m][r] = s[m][r];
-    __syncthreads();
-    if (slice != 0) return;
-    for (int j = 1; j < S; j++)
-#pragma unroll
-      for (int m = 0; m < MM; m++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) s[m][r] += part[warp + j][m][r];
-  }
-  if (lane == 0)
-#pragma unroll
-    for (int m = 0; m < MM; m++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) {
-        const int n = n0 + r;
-        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
-      }
+  gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf);
 }
 // The same product for M ≤ 2 rows with A' formed in registers (no shared-memory staging or block
 // barriers on the critical path): each warp takes its A slices straight from global memory (L2), and
@@ -476,22 +497,14 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
                                               const void* pf, i64 pfBytes, int bf) {
   __shared__ float part[8][MM][4];
   pdl_trigger();
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8;
-  const int grp = warp / S, slice = warp % S;
-  const int n0 = (blockIdx.x * (8 / S) + grp) * 4;
-  const uint4* w[4];
-#pragma unroll
-  for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
-  const int step = 32 * S;
-  int k8 = slice * 32 + lane;
+  GemvTile t(W, N, K, S);
+  const int K8 = t.K8, step = t.step, n0 = t.n0;
+  int k8 = t.k8;
   uint4 p[GEMV_U][4];
-#pragma unroll
-  for (int u = 0; u < GEMV_U; u++)
-#pragma unroll
-    for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+  t.load(p, k8);
   prefetch_l2(pf, pfBytes);
   pdl_wait();
-  const int lda = mode == 2 ? 2 * K : K;
+  const int lda = mode == 2 ? 2 * K : K, lane = threadIdx.x & 31;
   float rs[MM];
 #pragma unroll
   for (int m = 0; m < MM; m++) {
@@ -540,54 +553,12 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
 #pragma unroll
     for (int u = 0; u < GEMV_U; u++)
 #pragma unroll
-      for (int m = 0; m < MM; m++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) {
-          const u32 a = p[u][r].x, b = p[u][r].y, c = p[u][r].z, d = p[u][r].w;
-          const float* xv = x[u][m];
-          s[m][r] += __uint_as_float(a << 16) * xv[0] + __uint_as_float(a & 0xffff0000u) * xv[1]
-                   + __uint_as_float(b << 16) * xv[2] + __uint_as_float(b & 0xffff0000u) * xv[3]
-                   + __uint_as_float(c << 16) * xv[4] + __uint_as_float(c & 0xffff0000u) * xv[5]
-                   + __uint_as_float(d << 16) * xv[6] + __uint_as_float(d & 0xffff0000u) * xv[7];
-        }
+      for (int m = 0; m < MM; m++) gemv_fma<MM>(s, p[u], m, x[u][m]);
     k8 += GEMV_U * step;
     if (k8 >= K8) break;
-#pragma unroll
-    for (int u = 0; u < GEMV_U; u++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+    t.load(p, k8);
   }
-#pragma unroll
-  for (int m = 0; m < MM; m++)
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-      float v = s[m][r];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      s[m][r] = v;
-    }
-  if (S > 1) {
-    if (lane == 0)
-#pragma unroll
-      for (int m = 0; m < MM; m++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) part[warp][m][r] = s[m][r];
-    __syncthreads();
-    if (slice != 0) return;
-    for (int j = 1; j < S; j++)
-#pragma unroll
-      for (int m = 0; m < MM; m++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) s[m][r] += part[warp + j][m][r];
-  }
-  if (lane == 0)
-#pragma unroll
-    for (int m = 0; m < MM; m++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) {
-        const int n = n0 + r;
-        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
-      }
+  gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf);
 }
 extern "C" {
 #define GEMV_ARGS void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf
