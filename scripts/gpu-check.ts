@@ -599,13 +599,13 @@ if (flag('--pieces')) {
   console.log('\ndecode pieces inside a graph (385M, batch 1), µs per call\n' + fmtTable(['what', 'µs', 'GB/s'], pieces.map((p) => [p.what, p.us, p.GBps ?? '-'])));
   const model = deviceRandomModel(g, presetConfig('tnl-385m')).withDType('bf16', 'bf16');
   const dec: unknown[] = [];
-  for (const [label, pdl] of [['programmatic dependent launch', true], ['plain launches', false]] as const) {
-    g.pdl = pdl;
+  for (const [label, pdl, pf] of [['PDL + prefetch hints', true, true], ['PDL, no prefetch hints', true, false], ['no PDL, prefetch hints', false, true]] as const) {
+    g.pdl = pdl; g.prefetchHints = pf;
     const r = benchDecodeE2E(g, 'tnl-385m', 1, [1024], { graphs: [true], model })[0]!;
     dec.push({ label, ...r });
     console.log(`decode 385M batch 1, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   }
-  g.pdl = true;
+  g.pdl = true; g.prefetchHints = true;
   writeFileSync(join(outDir, 'pieces.json'), JSON.stringify({ pieces, dec }, null, 1));
 }
 if (flag('--bench')) {

@@ -55,6 +55,16 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// Brings `bytes` at p into L2, spread over every thread of the grid (a hint: the weights of a later
+// decode kernel stream in from memory while this one waits for its predecessor).
+__device__ __forceinline__ void prefetch_l2(const void* p, i64 bytes) {
+  if (!p) return;
+  const i64 threads = (i64)gridDim.x * gridDim.y * gridDim.z * blockDim.x * blockDim.y * blockDim.z;
+  const i64 t0 = (((i64)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * (blockDim.x * blockDim.y * blockDim.z)
+               + (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  for (i64 l = t0; l < (bytes + 127) / 128; l += threads) asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)p + l * 128));
+}
+
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
 extern "C" {
@@ -280,9 +290,10 @@ __global__ void lightning_decode(void* o, const void* q, const void* k, const vo
 }
 // bf bits: 0 o, 4 qkvu
 __global__ void gla_decode(void* o, const void* x, int nh, int dh, const float* theta, const int* pos, const int* vmask,
-                           const float* loglam, float* state, const int* slots, int bf) {
+                           const float* loglam, float* state, const int* slots, const void* pf, i64 pfBytes, int bf) {
   extern __shared__ float qk[];
   pdl_trigger();
+  prefetch_l2(pf, pfBytes);
   const int h = blockIdx.y, b = blockIdx.z, c = blockIdx.x * 32 + threadIdx.x;
   const int H = nh * dh, DK = theta ? 2 * dh : dh;
   if (state && c < dh) {
@@ -482,7 +493,8 @@ __device__ __forceinline__ void load8(const void* p, i64 i, int bf, float* v) {
   }
 }
 template <int MM>
-__device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, int bf) {
+__device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S,
+                                              const void* pf, i64 pfBytes, int bf) {
   __shared__ float part[8][MM][4];
   pdl_trigger();
   GemvTile t(W, N, K, S);
@@ -490,6 +502,7 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
   int k8 = t.k8;
   uint4 p[GEMV_U][4];
   t.load(p, k8);
+  prefetch_l2(pf, pfBytes);
   pdl_wait();
   const int lda = mode == 2 ? 2 * K : K, lane = threadIdx.x & 31;
   float rs[MM];
@@ -554,8 +567,8 @@ __global__ void __launch_bounds__(256) gemv_bf16_m1(GEMV_ARGS) { gemv_body<1>(GE
 __global__ void __launch_bounds__(256) gemv_bf16_m2(GEMV_ARGS) { gemv_body<2>(GEMV_PASS); }
 __global__ void __launch_bounds__(256) gemv_bf16_m4(GEMV_ARGS) { gemv_body<4>(GEMV_PASS); }
 __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GEMV_PASS); }
-#define GEMV_REG_ARGS void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, int bf
-#define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, bf
+#define GEMV_REG_ARGS void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, const void* pf, i64 pfBytes, int bf
+#define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, pf, pfBytes, bf
 __global__ void __launch_bounds__(256) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
 __global__ void __launch_bounds__(256) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
 

@@ -41,6 +41,8 @@ export interface MatmulOptions {
   gluA?: boolean;
   /** Use normGate(A, qkvu) (GLA's output: SRMS(A) ⊙ u, u = columns [3K, 4K) of qkvu) in place of A, fused in decode. */
   normGate?: { qkvu: Tensor; eps: number };
+  /** A hint: bring this tensor (a later step's weights) into cache while the product waits for its input. */
+  prefetch?: Tensor | null;
 }
 
 export interface AdamWOptions {
@@ -137,7 +139,7 @@ export interface Backend {
    * o [B, 1, H] (state, slots as there), without materialising q, k, v.
    */
   glaStep?(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
-           decay: Float64Array, state: Tensor, slots?: Int32Array | null): void;
+           decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): void;
   /** Backward of lightningForward from a zero initial state: dq, dk, dv (overwritten). */
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
                     decay: Float64Array, blockSize: number): void;

@@ -19,11 +19,14 @@ export function sgluForward(ctx: StepContext, p: LayerParams, x: Tensor): SgluAc
   return { g, r3, h12, m };
 }
 
-/** The recurrent step's channel mixer: the norm fused into the first projection, the gate into the second. */
-export function sgluStep(ctx: StepContext, p: LayerParams, x: Tensor): void {
+/**
+ * The recurrent step's channel mixer: the norm fused into the first projection, the gate into the
+ * second; `next` (the next layer's fused projection, or the head) is hinted into cache.
+ */
+export function sgluStep(ctx: StepContext, p: LayerParams, x: Tensor, next: Tensor | null): void {
   const { be, B, act } = ctx;
   const h12 = be.empty([B, p.w12.shape[0]!], act);
-  be.matmul(h12, x, p.w12, { transB: true, normA: NORM_EPS });
+  be.matmul(h12, x, p.w12, { transB: true, normA: NORM_EPS, prefetch: next });
   be.matmul(x, h12, p.w3, { transB: true, accumulate: true, gluA: true });
   be.free(h12);
 }

@@ -106,7 +106,7 @@ export class TnlModel {
       if (tape && checkpoint) { const keep = be.empty(x.shape); be.copy(keep, x); tape.push({ x: keep }); }
       if (!tape && states && ctx.N === 1) {
         glaStep(ctx, lp, this.shapes[l]!, x, states[l]!, slots);
-        sgluStep(ctx, lp, x);
+        sgluStep(ctx, lp, x, this.params.layers[l + 1]?.qkvu ?? null);
         return;
       }
       const gla = glaForward(ctx, lp, this.shapes[l]!, x, states ? states[l]! : null, slots);

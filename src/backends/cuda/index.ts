@@ -216,8 +216,9 @@ export class CudaBackend implements Backend {
     this.drv.launch(name, this.fn(file, name, l.smem), l.grid, l.block, l.smem, sig, args, early && this.graphInputs !== null && this.pdl);
     this.releaseTemps();
   }
-  /** Programmatic dependent launch in recorded graphs (benchmarks turn it off to compare). */
+  /** Programmatic dependent launch in recorded graphs, and the prefetch hints of decode kernels (benchmarks turn them off). */
   pdl = process.env.TNL_CUDA_PDL !== '0';
+  prefetchHints = process.env.TNL_CUDA_PREFETCH !== '0';
   private ew(n: number): Launch { return elementwiseLaunch(n, this.drv.smCount); }
   /**
    * Upload a small host array into a pooled buffer, valid for the next launch. Under graph capture
@@ -507,8 +508,9 @@ export class CudaBackend implements Backend {
     const eps = opts.normA ?? opts.normGate?.eps ?? 0;
     if (M <= 2 && A.ptr % 16 === 0 && (!U || U.ptr % 16 === 0)) {
       // one or two rows: A formed in registers (no staging barrier)
-      this.launch(`gemv_reg_m${M}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: 0 }, 'ppppiiiiifii',
-        [C.ptr, A.ptr, W.ptr, U ? U.ptr : 0, M, N, K, opts.accumulate ? 1 : 0, mode, eps, S, bfBits(C, A, U ?? A)], 'kernels.cu', true);
+      const pf = opts.prefetch && this.prefetchHints ? dev(opts.prefetch, 'matmul prefetch') : null;
+      this.launch(`gemv_reg_m${M}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: 0 }, 'ppppiiiiifipli',
+        [C.ptr, A.ptr, W.ptr, U ? U.ptr : 0, M, N, K, opts.accumulate ? 1 : 0, mode, eps, S, pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(C, A, U ?? A)], 'kernels.cu', true);
       return true;
     }
     if (mode === 3 || M * K * 4 > this.drv.smemOptin - 4096) return false;
@@ -733,8 +735,9 @@ export class CudaBackend implements Backend {
   }
 
   glaStep(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
-          decay: Float64Array, state: Tensor, slots?: Int32Array | null): void {
+          decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): void {
     const O = dev(o, 'glaStep'), X = dev(qkvu, 'glaStep'), S = devF32(state, 'glaStep state');
+    const pf = prefetch && this.prefetchHints ? dev(prefetch, 'glaStep prefetch') : null;
     const th = theta ? devF32(theta, 'glaStep theta') : null;
     const [B, C4] = dims2(X);
     need(C4 % (4 * heads) === 0 && decay.length === heads, `glaStep: qkvu ${shp(X)} is not [B, 4·${heads}·dh] or ${decay.length} decays for ${heads} heads`);
@@ -748,9 +751,9 @@ export class CudaBackend implements Backend {
       for (const s of slots) need(s >= 0 && s < S.size / per, `glaStep: slot ${s} outside the state pool of ${S.size / per}`);
     } else need(S.size === B * per, `glaStep: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
     if (!B) return;
-    this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiippppppi',
+    this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiipppppppli',
       [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
-        bfBits(O, O, O, O, X)], 'kernels.cu', true);
+        pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(O, O, O, O, X)], 'kernels.cu', true);
   }
 
   /**
