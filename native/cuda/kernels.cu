@@ -560,6 +560,183 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
   }
   gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf);
 }
+// ---- The whole decode step of a layer stack in one persistent kernel (one row, bf16 weights) ---------
+// One block per SM, all resident (cooperative launch); the five phases of each layer are separated by
+// grid barriers, and before each barrier every warp issues the loads of its weights for the phase
+// after it, so weights stream in while the grid waits. Phases: (1) qkvu = W_qkvu·SRMS(x);
+// (2) q, k, v (silu, LRPE, mask) and the state update, o = q·S; (3) x += W_out·(SRMS(o) ⊙ u);
+// (4) h12 = W_12·SRMS(x); (5) x += W_3·(h1 ⊙ h2). Data written by other blocks is read with ld.cg
+// (L2), never through L1. x f32 [D]; scratch qkvu [4H], o [H], h12 [2G] f32.
+struct DecodeLayer { const u16 *wqkvu, *wout, *w12, *w3; const float *theta, *loglam; float* state; long long pad; };
+
+__device__ __forceinline__ void grid_sync(unsigned* bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned* gen = bar + 1;
+    const unsigned g = *gen;
+    __threadfence();
+    if (atomicAdd(bar, 1u) == gridDim.x - 1) { atomicExch(bar, 0u); __threadfence(); atomicAdd(bar + 1, 1u); }
+    else while (*gen == g) {}
+    __threadfence();
+  }
+  __syncthreads();
+}
+__device__ __forceinline__ float4 ldcg4(const float* p) { return __ldcg((const float4*)p); }
+
+// One GEMV phase: out[n] (+)= Σ_k W[n, k]·a(k) for N columns in groups of 4 per warp, K split over S
+// warps of a block; `a` gives 8 consecutive A' values at k (already normalised/gated); the weights of
+// each warp's first group arrive preloaded in p.
+template <typename AFn>
+__device__ __forceinline__ void stack_gemv(float* out, int acc, const u16* W, int N, int K, int S, uint4 (&p)[GEMV_U][4], AFn a, float (&part)[8][1][4]) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8, step = 32 * S;
+  const int groups = (N + 3) / 4, perRound = gridDim.x * (8 / S), rounds = (groups + perRound - 1) / perRound;
+  for (int round = 0; round < rounds; round++) {
+    const int g = round * perRound + blockIdx.x * (8 / S) + warp / S, n0 = g * 4;
+    float s[1][4] = {{0.f, 0.f, 0.f, 0.f}};
+    const uint4* w[4];
+#pragma unroll
+    for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
+    int k8 = (warp % S) * 32 + lane;
+    if (round > 0 && g < groups)
+#pragma unroll
+      for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+    if (g < groups) {
+      for (;;) {
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++) {
+          const int kk = k8 + u * step;
+          if (kk < K8) { float x[8]; a(kk * 8, x); gemv_fma<1>(s, p[u], 0, x); }
+        }
+        k8 += GEMV_U * step;
+        if (k8 >= K8) break;
+#pragma unroll
+        for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+          for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg(w[r] + k8 + u * step) : make_uint4(0, 0, 0, 0);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) s[0][r] += __shfl_xor_sync(0xffffffffu, s[0][r], o);
+    if (S > 1) {
+      __syncthreads();
+      if (lane == 0)
+#pragma unroll
+        for (int r = 0; r < 4; r++) part[warp][0][r] = s[0][r];
+      __syncthreads();
+      if (warp % S == 0)
+        for (int j = 1; j < S; j++)
+#pragma unroll
+          for (int r = 0; r < 4; r++) s[0][r] += part[warp + j][0][r];
+    }
+    if (lane == 0 && warp % S == 0 && g < groups)
+#pragma unroll
+      for (int r = 0; r < 4; r++)
+        if (n0 + r < N) out[n0 + r] = acc ? __ldcg(out + n0 + r) + s[0][r] : s[0][r];
+  }
+}
+// The weights of a warp's first group of a phase, into p (issued before the barrier that precedes it).
+__device__ __forceinline__ void stack_preload(const u16* W, int N, int K, int S, uint4 (&p)[GEMV_U][4]) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8, step = 32 * S;
+  const int n0 = (blockIdx.x * (8 / S) + warp / S) * 4, k8 = (warp % S) * 32 + lane;
+  if (n0 >= N) return;
+#pragma unroll
+  for (int u = 0; u < GEMV_U; u++)
+#pragma unroll
+    for (int r = 0; r < 4; r++) p[u][r] = k8 + u * step < K8 ? __ldg((const uint4*)(W + (i64)min(n0 + r, N - 1) * K) + k8 + u * step) : make_uint4(0, 0, 0, 0);
+}
+// SRMS scale of a row of n floats (by each warp itself, from L2).
+__device__ __forceinline__ float row_rstd(const float* v, int n, float eps) {
+  const int lane = threadIdx.x & 31;
+  float ss = 0.f;
+  for (int k = lane * 4; k < n; k += 128) { const float4 a = ldcg4(v + k); ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w; }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  return rsqrtf(ss / n + eps);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1) decode_stack(float* x, const DecodeLayer* layers, int L, int D, int nh, int dh, int G,
+    float* qkvu, float* o, float* h12, const int* pos, const int* vmask, const int* slots, unsigned* bar, float eps, int S13, int S5) {
+  extern __shared__ float qk[];  // 2·(2·dh) floats for phase 2
+  __shared__ float part[8][1][4];
+  const int H = nh * dh;
+  uint4 p[GEMV_U][4];
+  for (int l = 0; l < L; l++) {
+    const DecodeLayer ly = layers[l];
+    // (1) qkvu = W_qkvu · SRMS(x)
+    stack_preload(ly.wqkvu, 4 * H, D, 1, p);
+    grid_sync(bar);
+    {
+      const float rs = row_rstd(x, D, eps);
+      stack_gemv(qkvu, 0, ly.wqkvu, 4 * H, D, 1, p, [&](int k, float* v) { const float4 a = ldcg4(x + k), b = ldcg4(x + k + 4);
+        v[0] = a.x * rs; v[1] = a.y * rs; v[2] = a.z * rs; v[3] = a.w * rs; v[4] = b.x * rs; v[5] = b.y * rs; v[6] = b.z * rs; v[7] = b.w * rs; }, part);
+    }
+    stack_preload(ly.wout, D, H, S13, p);
+    grid_sync(bar);
+    // (2) the recurrent step: work item = (32-column tile, head), one per block
+    {
+      const int DK = ly.theta ? 2 * dh : dh, tiles = (dh + 31) / 32;
+      const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+      for (int item = blockIdx.x; item < tiles * nh; item += gridDim.x) {
+        const int h = item / tiles, c = (item % tiles) * 32 + tx;
+        __syncthreads();
+        for (int cc = threadIdx.x; cc < dh; cc += 256) {
+          const float xq = __ldcg(qkvu + h * dh + cc), xk = __ldcg(qkvu + H + h * dh + cc);
+          const float sq = xq * sigm(xq), sk = xk * sigm(xk);
+          if (ly.theta) {
+            double sn, cs;
+            sincos((double)ly.theta[h * dh + cc] * (double)pos[0], &sn, &cs);
+            qk[cc] = (float)(sq * cs); qk[dh + cc] = (float)(sq * sn); qk[DK + cc] = (float)(sk * cs); qk[DK + dh + cc] = (float)(sk * sn);
+          } else { qk[cc] = sq; qk[DK + cc] = sk; }
+        }
+        __syncthreads();
+        const float lam = expf(ly.loglam[h]);
+        float* St = ly.state + ((i64)(slots ? slots[0] : 0) * nh + h) * DK * dh;
+        const float vc = (c < dh && (!vmask || vmask[0] != 0)) ? __ldcg(qkvu + 2 * H + h * dh + c) : 0.f;
+        float accv = 0.f;
+        if (c < dh)
+          for (int r0 = ty; r0 < DK; r0 += 16 * 8) {
+            float sv[16];
+#pragma unroll
+            for (int j = 0; j < 16; j++) { const int r = r0 + 8 * j; sv[j] = r < DK ? St[(i64)r * dh + c] : 0.f; }
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+              const int r = r0 + 8 * j;
+              if (r < DK) { const float sn = qk[DK + r] * vc + lam * sv[j]; St[(i64)r * dh + c] = sn; accv += qk[r] * sn; }
+            }
+          }
+        __shared__ float red[8][33];
+        red[ty][tx] = accv;
+        __syncthreads();
+        if (ty == 0 && c < dh) { float sum = 0.f; for (int y = 0; y < 8; y++) sum += red[y][tx]; o[h * dh + c] = sum; }
+      }
+    }
+    grid_sync(bar);
+    // (3) x += W_out · (SRMS(o) ⊙ u)
+    {
+      const float rs = row_rstd(o, H, eps);
+      stack_gemv(x, 1, ly.wout, D, H, S13, p, [&](int k, float* v) { const float4 a = ldcg4(o + k), b = ldcg4(o + k + 4), u0 = ldcg4(qkvu + 3 * H + k), u1 = ldcg4(qkvu + 3 * H + k + 4);
+        v[0] = a.x * rs * u0.x; v[1] = a.y * rs * u0.y; v[2] = a.z * rs * u0.z; v[3] = a.w * rs * u0.w; v[4] = b.x * rs * u1.x; v[5] = b.y * rs * u1.y; v[6] = b.z * rs * u1.z; v[7] = b.w * rs * u1.w; }, part);
+    }
+    stack_preload(ly.w12, 2 * G, D, 1, p);
+    grid_sync(bar);
+    // (4) h12 = W_12 · SRMS(x)
+    {
+      const float rs = row_rstd(x, D, eps);
+      stack_gemv(h12, 0, ly.w12, 2 * G, D, 1, p, [&](int k, float* v) { const float4 a = ldcg4(x + k), b = ldcg4(x + k + 4);
+        v[0] = a.x * rs; v[1] = a.y * rs; v[2] = a.z * rs; v[3] = a.w * rs; v[4] = b.x * rs; v[5] = b.y * rs; v[6] = b.z * rs; v[7] = b.w * rs; }, part);
+    }
+    stack_preload(ly.w3, D, G, S5, p);
+    grid_sync(bar);
+    // (5) x += W_3 · (h1 ⊙ h2)
+    stack_gemv(x, 1, ly.w3, D, G, S5, p, [&](int k, float* v) { const float4 a = ldcg4(h12 + k), b = ldcg4(h12 + k + 4), c = ldcg4(h12 + G + k), d = ldcg4(h12 + G + k + 4);
+      v[0] = a.x * c.x; v[1] = a.y * c.y; v[2] = a.z * c.z; v[3] = a.w * c.w; v[4] = b.x * d.x; v[5] = b.y * d.y; v[6] = b.z * d.z; v[7] = b.w * d.w; }, part);
+  }
+}
+
 extern "C" {
 #define GEMV_ARGS void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf
 #define GEMV_PASS C, A, W, M, N, K, acc, mode, eps, S, bf
