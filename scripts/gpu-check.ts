@@ -489,27 +489,6 @@ function mixedAndGraphChecks(be: CudaBackend, dir: string): void {
     rows.push({ check: 'mixed precision: gradients of matrices, worst relative error', maxAbs: NaN, rel: worst, tol: 5e-2, ok: worst <= 5e-2, note: worstName });
     rows.push({ check: 'mixed precision: gradient of θ (sums of near-cancelling terms)', maxAbs: NaN, rel: theta, tol: 0.5, ok: theta <= 0.5 });
   });
-  // the whole stack in one persistent kernel (one sequence, bf16 weights) against the layer-by-layer step
-  guarded('decode stack', () => {
-    const prompt = ids.subarray(0, P);
-    for (const poolRows of [1, 3]) {
-      const s1 = mixed.newState(poolRows), s2 = mixed.newState(poolRows), slots = poolRows > 1 ? Int32Array.of(2) : null;
-      mixed.prefill(prompt, 1, P, s1, { slots }); mixed.prefill(prompt, 1, P, s2, { slots });
-      let worst = 0, worstState = 0;
-      for (let s = 0; s < 8; s++) {
-        const tok = Int32Array.of(ids[P + s]!);
-        be.stackEnabled = true;
-        const a = be.download(mixed.decode(tok, s1, slots));
-        be.stackEnabled = false;
-        const b = be.download(mixed.decode(tok, s2, slots));
-        be.stackEnabled = true;
-        worst = Math.max(worst, errs(a, b).rel);
-      }
-      for (let l = 0; l < s1.layers.length; l++) worstState = Math.max(worstState, errs(be.download(s1.layers[l]!), be.download(s2.layers[l]!)).rel);
-      rows.push({ check: `decode stack (one kernel) vs layer by layer, 8 steps${slots ? ', slot 2 of 3' : ''}: logits`, maxAbs: NaN, rel: worst, tol: 2e-2, ok: worst <= 2e-2 });
-      rows.push({ check: `decode stack vs layer by layer${slots ? ', slot 2 of 3' : ''}: states`, maxAbs: NaN, rel: worstState, tol: 2e-2, ok: worstState <= 2e-2 });
-    }
-  });
   for (const [label, m] of [['f32', model], ['bf16 mixed', mixed]] as const) guarded(`graphs ${label}`, () => {
     const pre = new Int32Array(2 * P);
     for (let b = 0; b < 2; b++) pre.set(ids.subarray(b * N, b * N + P), b * P);
@@ -620,13 +599,13 @@ if (flag('--pieces')) {
   console.log('\ndecode pieces inside a graph (385M, batch 1), µs per call\n' + fmtTable(['what', 'µs', 'GB/s'], pieces.map((p) => [p.what, p.us, p.GBps ?? '-'])));
   const model = deviceRandomModel(g, presetConfig('tnl-385m')).withDType('bf16', 'bf16');
   const dec: unknown[] = [];
-  for (const [label, pdl, stack] of [['one persistent kernel for the stack', true, true], ['kernels per layer, programmatic dependent launch', true, false], ['kernels per layer, plain launches', false, false]] as const) {
-    g.pdl = pdl; g.stackEnabled = stack;
+  for (const [label, pdl, pf] of [['PDL + prefetch hints', true, true], ['PDL, no prefetch hints', true, false], ['no PDL, prefetch hints', false, true]] as const) {
+    g.pdl = pdl; g.prefetchHints = pf;
     const r = benchDecodeE2E(g, 'tnl-385m', 1, [1024], { graphs: [true], model })[0]!;
     dec.push({ label, ...r });
-    console.log(`decode 385M batch 1, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s${r.graphError ? ` (graph: ${r.graphError})` : ''}`);
+    console.log(`decode 385M batch 1, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   }
-  g.pdl = true; g.stackEnabled = true;
+  g.pdl = true; g.prefetchHints = true;
   writeFileSync(join(outDir, 'pieces.json'), JSON.stringify({ pieces, dec }, null, 1));
 }
 if (flag('--bench')) {

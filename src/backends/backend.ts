@@ -140,12 +140,6 @@ export interface Backend {
    */
   glaStep?(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
            decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): void;
-  /**
-   * Optional fusion of a whole recurrent step of the layer stack (one sequence): every layer's
-   * glaStep-form token mixer and sgluStep-form channel mixer on the residual row x [1, D], in place.
-   * Returns false when it does not apply (the caller then runs the layers one by one).
-   */
-  decodeStack?(x: Tensor, layers: readonly DecodeStackLayer[], heads: number, positions: Int32Array, vMask: Int32Array | null, slots: Int32Array | null): boolean;
   /** Backward of lightningForward from a zero initial state: dq, dk, dv (overwritten). */
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
                     decay: Float64Array, blockSize: number): void;
@@ -179,8 +173,6 @@ export interface Backend {
    */
   capture?<T>(body: () => T): CapturedGraph<T>;
 }
-
-export interface DecodeStackLayer { qkvu: Tensor; out: Tensor; w12: Tensor; w3: Tensor; theta: Tensor | null; decay: Float64Array; state: Tensor }
 
 export interface CapturedGraph<T> {
   readonly result: T;

@@ -344,7 +344,7 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
   return rows;
 }
 
-export interface DecodeE2ERow { preset: string; batch: number; context: number; graphs: boolean; msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number; gpuMsPerStep?: number; graphError?: string }
+export interface DecodeE2ERow { preset: string; batch: number; context: number; graphs: boolean; msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number; gpuMsPerStep?: number }
 /**
  * Decode steps (bf16 weights and activations) after a prefill of `context` tokens per sequence:
  * each step embeds, runs every layer's recurrent step and the head, and downloads the logits,
@@ -369,10 +369,9 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
       const t0 = performance.now();
       for (let i = 0; i < steps; i++) be.download(dec.step(tok));
       const ms = (performance.now() - t0) / steps;
-      const graphError = dec.graphError ?? undefined;
       dec.dispose();
       if (opts.onProfile && !graphs) opts.onProfile(profileKernels(be, () => { be.download(dec.step(tok)); }));
-      const row: DecodeE2ERow = { preset, batch, context, graphs, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12, ...(graphError ? { graphError } : {}) };
+      const row: DecodeE2ERow = { preset, batch, context, graphs, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 };
       if (graphs) {
         // the step's GPU time alone: its graph replayed back to back (no uploads, downloads or host work between)
         const pos = Int32Array.from({ length: batch }, () => context);

@@ -8,7 +8,7 @@
 // Hopper for DK = 128, DV a multiple of 128, mma.sync otherwise; sequence-parallel when few
 // (sequence, head) blocks would leave SMs idle (plan.ts: lightningPlan). The backward is three
 // forward-shaped passes (see lightningBackward).
-import type { AdamWOptions, Backend, CapturedGraph, DecodeStackLayer, DType, MatmulOptions, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
@@ -754,51 +754,6 @@ export class CudaBackend implements Backend {
     this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiipppppppli',
       [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
         pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(O, O, O, O, X)], 'kernels.cu', true);
-  }
-
-  /**
-   * One sequence's recurrent step through every layer in one persistent kernel (decode_stack in
-   * kernels.cu: a block per SM, grid barriers between the five phases of a layer). Applies to one row
-   * with bf16 weights whose widths are multiples of 8 and heads of at most 256 columns.
-   */
-  decodeStack(x: Tensor, layers: readonly DecodeStackLayer[], heads: number, positions: Int32Array, vMask: Int32Array | null, slots: Int32Array | null): boolean {
-    if (!this.stackEnabled || !layers.length) return false;
-    const X = dev(x, 'decodeStack x');
-    const l0 = layers[0]!;
-    const [, D] = dims2(X), H = l0.out.shape[1]!, G = l0.w3.shape[1]!, dh = H / heads;
-    const ok = X.dtype === 'f32' && X.size === D && D % 8 === 0 && H % 8 === 0 && G % 8 === 0 && Number.isInteger(dh) && dh <= 256
-      && (!slots || slots.length === 1) && positions.length === 1 && (!vMask || vMask.length === 1)
-      && layers.every((l) => [l.qkvu, l.out, l.w12, l.w3].every((t) => t.dtype === 'bf16' && dev(t, 'decodeStack weight').ptr % 16 === 0)
-        && l.qkvu.shape[0] === 4 * H && l.qkvu.shape[1] === D && l.w12.shape[0] === 2 * G && l.state.dtype === 'f32' && l.decay.length === heads);
-    if (!ok) return false;
-    const table = this.stackTable(layers);
-    if (!this.stackBarrier) { this.stackBarrier = this.mem.allocRaw(64); this.drv.memsetD32(this.stackBarrier.ptr, 0, 2); }
-    const qkvu = this.empty([4 * H]), o = this.empty([H]), h12 = this.empty([2 * G]);
-    // warps per column group in the narrow phases (3, 5: D columns): as many as keep every group busy
-    const sm = this.drv.smCount;
-    let S = 1;
-    while (S < 8 && D / 4 <= sm * (8 / (2 * S))) S *= 2;
-    this.drv.launch('decode_stack', this.fn('kernels.cu', 'decode_stack'), [sm, 1, 1], [256, 1, 1], 4 * dh * 4, 'ppiiiiipppppppfii',
-      [X.ptr, table, layers.length, D, heads, dh, G, qkvu.ptr, o.ptr, h12.ptr, this.ints(positions), this.ints(vMask), slots ? this.ints(slots) : 0, this.stackBarrier.ptr, 1e-6, S, S], false, true);
-    this.releaseTemps();
-    for (const t of [qkvu, o, h12]) this.free(t);
-    return true;
-  }
-  /** Whether decodeStack runs (TNL_CUDA_STACK=0 turns it off; benchmarks compare). */
-  stackEnabled = process.env.TNL_CUDA_STACK !== '0';
-  private stackBarrier: { ptr: number; bytes: number } | null = null;
-  private readonly stackTables = new Map<string, number>();
-  /** The per-layer pointer table of decode_stack (struct DecodeLayer, 64 bytes a layer), kept per set of tensors. */
-  private stackTable(layers: readonly DecodeStackLayer[]): number {
-    const rows = layers.map((l) => [l.qkvu, l.out, l.w12, l.w3].map((t) => dev(t, 'w').ptr).concat([l.theta ? dev(l.theta, 'theta').ptr : 0, this.logDecayTensor(l.decay).ptr, dev(l.state, 'state').ptr, 0]));
-    const key = rows.map((r) => r.join(',')).join(';');
-    let ptr = this.stackTables.get(key);
-    if (ptr === undefined) {
-      ptr = this.mem.allocRaw(64 * layers.length).ptr;
-      this.drv.htod(ptr, BigUint64Array.from(rows.flat(), (v) => BigInt(v)));
-      this.stackTables.set(key, ptr);
-    }
-    return ptr;
   }
 
   /**
