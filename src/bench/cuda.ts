@@ -43,6 +43,10 @@ export interface LightningRow {
   mmaSyncFwdMs?: number;
   /** Forward bytes (q, k, v read, o written, bf16) over the copy rate. */
   floorMs: number; fwdTBps: number;
+  /** Matrix work per second: forward 4·d·(64 + d) per token and head (chunk 64), backward 3× that. */
+  fwdTflops: number; bwdTflops: number;
+  /** The allocator's high-water mark over these runs: q, k, v, dO, o, dq, dk, dv and the kernels' scratch. */
+  peakMiB: number;
   /** ‖o_tc − o_fp32‖/‖o_fp32‖ and max|o_tc − o_fp32|/max|o_fp32| against the exact fp32 kernel on the same inputs. */
   relErr?: number; maxErr?: number;
   exactFwdMs?: number;
@@ -73,6 +77,7 @@ export function benchLightning(be: CudaBackend, opts: { B?: number; H?: number; 
     const mk = (seed: number) => { const t = be.empty(shape, 'bf16'); be.randn(t, seed, 0.3); return t; };
     const q = mk(11 + n), k = mk(12 + n), v = mk(13 + n), dO = mk(14 + n);
     const o = be.empty(shape, 'bf16'), dq = be.empty(shape, 'bf16'), dk = be.empty(shape, 'bf16'), dv = be.empty(shape, 'bf16');
+    be.mem.peakBytes = be.mem.allocatedBytes;
     const fwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
     const bwd = be.timeMs(() => be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay), reps);
     const both = be.timeMs(() => { be.lightningForwardBF16(o, q, k, v, decay); be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay); }, reps);
@@ -81,7 +86,9 @@ export function benchLightning(be: CudaBackend, opts: { B?: number; H?: number; 
     be.lightningTuning = { ...prevT, wgmma: false };
     const mmaFwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
     be.lightningTuning = prevT;
-    const row: LightningRow = { n, mmaSyncFwdMs: mmaFwd.median, fwdMs: fwd.median, bwdMs: bwd.median, fwdBwdMs: both.median, floorMs: bytes / (opts.copyTBps * 1e12) * 1e3, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12 };
+    const flops = 4 * B * n * H * D * (64 + D);
+    const row: LightningRow = { n, mmaSyncFwdMs: mmaFwd.median, fwdMs: fwd.median, bwdMs: bwd.median, fwdBwdMs: both.median, floorMs: bytes / (opts.copyTBps * 1e12) * 1e3, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12,
+      fwdTflops: flops / (fwd.median * 1e-3) / 1e12, bwdTflops: (3 * flops) / (bwd.median * 1e-3) / 1e12, peakMiB: be.mem.peakBytes / 2 ** 20 };
     if (n <= (opts.checkUpTo ?? 32768)) {
       // the same bf16 inputs through the exact fp32 kernel (fp32 arithmetic and state): the float32 reference
       const oTc = be.empty(shape, 'f32'), oEx = be.empty(shape, 'f32');
@@ -409,10 +416,10 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
   for (const r of (anchors.rows as Record<string, number>[] | undefined) ?? []) measured.set(r.n!, r);
   const f2 = (a?: number, b?: number) => (a === undefined ? '-' : `${a.toFixed(3)} / ${b === undefined ? '-' : b.toFixed(3)}`);
   log('\nLightning Attention, b=4 h=32 d=128 bf16, median ms (fwd / bwd); ours: tensor cores, fp32 state');
-  log(fmtTable(['n', 'ours fwd', 'ours bwd', 'ours f+b', 'mma.sync fwd', 'floor fwd', 'TB/s fwd', 'err vs fp32', 'exact fp32 fwd', 'fla (README)', 'fla (now)', 'SDPA (now)', 'ref lightning (README)'],
+  log(fmtTable(['n', 'ours fwd', 'ours bwd', 'ours f+b', 'mma.sync fwd', 'floor fwd', 'TB/s fwd', 'TFLOP/s fwd', 'TFLOP/s bwd', 'peak MiB', 'err vs fp32', 'exact fp32 fwd', 'fla (README)', 'fla (now)', 'SDPA (now)', 'ref lightning (README)'],
     rows.map((r) => {
       const a = ANCHORS[r.n], m = measured.get(r.n);
-      return [r.n, r.fwdMs, r.bwdMs, r.fwdBwdMs, r.mmaSyncFwdMs ?? '-', r.floorMs, r.fwdTBps, r.relErr ?? '-', r.exactFwdMs ?? '-', a ? f2(...a.fla) : '-', m?.fla_fwd !== undefined ? f2(m.fla_fwd, m.fla_bwd) : '-',
+      return [r.n, r.fwdMs, r.bwdMs, r.fwdBwdMs, r.mmaSyncFwdMs ?? '-', r.floorMs, r.fwdTBps, r.fwdTflops, r.bwdTflops, Math.round(r.peakMiB), r.relErr ?? '-', r.exactFwdMs ?? '-', a ? f2(...a.fla) : '-', m?.fla_fwd !== undefined ? f2(m.fla_fwd, m.fla_bwd) : '-',
         m ? f2(m.sdpa_fwd, m.sdpa_bwd) : '-', a ? f2(...a.reference) : '-'];
     })));
   if (opts.long !== false) {
