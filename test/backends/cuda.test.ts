@@ -8,10 +8,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ShapeError } from '../../src/errors.ts';
 import {
   alignmentOf, bucketBytes, cacheDir, cacheKey, chunkSmem, elementwiseLaunch, gemmShape, gpuArch, lightningPlan, logDecay,
-  ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem, wgSmem,
+  ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem, wgSmem, gemvSplit,
 } from '../../src/backends/cuda/plan.ts';
 import { cuErrorMessage, librarySonames } from '../../src/backends/cuda/driver.ts';
-import { CudaBackend, cudaAvailable, tryCudaBackend } from '../../src/backends/cuda/index.ts';
+import { CachingAllocator, CudaBackend, cudaAvailable, tryCudaBackend } from '../../src/backends/cuda/index.ts';
 import { ReferenceBackend } from '../../src/backends/reference/index.ts';
 import { rng } from '../helpers/backends.ts';
 
@@ -172,6 +172,63 @@ test('cuda sources: every kernel the backend launches is defined, extern "C", wi
   for (const t of ['bf16', 'f32']) assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) lightning_wg_k128_v128_${t}\\(`));
   for (const k of [128, 64]) for (const v of [128, 64]) for (const t of ['bf16', 'f32'])
     assert.match(lightning, new RegExp(`TC_KERNEL\\(${k}, ${v}, \\w+, ${t}\\)`), `kernel lightning_tc_k${k}_v${v}_${t} missing from lightning.cu`);
+});
+
+test('cuda sources: every launch passes as many arguments, of the kinds, as its kernel declares', () => {
+  const cu = readFileSync(new URL('../../native/cuda/kernels.cu', import.meta.url), 'utf8');
+  const ts = readFileSync(new URL('../../src/backends/cuda/index.ts', import.meta.url), 'utf8');
+  const macros = new Map([...cu.matchAll(/#define (\w+_ARGS) (.*)/g)].map((m) => [m[1]!, m[2]!]));
+  const kind = (param: string) => (param.includes('*') ? 'p' : /\b(i64|long long)\b/.test(param) ? 'l' : /\bfloat\b/.test(param) ? 'f' : /\bdouble\b/.test(param) ? 'd' : 'i');
+  const declared = (name: string): string => {
+    const m = cu.match(new RegExp(`__global__ void (?:__launch_bounds__\\([^)]*\\) )?${name}\\(([^)]*)\\)`));
+    assert.ok(m, `kernel ${name} missing from kernels.cu`);
+    const params = m[1]!.trim().replace(/^(\w+_ARGS)$/, (x) => macros.get(x) ?? x);
+    return params.split(',').map(kind).join('');
+  };
+  const suffixes: Record<string, string[]> = { gemv_reg_m: ['1', '2'], gemv_bf16_m: ['1', '2', '4', '8'] };
+  let checked = 0;
+  for (const m of ts.matchAll(/(?:this\.launch|this\.drv\.launch)\(((?:(?!this\.(?:drv\.)?launch\()[\s\S])*?)'([pilfd]+)',/g)) {
+    const head = m[1]!, sig = m[2]!;
+    const names = new Set([...head.matchAll(/'([a-z][a-z_0-9]+)'/g)].map((x) => x[1]!).filter((n) => n.includes('_')));
+    for (const t of head.matchAll(/`([a-z_0-9]+)\$\{/g)) for (const sfx of suffixes[t[1]!] ?? []) names.add(t[1]! + sfx);
+    for (const n of names) { assert.equal(sig, declared(n), `launch of ${n}: signature "${sig}" vs the kernel's "${declared(n)}"`); checked++; }
+  }
+  assert.ok(checked >= 30, `only ${checked} launches found`);
+});
+
+test('cuda plan: the GEMV splits K over warps only for narrow outputs', () => {
+  const sm = 132;
+  assert.equal(gemvSplit(4096, 1024, sm), 1);
+  assert.equal(gemvSplit(5632, 1024, sm), 1);
+  assert.equal(gemvSplit(64000, 1024, sm), 1);
+  assert.equal(gemvSplit(1024, 1024, sm), 4);
+  assert.equal(gemvSplit(1024, 2816, sm), 4);
+  assert.equal(gemvSplit(1024, 512, sm), 2, 'each warp keeps two 32-lane strides of K');
+  assert.equal(gemvSplit(1024, 256, sm), 1);
+});
+
+test('cuda allocator: blocks a captured graph touches stay out of the pool until the graph is destroyed', () => {
+  let next = 0x1000;
+  const fake = { tryAlloc: (n: number) => { const p = next; next += n; return p; }, memGetInfo: () => ({ free: 0, total: 0 }), sync: () => {}, memFree: () => {} };
+  const mem = new CachingAllocator(fake as unknown as ConstructorParameters<typeof CachingAllocator>[0]);
+  const a = mem.allocRaw(1000);
+  mem.release(a.ptr, a.bytes);
+  assert.equal(mem.allocRaw(1000).ptr, a.ptr, 'outside a capture a released block is reused');
+  const before = mem.allocRaw(1000);
+  mem.beginCapture();
+  const tmp = mem.allocRaw(1000);                 // a temporary of the recorded step
+  mem.release(tmp.ptr, tmp.bytes);
+  mem.release(before.ptr, before.bytes);          // released during the capture: the graph may use it
+  const kept = mem.allocRaw(1000);                // e.g. the logits the graph returns
+  const blocks = mem.endCapture();
+  assert.notEqual(kept.ptr, tmp.ptr);
+  const other = mem.allocRaw(1000);
+  assert.ok(![tmp.ptr, before.ptr, kept.ptr].includes(other.ptr), 'graph blocks are not handed out while the graph lives');
+  mem.release(kept.ptr, kept.bytes);              // its owner lets go while the graph lives: still held
+  assert.ok(![tmp.ptr, before.ptr, kept.ptr].includes(mem.allocRaw(1000).ptr));
+  mem.releaseGraph(blocks);
+  const after = new Set([mem.allocRaw(1000).ptr, mem.allocRaw(1000).ptr, mem.allocRaw(1000).ptr]);
+  assert.deepEqual([...after].sort(), [tmp.ptr, before.ptr, kept.ptr].sort(), 'destroying the graph returns its released blocks');
 });
 
 // ---- on a GPU ----------------------------------------------------------------------------------------
