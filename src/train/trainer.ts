@@ -159,6 +159,8 @@ function unigramLoss(trainTokens: Int32Array, V: number, batches: Iterable<{ inp
 
 export async function train(s: TrainSettings, be: Backend, hooks: TrainHooks = {}): Promise<TrainResult> {
   validateSettings(s);
+  if (s.precision === 'bf16' && !be.activationDTypes.includes('bf16'))
+    throw new UsageError(`--precision bf16 needs a backend that keeps activations in bf16 (cuda); the ${be.name} backend computes in f32`);
   const log = hooks.log ?? (() => {});
   mkdirSync(s.out, { recursive: true });
   const { tokenizer, dataDir } = await prepareData(s, hooks);

@@ -43,3 +43,15 @@ test('kill -9 during training, rerun: identical later losses', { timeout: 240_00
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('mixed precision on a backend without bf16 activations is refused up front, naming the fix', async () => {
+  const { train, DEFAULT_SETTINGS } = await import('../../src/train/trainer.ts');
+  const { ReferenceBackend } = await import('../../src/backends/reference/index.ts');
+  const f32Only = Object.assign(Object.create(new ReferenceBackend()), { name: 'cpu', activationDTypes: ['f32'] as const });
+  const dir = mkdtempSync(join(tmpdir(), 'tnl-prec-'));
+  try {
+    await assert.rejects(train({ ...DEFAULT_SETTINGS, out: dir, precision: 'bf16' }, f32Only), /--precision bf16 needs a backend that keeps activations in bf16 \(cuda\); the cpu backend computes in f32/);
+    assert.ok(!existsSync(join(dir, 'data')), 'nothing prepared before the refusal');
+    await assert.rejects(train({ ...DEFAULT_SETTINGS, out: dir, precision: 'f16' as 'bf16' }, f32Only), /precision must be "f32" or "bf16"/);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
