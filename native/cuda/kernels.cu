@@ -511,11 +511,19 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
     rs[m] = 1.f;
     if ((mode == 1 || mode == 3) && m < M) {
       float ss = 0.f;
-      for (int k = lane * 8; k < K; k += 256) {
-        float v[8];
-        load8(A, (i64)m * lda + k, BF(1), v);
+      for (int k0 = lane * 8; k0 < K; k0 += 4 * 256) {
+        float v[4][8];  // four loads in flight, then the sums (a loop of single loads waits on each)
 #pragma unroll
-        for (int j = 0; j < 8; j++) ss += v[j] * v[j];
+        for (int j = 0; j < 4; j++) {
+          if (k0 + j * 256 < K) load8(A, (i64)m * lda + k0 + j * 256, BF(1), v[j]);
+          else
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[j][i] = 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+          for (int i = 0; i < 8; i++) ss += v[j][i] * v[j][i];
       }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
