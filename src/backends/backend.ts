@@ -171,12 +171,17 @@ export interface Backend {
    * with the current contents of the host integer arrays `body` passed in, writing into the same
    * tensors `body` returned.
    */
-  capture?<T>(body: () => T): CapturedGraph<T>;
+  capture?<T>(body: () => T, opts?: { hostCopy?: boolean }): CapturedGraph<T>;
 }
 
 export interface CapturedGraph<T> {
   readonly result: T;
   replay(): void;
+  /**
+   * Recorded with hostCopy (an f32 tensor result): the result's values after the last replay, copied
+   * to the host inside the graph; waits for it. A view valid until the next replay.
+   */
+  hostResult?(): Float32Array;
   destroy(): void;
 }
 

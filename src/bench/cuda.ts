@@ -372,12 +372,12 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
     for (const graphs of opts.graphs ?? [true]) {
       const dec = new Decoder(model, state, { graphs });
       const tok = benchIds(batch, config.vocab_size, 3);
-      for (let i = 0; i < 4; i++) be.download(dec.step(tok));
+      for (let i = 0; i < 4; i++) dec.stepToHost(tok);
       const t0 = performance.now();
-      for (let i = 0; i < steps; i++) be.download(dec.step(tok));
+      for (let i = 0; i < steps; i++) dec.stepToHost(tok);
       const ms = (performance.now() - t0) / steps;
       dec.dispose();
-      if (opts.onProfile && !graphs) opts.onProfile(profileKernels(be, () => { be.download(dec.step(tok)); }));
+      if (opts.onProfile && !graphs) opts.onProfile(profileKernels(be, () => { dec.stepToHost(tok); }));
       const row: DecodeE2ERow = { preset, batch, context, graphs, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 };
       if (graphs) {
         // the step's GPU time alone: its graph replayed back to back (no uploads, downloads or host work between)

@@ -31,6 +31,19 @@ export class Decoder {
    * slots[b] (row b without slots). The tensor belongs to the decoder: read it before the next step.
    */
   step(ids: Int32Array, slots: Int32Array | null = null): Tensor {
+    return this.run(ids, slots).tensor;
+  }
+
+  /**
+   * The same step's logits on the host, [B·V] f32. Replayed graphs copy them out inside the graph
+   * (page-locked memory): a view valid until the next step.
+   */
+  stepToHost(ids: Int32Array, slots: Int32Array | null = null): Float32Array {
+    const r = this.run(ids, slots);
+    return r.graph?.hostResult ? r.graph.hostResult() : this.model.be.download(r.tensor);
+  }
+
+  private run(ids: Int32Array, slots: Int32Array | null): { tensor: Tensor; graph?: CapturedGraph<Tensor> } {
     const { model, state } = this;
     const B = ids.length, V = model.config.vocab_size;
     for (const id of ids) if (!(id >= 0 && id < V)) throw new UsageError(`token id ${id} is outside the vocabulary [0, ${V})`);
@@ -41,20 +54,20 @@ export class Decoder {
     if (!this.graphs || !this.seen.has(key)) {
       this.seen.add(key);
       this.eager = model.decode(ids, state, slots);
-      return this.eager;
+      return { tensor: this.eager };
     }
     let r = this.recorded.get(key);
     if (!r) {
       const buf: Omit<Recorded, 'graph'> = { ids: new Int32Array(B), positions: new Int32Array(B), slots: slots ? new Int32Array(B) : null };
       let graph: CapturedGraph<Tensor>;
       try {
-        graph = model.be.capture!(() => model.stateStep(buf.ids, B, 1, buf.positions, state, null, buf.slots, false));
+        graph = model.be.capture!(() => model.stateStep(buf.ids, B, 1, buf.positions, state, null, buf.slots, false), { hostCopy: true });
       } catch (e) {
         // nothing ran during the capture: decode eagerly from here on
         this.graphError = (e as Error).message;
         this.graphs = false;
         this.eager = model.decode(ids, state, slots);
-        return this.eager;
+        return { tensor: this.eager };
       }
       r = { graph, ...buf };
       this.recorded.set(key, r);
@@ -64,7 +77,7 @@ export class Decoder {
     for (let b = 0; b < B; b++) r.positions[b] = state.positions[slots ? slots[b]! : b]!;
     r.graph.replay();
     for (let b = 0; b < B; b++) state.positions[slots ? slots[b]! : b]!++;
-    return r.graph.result;
+    return { tensor: r.graph.result, graph: r.graph };
   }
 
   /** Releases the recorded graphs (and their buffers). */

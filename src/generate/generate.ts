@@ -54,7 +54,7 @@ export async function* generateTokens(model: TnlModel, promptIds: readonly numbe
       yield { ...s, index: i };
       if (i + 1 === maxTokens) break;
       await new Promise((r) => setImmediate(r));
-      logits = model.be.download(decoder.step(Int32Array.of(s.id)));
+      logits = decoder.stepToHost(Int32Array.of(s.id));
     }
     return 'length';
   } finally {

@@ -508,7 +508,7 @@ export class Engine {
     let logits: Float32Array;
     try {
       this.decoder ??= new Decoder(this.model, this.pool);
-      logits = this.model.be.download(this.decoder.step(ids, slots));
+      logits = this.decoder.stepToHost(ids, slots);
     } catch (e) {
       this.log(`tnl serve: decode step failed: ${(e as Error).message}`);
       for (const job of new Set(seqs.map((s) => s.job))) this.failJob(job, e as Error);

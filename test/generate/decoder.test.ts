@@ -83,4 +83,6 @@ test('without capture support the decoder decodes eagerly', () => {
   const want = be.download(model.decode(Int32Array.of(5), st));
   const got = be.download(dec.step(Int32Array.of(5)));
   assert.deepEqual(Array.from(got), Array.from(want));
+  const next = dec.stepToHost(Int32Array.of(7));
+  assert.deepEqual(Array.from(next), Array.from(be.download(model.decode(Int32Array.of(7), st))));
 });

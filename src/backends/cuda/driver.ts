@@ -41,6 +41,8 @@ const CU_FUNCS: [string, string, string[], boolean?][] = [
   ['cuMemGetInfo_v2', 'int', ['void *', 'void *']],
   ['cuMemAlloc_v2', 'int', ['void *', 'size_t']],
   ['cuMemFree_v2', 'int', ['uint64_t']],
+  ['cuMemHostAlloc', 'int', ['_Out_ void **', 'size_t', 'uint32_t'], true],
+  ['cuMemFreeHost', 'int', ['void *'], true],
   ['cuMemcpyHtoDAsync_v2', 'int', ['uint64_t', 'void *', 'size_t', 'uint64_t']],
   ['cuMemcpyDtoHAsync_v2', 'int', ['void *', 'uint64_t', 'size_t', 'uint64_t']],
   ['cuMemcpyDtoDAsync_v2', 'int', ['uint64_t', 'uint64_t', 'size_t', 'uint64_t']],
@@ -284,6 +286,25 @@ export class Driver {
   }
   htod(dst: number, src: ArrayBufferView, bytes = src.byteLength): void {
     if (bytes) this.span('memcpy HtoD', () => this.check('cuMemcpyHtoDAsync', this.cu.cuMemcpyHtoDAsync_v2!(dst, src, bytes, this.stream)));
+  }
+  /**
+   * Page-locked host memory: copies to and from it are true asynchronous copies and can be recorded
+   * in graphs. `buf` views it; free() returns it (after the stream has drained).
+   */
+  hostAlloc(bytes: number): { ref: unknown; buf: ArrayBuffer; free: () => void } {
+    if (!this.cu.cuMemHostAlloc || !this.cu.cuMemFreeHost) throw new CudaError('this libcuda lacks cuMemHostAlloc');
+    const out: unknown[] = [null];
+    this.check('cuMemHostAlloc', this.cu.cuMemHostAlloc(out, Math.max(bytes, 16), 0));
+    const ref = out[0];
+    return { ref, buf: this.koffi.view(ref, Math.max(bytes, 16)), free: () => { this.sync(); this.check('cuMemFreeHost', this.cu.cuMemFreeHost!(ref)); } };
+  }
+  /** Page-locked host → device, on the stream (recordable). */
+  htodPinned(dst: number, ref: unknown, bytes: number): void {
+    if (bytes) this.check('cuMemcpyHtoDAsync', this.cu.cuMemcpyHtoDAsync_v2!(dst, ref, bytes, this.stream));
+  }
+  /** Device → page-locked host, on the stream (recordable); the data is there once the stream reaches it. */
+  dtohPinned(ref: unknown, src: number, bytes: number): void {
+    if (bytes) this.check('cuMemcpyDtoHAsync', this.cu.cuMemcpyDtoHAsync_v2!(ref, src, bytes, this.stream));
   }
   /** Device → host, then waits for the stream (the data is on the host when this returns). */
   dtoh(dst: ArrayBufferView, src: number, bytes = dst.byteLength): void {

@@ -147,6 +147,9 @@ function devF32(t: Tensor, what: string): CudaTensor {
   return d;
 }
 
+/** A host integer array a recorded graph reads: its device buffer and the page-locked mirror copied to it. */
+interface GraphInput { ptr: number; pin: { ref: unknown; buf: ArrayBuffer; free: () => void } }
+
 // ---- the backend ----------------------------------------------------------------------------------------
 
 export interface CudaBackendOptions {
@@ -222,21 +225,24 @@ export class CudaBackend implements Backend {
   private ew(n: number): Launch { return elementwiseLaunch(n, this.drv.smCount); }
   /**
    * Upload a small host array into a pooled buffer, valid for the next launch. Under graph capture
-   * nothing is copied: the array becomes an input of the graph, copied in again before each replay
-   * (one buffer per distinct array object).
+   * the array becomes an input of the graph (one per distinct array object): a page-locked mirror
+   * whose copy to the device is part of the graph, refilled from the array before each replay.
    */
   private ints(a: Int32Array | null): number {
     if (!a) return 0;
     const cap = this.graphInputs;
     const bound = cap?.get(a);
-    if (bound) return bound;
+    if (bound) return bound.ptr;
     const r = this.mem.allocRaw(Math.max(4, a.byteLength));
-    if (cap) cap.set(a, r.ptr);
-    else this.drv.htod(r.ptr, a);
+    if (cap) {
+      const pin = this.drv.hostAlloc(a.byteLength);
+      cap.set(a, { ptr: r.ptr, pin });
+      this.drv.htodPinned(r.ptr, pin.ref, a.byteLength);
+    } else this.drv.htod(r.ptr, a);
     this.temps.push(r);
     return r.ptr;
   }
-  private graphInputs: Map<Int32Array, number> | null = null;
+  private graphInputs: Map<Int32Array, GraphInput> | null = null;
 
   /**
    * Records what `body` enqueues into a CUDA graph (nothing runs during the capture). replay() copies
@@ -244,36 +250,50 @@ export class CudaBackend implements Backend {
    * into the graph's buffers and launches it; tensors `body` returned are rewritten by every replay.
    * The caller must keep those arrays' lengths, and only use host-side checks it repeats itself.
    */
-  capture<T>(body: () => T): CapturedGraph<T> {
+  capture<T>(body: () => T, opts: { hostCopy?: boolean } = {}): CapturedGraph<T> {
     if (this.graphInputs) throw new CudaError('capture: a graph is already being captured');
-    const inputs = new Map<Int32Array, number>();
+    const inputs = new Map<Int32Array, GraphInput>();
     let result: T | undefined;
+    let out: { ref: unknown; buf: ArrayBuffer; free: () => void; n: number } | null = null;
     this.graphInputs = inputs;
     this.mem.beginCapture();
     let graph: { launch: () => void; destroy: () => void };
+    const freePinned = () => { for (const b of inputs.values()) b.pin.free(); out?.free(); };
     try {
-      graph = this.drv.captureGraph(() => { result = body(); });
+      graph = this.drv.captureGraph(() => {
+        result = body();
+        if (opts.hostCopy) {
+          const t = devF32(result as Tensor, 'capture hostCopy result');
+          out = { ...this.drv.hostAlloc(t.bytes), n: t.size };
+          this.drv.dtohPinned(out.ref, t.ptr, t.bytes);
+        }
+      });
     } catch (e) {
       this.mem.releaseGraph(this.mem.endCapture());
+      freePinned();
       throw e;
     } finally {
       this.graphInputs = null;
     }
     const blocks = this.mem.endCapture();
     let live = true;
+    const hostOut = out as { buf: ArrayBuffer; n: number } | null;
     return {
       result: result as T,
       replay: () => {
         if (!live) throw new CudaError('replay of a destroyed graph');
-        for (const [host, ptr] of inputs) this.drv.htod(ptr, host);
+        this.drv.sync();  // the previous replay has read its inputs before they are refilled
+        for (const [host, b] of inputs) new Int32Array(b.pin.buf, 0, host.length).set(host);
         graph.launch();
       },
+      ...(hostOut ? { hostResult: () => { this.drv.sync(); return new Float32Array(hostOut.buf, 0, hostOut.n); } } : {}),
       destroy: () => {
         if (!live) return;
         live = false;
         this.drv.sync();
         graph.destroy();
         this.mem.releaseGraph(blocks);
+        freePinned();
       },
     };
   }
