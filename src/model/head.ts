@@ -11,12 +11,12 @@ export function headLogits(be: Backend, x: Tensor, w: Tensor): Tensor {
   return logits;
 }
 
-/** y = SRMS(x) stored as `act`; logits = y·wᵀ stored as `logitsDType` (bf16 in mixed-precision training). */
-export function headForward(be: Backend, x: Tensor, w: Tensor, act: DType = 'f32', logitsDType: DType = act): { logits: Tensor; acts: HeadActs } {
+/** y = SRMS(x) and logits = y·wᵀ, both stored as `act` (bf16 in mixed-precision training). */
+export function headForward(be: Backend, x: Tensor, w: Tensor, act: DType = 'f32'): { logits: Tensor; acts: HeadActs } {
   const [T, D] = [x.size / x.shape[x.shape.length - 1]!, x.shape[x.shape.length - 1]!];
   const y = be.empty([T, D], act), r = be.empty([T]);
   be.srmsnorm(y, r, x, NORM_EPS);
-  const logits = be.empty([T, w.shape[0]!], logitsDType);
+  const logits = be.empty([T, w.shape[0]!], act);
   be.matmul(logits, y, w, { transB: true });
   return { logits, acts: { y, r } };
 }

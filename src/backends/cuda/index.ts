@@ -14,7 +14,7 @@ import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
 import { ShapeError } from '../../errors.ts';
 import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
-import { matmulWithPrologue } from '../prologue.ts';
+import { matmulWithPrologue, prologueOf, type Prologue } from '../prologue.ts';
 import { getFunction, loadModule, type CompiledModule } from './modules.ts';
 import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, gemvSplit, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch, type LightningTuning } from './plan.ts';
 
@@ -146,6 +146,9 @@ function devF32(t: Tensor, what: string): CudaTensor {
   if (d.dtype !== 'f32') throw new ShapeError(`${what}: expected an f32 tensor, got ${d.dtype} ${shp(d)}`);
   return d;
 }
+
+/** The GEMV kernels' `mode` argument for each matmul prologue (kernels.cu: gemv_body). */
+const GEMV_MODE: Record<Prologue, number> = { none: 0, norm: 1, glu: 2, normGate: 3 };
 
 /** A host integer array a recorded graph reads: its device buffer and the page-locked mirror copied to it. */
 interface GraphInput { ptr: number; pin: { ref: unknown; buf: ArrayBuffer; free: () => void } }
@@ -509,18 +512,17 @@ export class CudaBackend implements Backend {
       this.ltCheck('cublasLtMatmul', lt.cublasLtMatmul!(this.lt!, plan.desc, alpha, bPtr, plan.a, aPtr, plan.b, beta, C.ptr, plan.c, C.ptr, plan.c, plan.algo, this.ltWs, LT_WORKSPACE, this.drv.stream)));
     for (const t of tmps) this.mem.release(t.ptr, t.bytes);
   }
-  /**
-   * A few rows (M ≤ 8: decode) against bf16 weights [N, K] used transposed: a GEMV that reads the
-   * weights once at full width, with normA / gluA fused into its staging of A. False when the shapes
-   * do not fit it (the caller takes the general path).
-   */
   /** Forces the GEMV's K split (benchmarks); null: plan.ts's gemvSplit. */
   gemvSplitOverride: number | null = null;
+  /**
+   * A few rows (M ≤ 8: decode) against bf16 weights [N, K] used transposed: a GEMV that reads the
+   * weights once at full width, with the A prologue (normA, gluA, normGate) fused into it. False when
+   * the shapes do not fit it (the caller takes the general path).
+   */
   private gemv(C: CudaTensor, A: CudaTensor, W: CudaTensor, opts: MatmulOptions): boolean {
-    const modes = (opts.normA !== undefined ? 1 : 0) + (opts.gluA ? 1 : 0) + (opts.normGate ? 1 : 0);
-    if (W.dtype !== 'bf16' || !opts.transB || opts.transA || modes > 1) return false;
+    if (W.dtype !== 'bf16' || !opts.transB || opts.transA) return false;
     const [M, ac] = dims2(A), [N, K] = dims2(W);
-    const mode = opts.gluA ? 2 : opts.normGate ? 3 : opts.normA !== undefined ? 1 : 0;
+    const mode = GEMV_MODE[prologueOf(opts)];
     if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16) return false;
     const U = opts.normGate ? dev(opts.normGate.qkvu, 'matmul normGate qkvu') : null;
     if (U && U.size !== M * 4 * K) throw new ShapeError(`matmul normGate: qkvu ${shp(U)} must be [${M}, ${4 * K}]`);
