@@ -37,6 +37,7 @@
 
 #include "threadpool.h"
 
+#include "avx512.h"
 #include "isa.h"
 
 namespace tnl {
@@ -171,9 +172,8 @@ TNL_AVX2 void decode_avx2(float* o, const float* q, const float* k, const float*
 
 #if TNL_X86
 // ---- AVX-512 ------------------------------------------------------------------------------------
-TNL_AVX512 inline __mmask16 tail_mask(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
-}
+using avx512::mask16;
+using avx512::transpose16;
 
 // One R×(16·CV) tile; the last vector is masked by `last`.
 template <int R, int CV>
@@ -235,47 +235,21 @@ TNL_AVX512 void gemm_avx512(int64_t M, int64_t Nc, int64_t K, const float* A, in
       }
       const int64_t cv = (nc + 15) / 16;
       kTiles[R - 1][cv - 1](Keff, A + r0 * lda, lda, B + c0, ldb, C + r0 * ldc + c0, ldc,
-                            alpha ? alpha + r0 : nullptr, beta, tail_mask(nc - 16 * (cv - 1)));
+                            alpha ? alpha + r0 : nullptr, beta, mask16(nc - 16 * (cv - 1)));
     }
   }
 }
 
-// 16×16 in-register transpose of r[0..15] (row i → column i).
-TNL_AVX512 inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-  }
-  // r[4g + j] now holds, in 128-bit lane L, elements (rows 4L'..) — combine 128-bit lanes.
-  for (int g = 0; g < 2; g++) {
-    const int o = 8 * g;
-    for (int j = 0; j < 4; j++) {
-      t[o + j] = _mm512_shuffle_f32x4(r[o + j], r[o + 4 + j], 0x88);
-      t[o + 4 + j] = _mm512_shuffle_f32x4(r[o + j], r[o + 4 + j], 0xdd);
-    }
-  }
-  for (int j = 0; j < 8; j++) {
-    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
-    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
-  }
-}
 
 TNL_AVX512 void transpose_avx512(int64_t rows, int64_t cols, const float* src, int64_t lds,
                                  float* dst, int64_t ldd) {
   __m512 r[16];
   for (int64_t r0 = 0; r0 < rows; r0 += 16) {
     const int64_t nr = std::min<int64_t>(16, rows - r0);
-    const __mmask16 rmask = tail_mask(nr);
+    const __mmask16 rmask = mask16(nr);
     for (int64_t c0 = 0; c0 < cols; c0 += 16) {
       const int64_t nc = std::min<int64_t>(16, cols - c0);
-      const __mmask16 cmask = tail_mask(nc);
+      const __mmask16 cmask = mask16(nc);
       for (int i = 0; i < 16; i++)
         r[i] = i < nr ? _mm512_maskz_loadu_ps(cmask, src + (r0 + i) * lds + c0) : _mm512_setzero_ps();
       transpose16(r);
@@ -317,7 +291,7 @@ TNL_AVX512 void decode_avx512(float* o, const float* q, const float* k, const fl
   for (int64_t c0 = 0; c0 < dv; c0 += 64) {
     const int64_t nc = std::min<int64_t>(64, dv - c0);
     const int64_t cv = (nc + 15) / 16;
-    const __mmask16 last = tail_mask(nc - 16 * (cv - 1));
+    const __mmask16 last = mask16(nc - 16 * (cv - 1));
     switch (cv) {
       case 1: decode_chunk<1>(o + c0, q, k, v + c0, S + c0, dk, dv, lam, last); break;
       case 2: decode_chunk<2>(o + c0, q, k, v + c0, S + c0, dk, dv, lam, last); break;

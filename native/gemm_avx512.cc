@@ -11,53 +11,22 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx2,bmi,bmi2,f16c")
 
+#include "avx512.h"
 #include "gemm_internal.h"
 
 namespace tnl {
 namespace gemm {
 namespace {
 
+using avx512::mask16;
+using avx512::store_tile;
+using avx512::transpose16;
+
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
 constexpr __mmask16 kMaskMR = static_cast<__mmask16>((1u << MR) - 1);  // MR ≤ 16 lanes of a panel row
 // Small-M: software prefetch of the weight row this many rows ahead (0 = off).
 static const int kKernPf = [] { const char* e = std::getenv("TNL_KPF"); return e ? std::atoi(e) : 0; }();
 
-inline __mmask16 mask16(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xffff)
-                 : (n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1));
-}
-
-// Writes an MR_×(16·NV_) accumulator tile to C (mr rows, nr columns), adding when `add`.
-template <int MR_, int NV_>
-inline void store_tile(__m512 (&acc)[MR_][NV_], float* c, int64_t ldc, int mr, int nr, bool add) {
-  if (nr == 16 * NV_) {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR_; r++) {
-      if (r >= mr) break;
-      float* cr = c + r * ldc;
-#pragma GCC unroll 4
-      for (int v = 0; v < NV_; v++) {
-        __m512 x = acc[r][v];
-        if (add) x = _mm512_add_ps(_mm512_loadu_ps(cr + 16 * v), x);
-        _mm512_storeu_ps(cr + 16 * v, x);
-      }
-    }
-  } else {
-    __mmask16 m[NV_];
-    for (int v = 0; v < NV_; v++) m[v] = mask16(nr - 16 * v);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR_; r++) {
-      if (r >= mr) break;
-      float* cr = c + r * ldc;
-#pragma GCC unroll 4
-      for (int v = 0; v < NV_; v++) {
-        __m512 x = acc[r][v];
-        if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], cr + 16 * v), x);
-        _mm512_mask_storeu_ps(cr + 16 * v, m[v], x);
-      }
-    }
-  }
-}
 
 template <int MR_, int NV_>
 void kern_t(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
@@ -95,32 +64,6 @@ void kern(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int
   kern_t<MR, NV>(kc, a, b, c, ldc, mr, nr, add);
 }
 
-// 16×16 transpose of zmm rows (r[i] holds row i) into columns.
-inline void transpose16(__m512 (&r)[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int i = 0; i < 4; i++) {
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-  }
-  for (int i = 0; i < 4; i++) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
-  }
-}
 
 // ---- packing -------------------------------------------------------------------------------
 void pack_a(float* dst, const float* A, int64_t lda, bool transA, int64_t mc, int64_t kc) {

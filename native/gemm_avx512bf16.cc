@@ -10,19 +10,20 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2,bmi,bmi2")
 
+#include "avx512.h"
 #include "gemm_internal.h"
 
 namespace tnl {
 namespace gemm {
 namespace {
 
+using avx512::mask16;
+using avx512::store_tile;
+using avx512::transpose16;
+
 constexpr int MR = 12, NV = 2, NR = 16 * NV;
 constexpr __mmask16 kMaskMR = static_cast<__mmask16>((1u << MR) - 1);  // MR ≤ 16 lanes of a panel row
 
-inline __mmask16 mask16(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xffff)
-                 : (n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1));
-}
 inline __mmask32 mask32(int64_t n) {
   return n >= 32 ? static_cast<__mmask32>(0xffffffffu)
                  : (n <= 0 ? 0 : static_cast<__mmask32>((1u << n) - 1));
@@ -51,20 +52,7 @@ void kern_t(int64_t kp, const uint32_t* a, const uint32_t* b, float* c, int64_t 
     a += MR_;
     b += 16 * NV_;
   }
-  // store
-  __mmask16 m[NV_];
-  for (int v = 0; v < NV_; v++) m[v] = mask16(nr - 16 * v);
-#pragma GCC unroll 16
-  for (int r = 0; r < MR_; r++) {
-    if (r >= mr) break;
-    float* cr = c + r * ldc;
-#pragma GCC unroll 4
-    for (int v = 0; v < NV_; v++) {
-      __m512 x = acc[r][v];
-      if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], cr + 16 * v), x);
-      _mm512_mask_storeu_ps(cr + 16 * v, m[v], x);
-    }
-  }
+  store_tile<MR_, NV_>(acc, c, ldc, mr, nr, add);
 }
 
 void kern(int64_t kp, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc, int mr, int nr,
@@ -111,30 +99,7 @@ void pack_a(uint32_t* dst, const float* A, int64_t lda, bool transA, int64_t mc,
           r[q] = _mm512_setzero_ps();
         }
       }
-      // transpose 16×16 (32-bit words)
-      __m512 t[16];
-      for (int q = 0; q < 16; q += 2) {
-        t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
-        t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
-      }
-      for (int q = 0; q < 16; q += 4) {
-        r[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
-        r[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
-        r[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
-        r[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
-      }
-      for (int q = 0; q < 4; q++) {
-        t[q] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0x88);
-        t[q + 4] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0xdd);
-        t[q + 8] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0x88);
-        t[q + 12] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0xdd);
-      }
-      for (int q = 0; q < 4; q++) {
-        r[q] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0x88);
-        r[q + 8] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0xdd);
-        r[q + 4] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0x88);
-        r[q + 12] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0xdd);
-      }
+      transpose16(r);  // 32-bit words: pairs of bf16
       const int64_t p0 = k / 2;
       for (int q = 0; q < 16 && p0 + q < kp; q++)
         _mm512_mask_storeu_ps(reinterpret_cast<float*>(d + (p0 + q) * MR), kMaskMR, r[q]);
@@ -180,29 +145,7 @@ void pack_b(uint32_t* dst, const uint16_t* B, int64_t ldb, bool transB, int64_t 
             r[q] = _mm512_setzero_ps();
           }
         }
-        __m512 t[16];
-        for (int q = 0; q < 16; q += 2) {
-          t[q] = _mm512_unpacklo_ps(r[q], r[q + 1]);
-          t[q + 1] = _mm512_unpackhi_ps(r[q], r[q + 1]);
-        }
-        for (int q = 0; q < 16; q += 4) {
-          r[q] = _mm512_shuffle_ps(t[q], t[q + 2], 0x44);
-          r[q + 1] = _mm512_shuffle_ps(t[q], t[q + 2], 0xEE);
-          r[q + 2] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0x44);
-          r[q + 3] = _mm512_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
-        }
-        for (int q = 0; q < 4; q++) {
-          t[q] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0x88);
-          t[q + 4] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0xdd);
-          t[q + 8] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0x88);
-          t[q + 12] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0xdd);
-        }
-        for (int q = 0; q < 4; q++) {
-          r[q] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0x88);
-          r[q + 8] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0xdd);
-          r[q + 4] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0x88);
-          r[q + 12] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0xdd);
-        }
+        transpose16(r);
         for (int q = 0; q < 16 && p + q < kp; q++)
           _mm512_store_ps(reinterpret_cast<float*>(d + (p + q) * NR + c0), r[q]);
       }
