@@ -1,19 +1,9 @@
-// Elementwise and row kernels of the CUDA backend (compiled at first use by NVRTC; no headers).
+// Elementwise and row kernels of the CUDA backend (compiled at first use by NVRTC, after common.cuh).
 // Storage: f32, or bf16 as raw 16-bit words; every reduction accumulates in fp32 (sums of squares
 // for clipping in fp64). Semantics: src/backends/backend.ts; definitions: src/backends/reference.
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
+// (u16, u32, i64, bf2f, f2bf: common.cuh, put in front of this file by the loader)
 #define TNL_INF __int_as_float(0x7f800000)
 
-__device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
-__device__ __forceinline__ u16 f2bf(float f) {
-  u32 u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)(((u >> 16) | 0x40u) & 0xffffu);
-  return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-__device__ __forceinline__ float ldf(const float* p, i64 i) { return p[i]; }
-__device__ __forceinline__ float ldf(const u16* p, i64 i) { return bf2f(p[i]); }
 __device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + __expf(-x)); }
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.

@@ -11,20 +11,7 @@
 // lightning_tc_k{DK}_v{DVT}_*: tensor cores (mma.sync m16n8k16 bf16, fp32 accumulation), chunk 64,
 // DK ∈ {64, 128}, DV a multiple of 64 (DVT = 128 or 64 columns per block); the fp32 state lives in
 // registers, a bf16 copy in shared memory feeds q·S; optionally sequence-parallel (see below).
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef long long i64;
-
-__device__ __forceinline__ float bf2f(u16 b) { return __uint_as_float(((u32)b) << 16); }
-__device__ __forceinline__ u16 f2bf(float f) {
-  u32 u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)(((u >> 16) | 0x40u) & 0xffffu);
-  return (u16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-__device__ __forceinline__ float ldf(const float* p, i64 i) { return p[i]; }
-__device__ __forceinline__ float ldf(const u16* p, i64 i) { return bf2f(p[i]); }
-__device__ __forceinline__ void stf(float* p, i64 i, float v) { p[i] = v; }
-__device__ __forceinline__ void stf(u16* p, i64 i, float v) { p[i] = f2bf(v); }
+// (u16, u32, i64, bf2f, f2bf, ldf, stf: common.cuh, put in front of this file by the loader)
 
 // ------------------------------------------------------------------------------------------------
 // The exact chunked kernel (fp32 arithmetic).

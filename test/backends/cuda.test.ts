@@ -11,6 +11,7 @@ import {
   ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem, wgSmem, gemvSplit,
 } from '../../src/backends/cuda/plan.ts';
 import { cuErrorMessage, librarySonames } from '../../src/backends/cuda/driver.ts';
+import { moduleSource } from '../../src/backends/cuda/modules.ts';
 import { CachingAllocator, CudaBackend, cudaAvailable, tryCudaBackend } from '../../src/backends/cuda/index.ts';
 import { ReferenceBackend } from '../../src/backends/reference/index.ts';
 import { rng } from '../helpers/backends.ts';
@@ -172,6 +173,16 @@ test('cuda sources: every kernel the backend launches is defined, extern "C", wi
   for (const t of ['bf16', 'f32']) assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) lightning_wg_k128_v128_${t}\\(`));
   for (const k of [128, 64]) for (const v of [128, 64]) for (const t of ['bf16', 'f32'])
     assert.match(lightning, new RegExp(`TC_KERNEL\\(${k}, ${v}, \\w+, ${t}\\)`), `kernel lightning_tc_k${k}_v${v}_${t} missing from lightning.cu`);
+});
+
+test('cuda sources: each file is compiled after common.cuh, with its own line numbers', () => {
+  for (const f of ['kernels.cu', 'lightning.cu']) {
+    const src = moduleSource(f);
+    assert.ok(src.startsWith(readFileSync(new URL('../../native/cuda/common.cuh', import.meta.url), 'utf8')));
+    assert.match(src, new RegExp(`\\n#line 1 "${f.replace('.', '\\.')}"\\n`));
+    assert.doesNotMatch(src, /#include/);
+    assert.equal(src.match(/__device__ __forceinline__ u16 f2bf/g)?.length, 1, `${f} defines nothing common.cuh does`);
+  }
 });
 
 test('cuda sources: every launch passes as many arguments, of the kinds, as its kernel declares', () => {

@@ -1,5 +1,6 @@
-// Kernel sources (native/cuda/*.cu) compiled at first use with NVRTC for the GPU in hand, the cubin
-// cached on disk under a hash of source, options and compiler version (plan.ts: cacheKey, cacheDir).
+// Kernel sources (native/cuda/*.cu, each after common.cuh) compiled at first use with NVRTC for the
+// GPU in hand, the cubin cached on disk under a hash of source, options and compiler version
+// (plan.ts: cacheKey, cacheDir).
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -31,9 +32,14 @@ export interface CompiledModule {
   log: string;
 }
 
+/** A kernel file as NVRTC compiles it: common.cuh (the shared definitions), then the file, its lines numbered as its own. */
+export function moduleSource(file: string): string {
+  return `${readSource('common.cuh')}\n#line 1 "${file}"\n${readSource(file)}`;
+}
+
 export function loadModule(drv: Driver, file: string): CompiledModule {
   const t0 = performance.now();
-  const src = readSource(file);
+  const src = moduleSource(file);
   const opts = nvrtcOptions(drv.cc);
   const key = cacheKey(src, opts, drv.nvrtcVersion());
   const dir = cacheDir(process.env, homedir());
