@@ -199,16 +199,21 @@ export class TnlModel {
    */
   prefill(ids: Int32Array, B: number, N: number, state: ModelState,
           opts: { vMask?: Int32Array | null; allLogits?: boolean; slots?: Int32Array | null } = {}): Tensor {
-    this.checkIds(ids, B, N);
     const slots = opts.slots ?? null;
-    if (slots ? slots.length !== B || slots.some((s) => s < 0 || s >= state.batch) : state.batch !== B)
-      throw new UsageError(slots ? `slots must name ${B} rows of a state of ${state.batch}` : `state holds ${state.batch} sequences, prefill got ${B}`);
+    this.checkStateStep(ids, B, N, state, slots);
     const row = (b: number) => (slots ? slots[b]! : b);
     const positions = new Int32Array(B * N);
     for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) positions[b * N + n] = state.positions[row(b)]! + n;
     const logits = this.stateStep(ids, B, N, positions, state, opts.vMask ?? null, slots, opts.allLogits ?? false);
     for (let b = 0; b < B; b++) state.positions[row(b)] = state.positions[row(b)]! + N;
     return logits;
+  }
+
+  /** The checks of prefill and decode: ids within the vocabulary, B sequences (rows `slots`) of `state`. */
+  checkStateStep(ids: Int32Array, B: number, N: number, state: ModelState, slots: Int32Array | null): void {
+    this.checkIds(ids, B, N);
+    if (slots ? slots.length !== B || slots.some((s) => !(s >= 0 && s < state.batch)) : state.batch !== B)
+      throw new UsageError(slots ? `slots must name ${B} rows of a state of ${state.batch}` : `state holds ${state.batch} sequences, got ${B}`);
   }
 
   /**
