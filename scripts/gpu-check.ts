@@ -3,7 +3,7 @@
 // against ../shared/fixtures/tnl-ref-small (logits, loss, gradients, prefill, decode, greedy), then
 // (with --bench) the benchmark suite of src/bench/cuda.ts. Prints a table; writes JSON to $OUT (or
 // the current folder).
-//   node --import tsx scripts/gpu-check.ts [--bench] [--fixture DIR] [--seed N] [--no-e2e] [--lengths 512,2048]
+//   node --import tsx scripts/gpu-check.ts [--bench] [--decode] [--fixture DIR] [--seed N] [--no-e2e] [--lengths 512,2048]
 import { writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { DEFAULT_SETTINGS, train } from '../src/train/trainer.ts';
@@ -606,7 +606,19 @@ if (flag('--pieces')) {
     console.log(`decode 385M batch 1, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   }
   g.pdl = true; g.prefetchHints = true;
+  // the ceiling that prefetching could reach: every layer after the first on layer 1's weights (27.8 MB, L2-resident)
+  const layers = model.params.layers;
+  for (let l = 2; l < layers.length; l++) layers[l] = { ...layers[1]! };
+  const r = benchDecodeE2E(g, 'tnl-385m', 1, [1024], { graphs: [true], model })[0]!;
+  dec.push({ label: 'layers 2.. sharing layer 1 weights (L2-resident)', ...r });
+  console.log(`decode 385M batch 1, layers sharing weights (L2-resident): ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   writeFileSync(join(outDir, 'pieces.json'), JSON.stringify({ pieces, dec }, null, 1));
+}
+if (flag('--decode')) {
+  // the decode rows alone (quick iteration on decode kernels)
+  const rows = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024, 65536]), ...benchDecodeE2E(g, 'tnl-385m', 64, [1024]), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024])];
+  for (const r of rows) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
+  writeFileSync(join(outDir, 'decode.json'), JSON.stringify(rows, null, 1));
 }
 if (flag('--bench')) {
   const lengths = (opt('--lengths') ?? '512,2048,8192,32768').split(',').map(Number);

@@ -45,14 +45,22 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Brings `bytes` at p into L2, spread over every thread of the grid (a hint: the weights of a later
-// decode kernel stream in from memory while this one waits for its predecessor).
+// Brings `bytes` at p into L2, each block its share (a hint: the weights of a later decode kernel
+// stream in from memory while this one waits for its predecessor). sm_90: one bulk prefetch a block
+// (measured 3% faster decode on the 385M, 6% on the 1B than a prefetch per 128-byte line).
 __device__ __forceinline__ void prefetch_l2(const void* p, i64 bytes) {
   if (!p) return;
-  const i64 threads = (i64)gridDim.x * gridDim.y * gridDim.z * blockDim.x * blockDim.y * blockDim.z;
-  const i64 t0 = (((i64)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x) * (blockDim.x * blockDim.y * blockDim.z)
-               + (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  const i64 nb = (i64)gridDim.x * gridDim.y * gridDim.z, b = ((i64)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+#if __CUDA_ARCH__ >= 900
+  const i64 per = ((bytes + nb - 1) / nb + 15) & ~(i64)15, s = b * per;
+  if (s >= bytes || threadIdx.x + threadIdx.y + threadIdx.z) return;
+  const i64 n = min(per, (bytes - s) & ~(i64)15);
+  if (n > 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"((const char*)p + s), "r"((u32)n) : "memory");
+#else
+  const i64 nt = blockDim.x * blockDim.y * blockDim.z, threads = nb * nt;
+  const i64 t0 = b * nt + (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
   for (i64 l = t0; l < (bytes + 127) / 128; l += threads) asm volatile("prefetch.global.L2 [%0];" :: "l"((const char*)p + l * 128));
+#endif
 }
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
