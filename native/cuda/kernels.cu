@@ -246,31 +246,27 @@ __global__ void norm_gate_bwd(void* dO, void* g, const void* dA, const void* o, 
 // rows of a thread loaded 16 at a time before any is written (the loads overlap). state null: S_in = 0
 // and nothing written. With qkvu (gla_decode), q, k, v come straight from the fused projection
 // [B, 4·nh·dh] (silu, LRPE, mask as gla_qkv) and DK = dh or 2·dh. bf bits: 0 o, 1 q, 2 k, 3 v (4 qkvu)
-// Rows y, y + ny, … of one state column (S points at its row 0, or null): S ← λS + k·v, returns this
-// lane's share of o = q·S.
-__device__ __forceinline__ float decode_column(const float* qs, const float* ks, float vc, float lam, float* S, int DK, int DV, int y, int ny) {
-  float acc = 0.f;
-  for (int r0 = y; r0 < DK; r0 += 16 * ny) {
-    float sv[16];
-#pragma unroll
-    for (int j = 0; j < 16; j++) { const int r = r0 + ny * j; sv[j] = (S && r < DK) ? S[(i64)r * DV] : 0.f; }
-#pragma unroll
-    for (int j = 0; j < 16; j++) {
-      const int r = r0 + ny * j;
-      if (r < DK) {
-        const float s = ks[r] * vc + lam * sv[j];
-        if (S) S[(i64)r * DV] = s;
-        acc += qs[r] * s;
-      }
-    }
-  }
-  return acc;
-}
 __device__ __forceinline__ void decode_step(void* o, const float* qs, const float* ks, float vc, int h, int b, int c,
                                             int nh, int DK, int DV, const float* loglam, float* state, const int* slots, int bf) {
   const float lam = expf(loglam[h]);
-  float* S = state ? state + ((i64)(slots ? slots[b] : b) * nh + h) * DK * DV + c : nullptr;
-  const float acc = c < DV ? decode_column(qs, ks, vc, lam, S, DK, DV, threadIdx.y, 8) : 0.f;
+  float* S = state ? state + ((i64)(slots ? slots[b] : b) * nh + h) * DK * DV : nullptr;
+  float acc = 0.f;
+  if (c < DV) {
+    for (int r0 = threadIdx.y; r0 < DK; r0 += 16 * 8) {
+      float sv[16];
+#pragma unroll
+      for (int j = 0; j < 16; j++) { const int r = r0 + 8 * j; sv[j] = (S && r < DK) ? S[(i64)r * DV + c] : 0.f; }
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        const int r = r0 + 8 * j;
+        if (r < DK) {
+          const float s = ks[r] * vc + lam * sv[j];
+          if (S) S[(i64)r * DV + c] = s;
+          acc += qs[r] * s;
+        }
+      }
+    }
+  }
   __shared__ float red[8][33];
   red[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
@@ -570,287 +566,6 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
   }
   gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf);
 }
-// ---- The recurrent step of a whole layer stack, one sequence, in one persistent kernel ---------------
-// A block per SM (cooperative launch), 9 warps: warp 8 streams every weight tile this block will use,
-// in order, through a ring of 32 KB shared-memory slots (bulk copies completing on mbarriers), never
-// waiting on the data dependencies; warps 0–7 compute. So HBM keeps streaming the next tiles while the
-// blocks wait for one another. Per layer five phases:
-//   (0) qkvu = W_qkvu·SRMS(x)  (1) q, k, v (silu, LRPE, mask), S ← λS + kᵀv, o = q·S
-//   (2) x += W_out·(SRMS(o) ⊙ u)  (3) h12 = W_12·SRMS(x)  (4) x += W_3·(h1 ⊙ h2).
-// Blocks pass vectors through tagged words (value | tag << 32, one 64-bit store): a reader spins on the
-// words it needs until they carry the tag of the phase that writes them, so no barrier, fence or flag
-// sits between phases. tag(l, j) = epoch·5L + 5l + j + 1, epoch = launches so far (ctl[0]; the last
-// block out advances it). No phase overwrites a vector before every reader of its previous contents
-// has finished: each phase reads all of its predecessor's output. The tagged buffers (xt [D], qkvu
-// [4H], o [H], h12 [2G]) belong to this kernel alone, zeroed once. A GEMV phase's rows are cut into
-// tiles of R = min(16, ⌊32 KB / 2K⌋) rows (one bulk copy each), tile t going to block t mod blocks; a
-// block sums its rows in shared memory (at most DS_ACC). The recurrent step's items are (head, 8 state
-// columns). x f32 [D] in (embedding) and out (after the last layer). Shared memory: mbarriers (1 KB),
-// nslot slots, then the phase input (floats).
-struct DecodeLayer { const u16 *wqkvu, *wout, *w12, *w3; const float *theta, *loglam; float* state; long long pad; };
-typedef unsigned long long u64;
-#define DS_SLOT 32768
-#define DS_ACC 256
-__device__ __forceinline__ void mbar_init(u32 bar, u32 count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory"); }
-__device__ __forceinline__ void mbar_arrive(u32 bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(bar) : "memory"); }
-__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
-  asm volatile("{\n .reg .pred P1;\n LAB_WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n @P1 bra DONE;\n bra LAB_WAIT;\n DONE:\n}" :: "r"(bar), "r"(parity) : "memory");
-}
-// one tile: `bytes` from global into a slot, completing on the slot's full barrier
-__device__ __forceinline__ void bulk_load(u32 dst, const void* src, u32 bytes, u32 bar) {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
-#endif
-}
-__device__ __forceinline__ void ds_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }  // the 8 compute warps
-__device__ __forceinline__ void tg_store(u64* p, float v, u32 tag) {
-  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" :: "l"(p), "l"(((u64)tag << 32) | __float_as_uint(v)) : "memory");
-}
-__device__ __forceinline__ u64 tg_ld(const u64* p) { u64 v; asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory"); return v; }
-__device__ __forceinline__ float tg_val(const u64* p, u64 w, u32 tag) {
-  while ((u32)(w >> 32) != tag) w = tg_ld(p);
-  return __uint_as_float((u32)w);
-}
-// dst[k] = a[k] (· b[k] when b) for k < n, once the words carry `tag`; by the 256 compute threads,
-// eight words in flight per thread
-__device__ __forceinline__ void tg_fetch(float* dst, const u64* a, const u64* b, int n, u32 tag, int tid) {
-  for (int k0 = tid; k0 < n; k0 += 8 * 256) {
-    u64 wa[8], wb[8];
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const int k = k0 + j * 256;
-      if (k < n) { wa[j] = tg_ld(a + k); if (b) wb[j] = tg_ld(b + k); }
-    }
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const int k = k0 + j * 256;
-      if (k < n) dst[k] = b ? tg_val(a + k, wa[j], tag) * tg_val(b + k, wb[j], tag) : tg_val(a + k, wa[j], tag);
-    }
-  }
-}
-// Σ over the 256 compute threads (every one gets it); red: 8 floats of shared memory
-__device__ __forceinline__ float ds_sum(float v, float* red) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  ds_sync();
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  ds_sync();
-  float t = 0.f;
-  for (int w = 0; w < 8; w++) t += red[w];
-  return t;
-}
-__device__ __forceinline__ int ds_rows(int K) { return min(16, DS_SLOT / (2 * K)); }
-// The GEMV phases in schedule order: W, N (rows), K of phase j ∈ {0, 2, 3, 4} of a layer.
-__device__ __forceinline__ void ds_gemv_shape(const DecodeLayer& ly, int j, int D, int H, int G, const u16*& W, int& N, int& K) {
-  if (j == 0) { W = ly.wqkvu; N = 4 * H; K = D; }
-  else if (j == 2) { W = ly.wout; N = D; K = H; }
-  else if (j == 3) { W = ly.w12; N = 2 * G; K = D; }
-  else { W = ly.w3; N = D; K = G; }
-}
-
-// W_r · x over one 16-byte chunk: 8 bf16 weights, 8 floats
-__device__ __forceinline__ float dot8(const uint4 w, const float* x) {
-  return __uint_as_float(w.x << 16) * x[0] + __uint_as_float(w.x & 0xffff0000u) * x[1]
-       + __uint_as_float(w.y << 16) * x[2] + __uint_as_float(w.y & 0xffff0000u) * x[3]
-       + __uint_as_float(w.z << 16) * x[4] + __uint_as_float(w.z & 0xffff0000u) * x[5]
-       + __uint_as_float(w.w << 16) * x[6] + __uint_as_float(w.w & 0xffff0000u) * x[7];
-}
-// The compute warps' part of one GEMV phase: each of this block's `mine` tiles as its slot fills, warp w
-// taking rows w and w + 8 (R ≤ 16) over the whole of K, lane chunks k8 = lane + 32i; A' (vec) held in
-// registers, NI chunks a lane. NI = 0: A' read from shared memory, and warps split K when a tile has
-// fewer than 8 rows. Row sums land in acc[ti·R + r] (added to what is there).
-template <int NI>
-__device__ __forceinline__ void ds_tiles(const unsigned char* smem, u32 fullb, u32 emptyb, int nslot, u32& it, int mine, int N, int K, int R,
-                                         const float* vec, float* acc) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, K8 = K / 8, nb = gridDim.x;
-  float xr[NI > 0 ? NI : 1][8];
-#pragma unroll
-  for (int i = 0; i < NI; i++)
-#pragma unroll
-    for (int e = 0; e < 8; e++) xr[i][e] = lane + 32 * i < K8 ? vec[(lane + 32 * i) * 8 + e] : 0.f;
-  for (int ti = 0; ti < mine; ti++, it++) {
-    const int t = blockIdx.x + ti * nb;
-    const u32 slot = it % nslot;
-    mbar_wait(fullb + 8 * slot, (it / nslot) & 1);
-    const int rows = min(R, N - t * R);
-    const u16* wt = (const u16*)(smem + 1024 + (i64)slot * DS_SLOT);
-    if (NI > 0) {
-      const int r0 = warp, r1 = warp + 8;
-      float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-      for (int i = 0; i < NI; i++) {
-        const int k8 = lane + 32 * i;
-        if (k8 < K8) {
-          if (r0 < rows) s0 += dot8(*(const uint4*)(wt + (i64)r0 * K + k8 * 8), xr[i]);
-          if (r1 < rows) s1 += dot8(*(const uint4*)(wt + (i64)r1 * K + k8 * 8), xr[i]);
-        }
-      }
-#pragma unroll
-      for (int q = 16; q > 0; q >>= 1) { s0 += __shfl_xor_sync(0xffffffffu, s0, q); s1 += __shfl_xor_sync(0xffffffffu, s1, q); }
-      if (lane == 0) { if (r0 < rows) acc[ti * R + r0] += s0; if (r1 < rows) acc[ti * R + r1] += s1; }
-    } else {
-      const int wpr = rows >= 8 ? 1 : 8 / rows;
-      for (int r = warp / wpr; r < rows; r += 8 / wpr) {
-        float sum = 0.f;
-        for (int k8 = (warp % wpr) * 32 + lane; k8 < K8; k8 += 32 * wpr) sum += dot8(*(const uint4*)(wt + (i64)r * K + k8 * 8), vec + k8 * 8);
-        for (int q = 16; q > 0; q >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, q);
-        if (lane == 0) { if (wpr == 1) acc[ti * R + r] += sum; else atomicAdd(acc + ti * R + r, sum); }
-      }
-    }
-    __syncwarp();
-    if (lane == 0) mbar_arrive(emptyb + 8 * slot);  // this warp is done with the slot
-  }
-}
-
-extern "C" __global__ void __launch_bounds__(288, 1) decode_stack(float* x, const DecodeLayer* layers, int L, int D, int nh, int dh, int G,
-    u64* xt, u64* qkvu, u64* o, u64* h12, const int* pos, const int* vmask, const int* slots, unsigned* ctl, float eps, int nslot) {
-#if __CUDA_ARCH__ >= 900
-  extern __shared__ __align__(1024) unsigned char smem[];
-  const u32 sbase = (u32)__cvta_generic_to_shared(smem);
-  const u32 fullb = sbase, emptyb = sbase + 8 * nslot, ring = sbase + 1024;  // mbarriers: 8 bytes each
-  float* vec = (float*)(smem + 1024 + (i64)nslot * DS_SLOT);
-  __shared__ float red[8], acc[DS_ACC];  // acc: this block's rows of a GEMV phase
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, H = nh * dh, nb = gridDim.x;
-  const u32 epoch = ctl[0];
-  auto tag = [&](int l, int j) { return epoch * (u32)(5 * L) + (u32)(5 * l + j + 1); };
-  if (tid == 0) {
-    for (int i = 0; i < nslot; i++) { mbar_init(fullb + 8 * i, 1); mbar_init(emptyb + 8 * i, 8); }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  }
-  __syncthreads();
-  // this block's next weight tile after (l, j, t): GEMV phases j ≠ 1, tiles t ≡ blockIdx (mod blocks); false at the end
-  auto next_tile = [&](int& l, int& j, int& t) -> bool {
-    t += nb;
-    for (;;) {
-      if (l >= L) return false;
-      if (j != 1) {
-        const u16* W; int N, K;
-        ds_gemv_shape(layers[l], j, D, H, G, W, N, K);
-        if (t * ds_rows(K) < N) return true;
-      }
-      if (++j == 5) { j = 0; l++; }
-      t = blockIdx.x;
-    }
-  };
-  auto tile_src = [&](int l, int j, int t, const u16*& src, u32& bytes) {
-    const u16* W; int N, K;
-    ds_gemv_shape(layers[l], j, D, H, G, W, N, K);
-    const int R = ds_rows(K);
-    src = W + (i64)t * R * K;
-    bytes = (u32)(min(R, N - t * R) * K * 2);
-  };
-  if (warp == 8) {
-    // ---- producer: this block's tiles of every GEMV phase, in the order the compute warps take them
-    // (an L2 prefetch of the tiles a few beyond the ring measured slower: 0.83 against 0.71 ms)
-    if (lane != 0) return;
-    int cl = 0, cj = 0, ct = blockIdx.x - nb, sl = -1;
-    const u16* src; u32 bytes;
-    for (u32 it = 0; next_tile(cl, cj, ct); it++) {
-      if (cl > sl) {
-        // the state of this block's heads of layer cl into L2, a layer ahead of its recurrent step
-        sl = cl;
-        const DecodeLayer ly = layers[cl];
-        const int DK = ly.theta ? 2 * dh : dh, ncg = dh / 8;
-        for (int i = blockIdx.x; i < nh * ncg; i += nb)
-          asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(ly.state + ((i64)(slots ? slots[0] : 0) * nh + i / ncg) * DK * dh), "r"((u32)(DK * dh * 4)) : "memory");
-      }
-      const u32 slot = it % nslot, use = it / nslot;
-      if (use > 0) mbar_wait(emptyb + 8 * slot, (use - 1) & 1);
-      tile_src(cl, cj, ct, src, bytes);
-      bulk_load(ring + slot * DS_SLOT, src, bytes, fullb + 8 * slot);
-    }
-    return;
-  }
-  // ---- the compute warps
-  u32 it = 0;
-  for (int l = 0; l < L; l++) {
-    const DecodeLayer ly = layers[l];
-    for (int j = 0; j < 5; j++) {
-      if (j == 1) {
-        // the recurrent step: item = (head, 8 state columns), item i on block i mod blocks; 32 row lanes
-        const int DK = ly.theta ? 2 * dh : dh, ncg = dh / 8, tx = tid & 7, ty = tid >> 3;
-        const u32 tq = tag(l, 0);
-        float* qk = vec;
-        float* rr = vec + 2 * DK;  // [32][9]
-        for (int i = blockIdx.x; i < nh * ncg; i += nb) {
-          const int h = i / ncg, c = (i % ncg) * 8 + tx;
-          tg_fetch(qk, qkvu + h * dh, nullptr, dh, tq, tid);
-          tg_fetch(qk + DK, qkvu + H + h * dh, nullptr, dh, tq, tid);
-          const float vr = tg_val(qkvu + 2 * H + h * dh + c, tg_ld(qkvu + 2 * H + h * dh + c), tq);
-          const float vc = (!vmask || vmask[0] != 0) ? vr : 0.f;
-          ds_sync();
-          for (int cc = tid; cc < dh; cc += 256) {
-            const float xq = qk[cc], xk = qk[DK + cc];
-            const float sq = xq * sigm(xq), sk = xk * sigm(xk);
-            if (ly.theta) {
-              double sn, cs;
-              sincos((double)ly.theta[h * dh + cc] * (double)pos[0], &sn, &cs);
-              qk[cc] = (float)(sq * cs); qk[dh + cc] = (float)(sq * sn); qk[DK + cc] = (float)(sk * cs); qk[DK + dh + cc] = (float)(sk * sn);
-            } else { qk[cc] = sq; qk[DK + cc] = sk; }
-          }
-          ds_sync();
-          float* St = ly.state + ((i64)(slots ? slots[0] : 0) * nh + h) * DK * dh + c;
-          rr[ty * 9 + tx] = decode_column(qk, qk + DK, vc, expf(ly.loglam[h]), St, DK, dh, ty, 32);
-          ds_sync();
-          if (ty == 0) { float sum = 0.f; for (int y = 0; y < 32; y++) sum += rr[y * 9 + tx]; tg_store(o + h * dh + c, sum, tag(l, 1)); }
-          ds_sync();
-        }
-        continue;
-      }
-      const u16* W; int N, K;
-      ds_gemv_shape(ly, j, D, H, G, W, N, K);
-      const int R = ds_rows(K), nt = (N + R - 1) / R, K8 = K / 8;
-      const int mine = nt > (int)blockIdx.x ? (nt - 1 - blockIdx.x) / nb + 1 : 0;  // this block's tiles
-      if (!mine) continue;
-      const bool accum = j == 2 || j == 4;
-      // this block's rows start from the residual or zero: x as the embedding left it (first layer's
-      // token mixer), else x after the previous phase that wrote it
-      for (int q = tid; q < mine * R; q += 256) {
-        const int n = (blockIdx.x + (q / R) * nb) * R + q % R;
-        float v = 0.f;
-        if (accum && n < N) v = (l == 0 && j == 2) ? __ldcg(x + n) : tg_val(xt + n, tg_ld(xt + n), j == 2 ? tag(l - 1, 4) : tag(l, 2));
-        acc[q] = v;
-      }
-      // the phase's input, as floats in shared memory
-      if (j == 0 || j == 3) {
-        if (j == 0 && l == 0) for (int k = tid; k < K; k += 256) vec[k] = __ldcg(x + k);
-        else tg_fetch(vec, xt, nullptr, K, j == 0 ? tag(l - 1, 4) : tag(l, 2), tid);
-        float ss = 0.f;
-        for (int k = tid; k < K; k += 256) ss += vec[k] * vec[k];
-        const float rs = rsqrtf(ds_sum(ss, red) / K + eps);
-        for (int k = tid; k < K; k += 256) vec[k] *= rs;
-      } else if (j == 2) {
-        tg_fetch(vec, o, nullptr, K, tag(l, 1), tid);
-        tg_fetch(vec + K, qkvu + 3 * H, nullptr, K, tag(l, 0), tid);
-        float ss = 0.f;
-        for (int k = tid; k < K; k += 256) ss += vec[k] * vec[k];
-        const float rs = rsqrtf(ds_sum(ss, red) / K + eps);
-        for (int k = tid; k < K; k += 256) vec[k] *= rs * vec[K + k];
-      } else tg_fetch(vec, h12, h12 + G, K, tag(l, 3), tid);
-      ds_sync();
-      ds_tiles<0>(smem, fullb, emptyb, nslot, it, mine, N, K, R, vec, acc);
-      ds_sync();
-      u64* out = j == 0 ? qkvu : j == 3 ? h12 : xt;
-      for (int q = tid; q < mine * R; q += 256) {
-        const int n = (blockIdx.x + (q / R) * nb) * R + q % R;
-        if (n < N) {
-          tg_store(out + n, acc[q], tag(l, j));
-          if (j == 4 && l == L - 1) __stcg(x + n, acc[q]);
-        }
-      }
-      ds_sync();  // acc and vec are the next phase's
-    }
-  }
-  // the last block out advances the epoch for the next launch
-  if (tid == 0) {
-    __threadfence();
-    if (atomicAdd(ctl + 1, 1u) == (unsigned)nb - 1) { ctl[1] = 0; ctl[0] = epoch + 1; __threadfence(); }
-  }
-#else
-  asm volatile("trap;");
-#endif
-}
-
 extern "C" {
 #define GEMV_ARGS void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf
 #define GEMV_PASS C, A, W, M, N, K, acc, mode, eps, S, bf

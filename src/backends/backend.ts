@@ -140,13 +140,6 @@ export interface Backend {
    */
   glaStep?(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
            decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): void;
-  /**
-   * Optional fusion of a whole recurrent step of the layer stack for one sequence: every layer's
-   * glaStep-form token mixer and sgluStep-form channel mixer on the residual row x [1, D], in place
-   * (positions, vMask, slots: one entry). Returns false when it does not apply (the caller then runs
-   * the layers one by one).
-   */
-  decodeStack?(x: Tensor, layers: readonly DecodeStackLayer[], heads: number, positions: Int32Array, vMask: Int32Array | null, slots: Int32Array | null): boolean;
   /** Backward of lightningForward from a zero initial state: dq, dk, dv (overwritten). */
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
                     decay: Float64Array, blockSize: number): void;
@@ -180,9 +173,6 @@ export interface Backend {
    */
   capture?<T>(body: () => T, opts?: { hostCopy?: boolean }): CapturedGraph<T>;
 }
-
-/** One layer as Backend.decodeStack takes it: weights, LRPE angles, decay, and its recurrent state. */
-export interface DecodeStackLayer { qkvu: Tensor; out: Tensor; w12: Tensor; w3: Tensor; theta: Tensor | null; decay: Float64Array; state: Tensor }
 
 export interface CapturedGraph<T> {
   readonly result: T;

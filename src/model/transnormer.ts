@@ -3,7 +3,7 @@
 //  - forward/backward: the parallel training form (Lightning blocks, zero initial state);
 //  - prefill: the block form with a carried recurrent state (any chunking);
 //  - decode: one token per sequence, the O(1) recurrent step.
-import type { Backend, DecodeStackLayer, DType, Tensor } from '../backends/backend.ts';
+import type { Backend, DType, Tensor } from '../backends/backend.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { dims, embedScale, layerDecay } from '../config/index.ts';
 import { UsageError } from '../errors.ts';
@@ -102,8 +102,6 @@ export class TnlModel {
     const { be } = this;
     const x = be.empty([ctx.B * ctx.N, this.config.decoder_embed_dim]);
     embeddingForward(be, x, this.params.embed, ids, embedScale(this.config));
-    // the recurrent step of one sequence: the whole stack in one call where the backend fuses it
-    if (!tape && states && ctx.N === 1 && be.decodeStack?.(x, this.stackOf(states), this.config.decoder_attention_heads, ctx.positions, ctx.vMask, slots)) return x;
     this.params.layers.forEach((lp, l) => {
       if (tape && checkpoint) { const keep = be.empty(x.shape); be.copy(keep, x); tape.push({ x: keep }); }
       if (!tape && states && ctx.N === 1) {
@@ -117,17 +115,6 @@ export class TnlModel {
       else { freeAll(be, gla); freeAll(be, sglu); }
     });
     return x;
-  }
-
-  private readonly stacks = new WeakMap<Tensor[], DecodeStackLayer[]>();
-  /** The layers with their state tensors, as Backend.decodeStack takes them (kept per state). */
-  private stackOf(states: Tensor[]): DecodeStackLayer[] {
-    let s = this.stacks.get(states);
-    if (!s) {
-      s = this.params.layers.map((lp, l) => ({ qkvu: lp.qkvu, out: lp.out, w12: lp.w12, w3: lp.w3, theta: lp.theta, decay: this.shapes[l]!.decay, state: states[l]! }));
-      this.stacks.set(states, s);
-    }
-    return s;
   }
 
   /** Logits [B·N, V] for every position, by the parallel (training) form. */

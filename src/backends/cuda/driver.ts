@@ -54,7 +54,6 @@ const CU_FUNCS: [string, string, string[], boolean?][] = [
   ['cuFuncGetAttribute', 'int', ['void *', 'int', 'uint64_t']],
   ['cuLaunchKernel', 'int', ['uint64_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint64_t', 'void *', 'void *']],
   ['cuLaunchKernelEx', 'int', ['void *', 'uint64_t', 'void *', 'void *'], true],
-  ['cuLaunchCooperativeKernel', 'int', ['uint64_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint64_t', 'void *'], true],
   ['cuStreamCreate', 'int', ['void *', 'uint32_t']],
   ['cuStreamSynchronize', 'int', ['uint64_t']],
   ['cuEventCreate', 'int', ['void *', 'uint32_t']],
@@ -345,7 +344,7 @@ export class Driver {
    * Launches `fn` with arguments described by `sig` (one letter each: p = device pointer / 64-bit,
    * i = int32, f = float32, l = int64, d = float64) on the stream.
    */
-  launch(name: string, fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, sig: string, args: readonly number[], early = false, cooperative = false): void {
+  launch(name: string, fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, sig: string, args: readonly number[], early = false): void {
     if (sig.length !== args.length) throw new CudaError(`launch ${name}: ${args.length} arguments for signature "${sig}"`);
     const v = this.argView;
     for (let i = 0; i < sig.length; i++) {
@@ -359,11 +358,7 @@ export class Driver {
       }
     }
     if (grid.some((g) => g < 1 || !Number.isInteger(g)) || block.some((b) => b < 1)) throw new CudaError(`launch ${name}: bad geometry grid ${grid} block ${block}`);
-    if (cooperative) {
-      // every block resident at once (the kernel's blocks wait on one another)
-      if (!this.cu.cuLaunchCooperativeKernel) throw new CudaError(`launch ${name}: this libcuda lacks cuLaunchCooperativeKernel`);
-      this.span(name, () => this.check(`cuLaunchCooperativeKernel(${name})`, this.cu.cuLaunchCooperativeKernel!(fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, this.stream, this.argPtrs)));
-    } else if (early && this.cu.cuLaunchKernelEx && !this.prof) this.check(`cuLaunchKernelEx(${name})`, this.cu.cuLaunchKernelEx(this.earlyConfig(grid, block, smem), fn, this.argPtrs, null));
+    if (early && this.cu.cuLaunchKernelEx && !this.prof) this.check(`cuLaunchKernelEx(${name})`, this.cu.cuLaunchKernelEx(this.earlyConfig(grid, block, smem), fn, this.argPtrs, null));
     else this.span(name, () => this.check(`cuLaunchKernel(${name})`, this.cu.cuLaunchKernel!(fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, this.stream, this.argPtrs, null)));
   }
   /**

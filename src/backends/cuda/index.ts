@@ -8,7 +8,7 @@
 // Hopper for DK = 128, DV a multiple of 128, mma.sync otherwise; sequence-parallel when few
 // (sequence, head) blocks would leave SMs idle (plan.ts: lightningPlan). The backward is three
 // forward-shaped passes (see lightningBackward).
-import type { AdamWOptions, Backend, CapturedGraph, DecodeStackLayer, DType, MatmulOptions, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
@@ -149,10 +149,6 @@ function devF32(t: Tensor, what: string): CudaTensor {
 
 /** The GEMV kernels' `mode` argument for each matmul prologue (kernels.cu: gemv_body). */
 const GEMV_MODE: Record<Prologue, number> = { none: 0, norm: 1, glu: 2, normGate: 3 };
-/** decode_stack's weight-ring slot (DS_SLOT in kernels.cu): a GEMV row of at most this many bytes. */
-const STACK_SLOT = 32768;
-/** decode_stack's per-block row sums of a GEMV phase (DS_ACC). */
-const STACK_ACC = 256;
 
 /** A host integer array a recorded graph reads: its device buffer and the page-locked mirror copied to it. */
 interface GraphInput { ptr: number; pin: { ref: unknown; buf: ArrayBuffer; free: () => void } }
@@ -780,74 +776,6 @@ export class CudaBackend implements Backend {
     this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiipppppppli',
       [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
         pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(O, O, O, O, X)], 'kernels.cu', true);
-  }
-
-  /**
-   * One sequence's recurrent step through every layer in one persistent kernel (decode_stack in
-   * kernels.cu: a block per SM; one warp of each streams the weights through a shared-memory ring
-   * while the others compute the phases). Applies to one f32 row on Hopper with bf16 weights whose
-   * widths are multiples of 8 with a row of at most 32 KB, and heads of at most 256 columns.
-   */
-  decodeStack(x: Tensor, layers: readonly DecodeStackLayer[], heads: number, positions: Int32Array, vMask: Int32Array | null, slots: Int32Array | null): boolean {
-    if (!this.stackEnabled || !layers.length || this.drv.cc[0] < 9) return false;
-    const X = dev(x, 'decodeStack x');
-    const l0 = layers[0]!;
-    const D = X.shape[X.shape.length - 1]!, H = l0.out.shape[1]!, G = l0.w3.shape[1]!, dh = H / heads;
-    // each block sums at most STACK_ACC rows of a phase (its tiles of min(16, ⌊slot / 2K⌋) rows)
-    const sm = this.drv.smCount, rowsOf = (N: number, K: number) => { const R = Math.min(16, Math.floor(STACK_SLOT / (2 * K))); return Math.ceil(Math.ceil(N / R) / sm) * R; };
-    const ok = X.dtype === 'f32' && X.size === D && [D, H, G].every((k) => k % 8 === 0 && 2 * k <= STACK_SLOT) && Number.isInteger(dh) && dh <= 256 && dh % 8 === 0
-      && Math.max(rowsOf(4 * H, D), rowsOf(D, H), rowsOf(2 * G, D), rowsOf(D, G)) <= STACK_ACC
-      && (!slots || slots.length === 1) && positions.length === 1 && (!vMask || vMask.length === 1)
-      && layers.every((l) => [l.qkvu, l.out, l.w12, l.w3].every((t) => t.dtype === 'bf16' && dev(t, 'decodeStack weight').ptr % 16 === 0)
-        && l.qkvu.shape[0] === 4 * H && l.qkvu.shape[1] === D && l.out.shape[0] === D && l.w12.shape[0] === 2 * G && l.w3.shape[0] === D
-        && l.state.dtype === 'f32' && l.decay.length === heads);
-    if (!ok) return false;
-    if (slots) {
-      const rows = layers[0]!.state.size / (heads * (l0.theta ? 2 : 1) * dh * dh);
-      need(slots[0]! >= 0 && slots[0]! < rows, `decodeStack: slot ${slots[0]} outside the state pool of ${rows}`);
-    }
-    // shared memory: 1 KB of mbarriers, the weight ring, then the phase input (a row, o and u, or q, k and a reduction tile)
-    const vecBytes = 4 * Math.max(D, 2 * H, G, 2 * 2 * dh + 32 * 9);
-    const nslot = Math.min(8, Math.floor((this.drv.smemOptin - 4096 - vecBytes) / STACK_SLOT));  // (4 KB: barriers, static arrays)
-    if (nslot < 2) return false;
-    const smem = 1024 + nslot * STACK_SLOT + vecBytes;
-    const table = this.stackTable(layers);
-    const words = D + 4 * H + H + 2 * G, buf = this.stackBuffers(words);
-    const xt = buf.ptr, qkvu = xt + 8 * D, o = qkvu + 8 * 4 * H, h12 = o + 8 * H, ctl = buf.ptr + 8 * buf.words;
-    this.drv.launch('decode_stack', this.fn('kernels.cu', 'decode_stack', smem), [sm, 1, 1], [288, 1, 1], smem, 'ppiiiiippppppppfi',
-      [X.ptr, table, layers.length, D, heads, dh, G, xt, qkvu, o, h12, this.ints(positions), this.ints(vMask), slots ? this.ints(slots) : 0, ctl, 1e-6, nslot], false, true);
-    this.releaseTemps();
-    return true;
-  }
-  /** Whether decodeStack runs (TNL_CUDA_STACK=0 turns it off; benchmarks and checks compare). */
-  stackEnabled = process.env.TNL_CUDA_STACK !== '0';
-  private stackBuf: { ptr: number; bytes: number; words: number } | null = null;
-  /**
-   * decode_stack's own tagged vectors (64-bit words) and its two control words (epoch, blocks done),
-   * zeroed once and never handed to anything else: a word's tag must only ever be one this kernel
-   * wrote. A larger model gets a new buffer (the old one may be in a recorded graph: it is kept).
-   */
-  private stackBuffers(words: number): { ptr: number; words: number } {
-    if (!this.stackBuf || this.stackBuf.words < words) {
-      const bytes = 8 * words + 64;
-      this.stackBuf = { ...this.mem.allocRaw(bytes), words };
-      this.drv.memsetD32(this.stackBuf.ptr, 0, bytes / 4);
-    }
-    return this.stackBuf;
-  }
-  private readonly stackTables = new Map<string, number>();
-  /** decode_stack's per-layer pointer table (struct DecodeLayer: 8 pointers a layer), kept per set of tensors. */
-  private stackTable(layers: readonly DecodeStackLayer[]): number {
-    const rows = layers.map((l) => [l.qkvu, l.out, l.w12, l.w3].map((t) => dev(t, 'decodeStack weight').ptr)
-      .concat([l.theta ? devF32(l.theta, 'decodeStack theta').ptr : 0, this.logDecayTensor(l.decay).ptr, devF32(l.state, 'decodeStack state').ptr, 0]));
-    const key = rows.map((r) => r.join(',')).join(';');
-    let ptr = this.stackTables.get(key);
-    if (ptr === undefined) {
-      ptr = this.mem.allocRaw(64 * layers.length).ptr;
-      this.drv.htod(ptr, BigUint64Array.from(rows.flat(), (v) => BigInt(v)));
-      this.stackTables.set(key, ptr);
-    }
-    return ptr;
   }
 
   /**
