@@ -3,7 +3,7 @@
 // against ../shared/fixtures/tnl-ref-small (logits, loss, gradients, prefill, decode, greedy), then
 // (with --bench) the benchmark suite of src/bench/cuda.ts. Prints a table; writes JSON to $OUT (or
 // the current folder).
-//   node --import tsx scripts/gpu-check.ts [--bench] [--decode] [--fixture DIR] [--seed N] [--no-e2e] [--lengths 512,2048]
+//   node --import tsx scripts/gpu-check.ts [--bench] [--train] [--decode] [--fixture DIR] [--seed N] [--no-e2e] [--lengths 512,2048]
 import { writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { DEFAULT_SETTINGS, train } from '../src/train/trainer.ts';
@@ -125,8 +125,8 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
     }
   });
   guarded('glaQKV', () => {
-    for (const lrpe of [false, true]) for (const masked of [false, true]) {
-      const r = R(), T = 23, nh = 3, dh = 5, H = nh * dh, dk = lrpe ? 2 * dh : dh;
+    for (const dh of [5, 8]) for (const lrpe of [false, true]) for (const masked of [false, true]) {
+      const r = R(), T = 23, nh = 3, H = nh * dh, dk = lrpe ? 2 * dh : dh;
       const X = both(r.arr(T * 4 * H, 2), [T, 4 * H]);
       const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh]) : null;
       const pos = Int32Array.from({ length: T }, () => r.int(0, 5000));
@@ -134,7 +134,7 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
       const q = poisoned([1, T, nh * dk]), k = poisoned([1, T, nh * dk]), v = poisoned([1, T, H]);
       ref.glaQKV(q[0], k[0], v[0], X[0], nh, th ? th[0] : null, pos, mask);
       g.glaQKV(q[1], k[1], v[1], X[1], nh, th ? th[1] : null, pos, mask);
-      const tag = `${lrpe ? 'lrpe' : 'plain'}${masked ? ' masked' : ''}`;
+      const tag = `dh=${dh} ${lrpe ? "lrpe" : "plain"}${masked ? " masked" : ""}`;
       record(`glaQKV q ${tag}`, ...dl(q), 1e-6); record(`glaQKV k ${tag}`, ...dl(k), 1e-6); record(`glaQKV v ${tag}`, ...dl(v), 0);
       const dq = both(r.arr(T * nh * dk), [1, T, nh * dk]), dk_ = both(r.arr(T * nh * dk), [1, T, nh * dk]), dv = both(r.arr(T * H), [1, T, H]);
       const G = both(r.arr(T * 4 * H), [T, 4 * H]);  // column block u keeps its values
@@ -200,23 +200,23 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
   for (const [B, N, nh, st, seg, G] of [[2, 300, 2, true, 512, 1], [1, 900, 2, true, 128, 3]] as const)
     guarded(`lightningForward tc mma.sync ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc mma.sync L=${seg} G≤${G}`, B, N, nh, 128, 128, st, null, 2e-2), { wgmma: false }));
   guarded('lightningBackward tc mma.sync', () => seqCase(512, 1, () => lightningBwdCase(gtc, 'tc mma.sync', 1, 200, 2, 128, 128, 2e-2), { wgmma: false }));
-  guarded('normGate', () => {
-    const r = R(), T = 19, H = 37;
+  for (const H of [37, 40]) guarded(`normGate H=${H}`, () => {
+    const r = R(), T = 19;
     const o = both(r.arr(T * H, 2), [T, H]), X = both(r.arr(T * 4 * H), [T, 4 * H]), a = poisoned([T, H]), rs = poisoned([T]);
     ref.normGate(a[0], rs[0], o[0], X[0], 1e-6); g.normGate(a[1], rs[1], o[1], X[1], 1e-6);
-    record('normGate a', ...dl(a), 1e-6); record('normGate rstd', ...dl(rs), 1e-6);
+    record(`normGate a H=${H}`, ...dl(a), 1e-6); record(`normGate rstd H=${H}`, ...dl(rs), 1e-6);
     const dA = both(r.arr(T * H), [T, H]), dO = poisoned([T, H]), G = both(r.arr(T * 4 * H), [T, 4 * H]);
     ref.normGateBackward(dO[0], G[0], dA[0], o[0], rs[0], X[0]); g.normGateBackward(dO[1], G[1], dA[1], o[1], rs[1], X[1]);
-    record('normGateBackward dO', ...dl(dO), 1e-5); record('normGateBackward dqkvu', ...dl(G), 1e-6);
+    record(`normGateBackward dO H=${H}`, ...dl(dO), 1e-5); record(`normGateBackward dqkvu H=${H}`, ...dl(G), 1e-6);
   });
-  guarded('sglu', () => {
-    const r = R(), T = 13, G = 29;
+  for (const G of [29, 40]) guarded(`sglu G=${G}`, () => {
+    const r = R(), T = 13;
     const h = both(r.arr(T * 2 * G), [T, 2 * G]), m = poisoned([T, G]);
     ref.sgluGate(m[0], h[0]); g.sgluGate(m[1], h[1]);
-    record('sgluGate', ...dl(m), 1e-7);
+    record(`sgluGate G=${G}`, ...dl(m), 1e-7);
     const dm = both(r.arr(T * G), [T, G]), dh = poisoned([T, 2 * G]);
     ref.sgluGateBackward(dh[0], dm[0], h[0]); g.sgluGateBackward(dh[1], dm[1], h[1]);
-    record('sgluGateBackward', ...dl(dh), 1e-7);
+    record(`sgluGateBackward G=${G}`, ...dl(dh), 1e-7);
   });
   guarded('crossEntropy', () => {
     for (const [T, V] of [[9, 1001], [4, 50000]]) {
@@ -613,6 +613,12 @@ if (flag('--pieces')) {
   dec.push({ label: 'layers 2.. sharing layer 1 weights (L2-resident)', ...r });
   console.log(`decode 385M batch 1, layers sharing weights (L2-resident): ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   writeFileSync(join(outDir, 'pieces.json'), JSON.stringify({ pieces, dec }, null, 1));
+}
+if (flag('--train')) {
+  // the training row alone (quick iteration on training kernels)
+  const r = benchTrainE2E(g, 'tnl-385m', 8, 2048, 5);
+  console.log(`train ${r.preset} ${r.batch}×${r.seq} ${r.precision}: ${r.msPerStep.toFixed(1)} ms/step, ${Math.round(r.tokensPerSec)} tokens/s, peak ${r.peakGiB.toFixed(1)} GiB`);
+  writeFileSync(join(outDir, 'train.json'), JSON.stringify(r, null, 1));
 }
 if (flag('--decode')) {
   // the decode rows alone (quick iteration on decode kernels)

@@ -65,11 +65,43 @@ __device__ __forceinline__ void prefetch_l2(const void* p, i64 bytes) {
 
 #define GRID_STRIDE(i, n) for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
+// ---- mixed-dtype access: activation tensors are f32 or bf16, told apart by bit n of `bf` ----------
+__device__ __forceinline__ float LD(const void* p, i64 i, int bf) { return bf ? bf2f(((const u16*)p)[i]) : ((const float*)p)[i]; }
+__device__ __forceinline__ void ST(void* p, i64 i, float v, int bf) { if (bf) ((u16*)p)[i] = f2bf(v); else ((float*)p)[i] = v; }
+#define BF(n) ((bf >> (n)) & 1)
+// Eight consecutive activations at i (a multiple of 8, the tensor 16-byte aligned): one 16-byte access
+// for bf16, two for f32, instead of eight narrow ones
+__device__ __forceinline__ void load8(const void* p, i64 i, int bf, float* v) {
+  if (bf) {
+    const uint4 q = *(const uint4*)((const u16*)p + i);
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++) { v[2 * j] = __uint_as_float(w[j] << 16); v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u); }
+  } else {
+    const float4 a = *(const float4*)((const float*)p + i), b = *(const float4*)((const float*)p + i + 4);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+  }
+}
+__device__ __forceinline__ void store8(void* p, i64 i, const float* v, int bf) {
+  if (bf) *(uint4*)((u16*)p + i) = make_uint4(f2bf(v[0]) | (u32)f2bf(v[1]) << 16, f2bf(v[2]) | (u32)f2bf(v[3]) << 16,
+                                              f2bf(v[4]) | (u32)f2bf(v[5]) << 16, f2bf(v[6]) | (u32)f2bf(v[7]) << 16);
+  else { *(float4*)((float*)p + i) = make_float4(v[0], v[1], v[2], v[3]); *(float4*)((float*)p + i + 4) = make_float4(v[4], v[5], v[6], v[7]); }
+}
+
 extern "C" {
 
 // ---- conversions, copies -------------------------------------------------------------------------
-__global__ void cvt_f32_bf16(u16* dst, const float* src, i64 n) { GRID_STRIDE(i, n) dst[i] = f2bf(src[i]); }
-__global__ void cvt_bf16_f32(float* dst, const u16* src, i64 n) { GRID_STRIDE(i, n) dst[i] = bf2f(src[i]); }
+// eight elements a thread (16-byte accesses) over the aligned bulk, then the tail one at a time
+__global__ void cvt_f32_bf16(u16* dst, const float* src, i64 n) {
+  const i64 n8 = ((unsigned long long)dst | (unsigned long long)src) % 16 == 0 ? n / 8 : 0;
+  GRID_STRIDE(i, n8) { float v[8]; load8(src, 8 * i, 0, v); store8(dst, 8 * i, v, 1); }
+  GRID_STRIDE(j, n - 8 * n8) dst[8 * n8 + j] = f2bf(src[8 * n8 + j]);
+}
+__global__ void cvt_bf16_f32(float* dst, const u16* src, i64 n) {
+  const i64 n8 = ((unsigned long long)dst | (unsigned long long)src) % 16 == 0 ? n / 8 : 0;
+  GRID_STRIDE(i, n8) { float v[8]; load8(src, 8 * i, 1, v); store8(dst, 8 * i, v, 0); }
+  GRID_STRIDE(j, n - 8 * n8) dst[8 * n8 + j] = bf2f(src[8 * n8 + j]);
+}
 __global__ void gather_rows_b32(u32* out, const u32* src, const int* idx, int n, int cols) {
   GRID_STRIDE(i, (i64)n * cols) { const i64 r = i / cols, c = i % cols; out[i] = src[(i64)idx[r] * cols + c]; }
 }
@@ -108,79 +140,8 @@ __global__ void embedding_bwd(float* dTable, const float* dOut, const int* ids, 
   }
 }
 
-// ---- mixed-dtype access: activation tensors are f32 or bf16, told apart by bit n of `bf` ----------
-__device__ __forceinline__ float LD(const void* p, i64 i, int bf) { return bf ? bf2f(((const u16*)p)[i]) : ((const float*)p)[i]; }
-__device__ __forceinline__ void ST(void* p, i64 i, float v, int bf) { if (bf) ((u16*)p)[i] = f2bf(v); else ((float*)p)[i] = v; }
-#define BF(n) ((bf >> (n)) & 1)
-
-// ---- SimpleRMSNorm: one block per row. bf bits: 0 y, 1 x ------------------------------------------
-__global__ void srmsnorm_fwd(void* y, float* rstd, const void* x, int rows, int D, float eps, int bf) {
-  const i64 r = blockIdx.x;
-  float ss = 0;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) { const float v = LD(x, r * D + d, BF(1)); ss += v * v; }
-  ss = blockSum<float>(ss);
-  const float rs = rsqrtf(ss / D + eps);
-  if (threadIdx.x == 0) rstd[r] = rs;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) ST(y, r * D + d, LD(x, r * D + d, BF(1)) * rs, BF(0));
-}
-// bf bits: 0 dx, 1 dy, 2 y
-__global__ void srmsnorm_bwd(void* dx, const void* dy, const void* y, const float* rstd, int rows, int D, int acc, int bf) {
-  const i64 r = blockIdx.x;
-  float dot = 0;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) dot += LD(dy, r * D + d, BF(1)) * LD(y, r * D + d, BF(2));
-  dot = blockSum<float>(dot) / D;
-  const float rs = rstd[r];
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    const float g = rs * (LD(dy, r * D + d, BF(1)) - LD(y, r * D + d, BF(2)) * dot);
-    ST(dx, r * D + d, acc ? LD(dx, r * D + d, BF(0)) + g : g, BF(0));
-  }
-}
 
 // ---- gated linear attention pieces -----------------------------------------------------------------
-// qkvu [T, 4H]; q, k [T, nh·dk] (dk = 2·dh with θ); v [T, H]. Angles in double: θ·p reaches 1e4+.
-// bf bits: 0 q, 1 k, 2 v, 3 qkvu
-__global__ void gla_qkv(void* q, void* k, void* v, const void* x, int T, int nh, int dh,
-                        const float* theta, const int* pos, const int* vmask, int bf) {
-  const int H = nh * dh, dk = theta ? 2 * dh : dh;
-  GRID_STRIDE(i, (i64)T * H) {
-    const i64 t = i / H;
-    const int c = (int)(i % H), h = c / dh, cc = c % dh;
-    const i64 row = t * 4 * H;
-    const float xq = LD(x, row + c, BF(3)), xk = LD(x, row + H + c, BF(3));
-    const float sq = xq * sigm(xq), sk = xk * sigm(xk);
-    const i64 o = t * nh * dk + (i64)h * dk + cc;
-    if (theta) {
-      double sn, cs;
-      sincos((double)theta[c] * (double)pos[t], &sn, &cs);
-      ST(q, o, (float)(sq * cs), BF(0)); ST(q, o + dh, (float)(sq * sn), BF(0));
-      ST(k, o, (float)(sk * cs), BF(1)); ST(k, o + dh, (float)(sk * sn), BF(1));
-    } else { ST(q, o, sq, BF(0)); ST(k, o, sk, BF(1)); }
-    ST(v, t * H + c, (!vmask || vmask[t] != 0) ? LD(x, row + 2 * H + c, BF(3)) : 0.f, BF(2));
-  }
-}
-// bf bits: 0 dqkvu, 1 dq, 2 dk, 3 dv, 4 qkvu
-__global__ void gla_qkv_bwd(void* g, const void* dq, const void* dk, const void* dv, const void* x,
-                            int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf) {
-  const int H = nh * dh, dkk = theta ? 2 * dh : dh;
-  GRID_STRIDE(i, (i64)T * H) {
-    const i64 t = i / H;
-    const int c = (int)(i % H), h = c / dh, cc = c % dh;
-    const i64 row = t * 4 * H;
-    const float xq = LD(x, row + c, BF(4)), xk = LD(x, row + H + c, BF(4));
-    const i64 o = t * nh * dkk + (i64)h * dkk + cc;
-    float gq, gk;
-    if (theta) {
-      double sn, cs;
-      sincos((double)theta[c] * (double)pos[t], &sn, &cs);
-      gq = (float)(LD(dq, o, BF(1)) * cs + LD(dq, o + dh, BF(1)) * sn);
-      gk = (float)(LD(dk, o, BF(2)) * cs + LD(dk, o + dh, BF(2)) * sn);
-    } else { gq = LD(dq, o, BF(1)); gk = LD(dk, o, BF(2)); }
-    const float s1 = sigm(xq), s2 = sigm(xk);
-    ST(g, row + c, gq * s1 * (1.f + xq * (1.f - s1)), BF(0));
-    ST(g, row + H + c, gk * s2 * (1.f + xk * (1.f - s2)), BF(0));
-    ST(g, row + 2 * H + c, (!vmask || vmask[t] != 0) ? LD(dv, t * H + c, BF(3)) : 0.f, BF(0));
-  }
-}
 // dθ[c] += Σ_t p_t·(sq·(−dq_c·sin + dq_{c+dh}·cos) + sk·(…)). Block (32, 8): 32 columns, 8 token lanes;
 // grid (columns/32, token slices); one atomicAdd per column per block. bf bits: 0 dq, 1 dk, 2 qkvu
 __global__ void gla_dtheta(float* dth, const void* dq, const void* dk, const void* x, const float* theta,
@@ -211,35 +172,6 @@ __global__ void gla_dtheta(float* dth, const void* dq, const void* dk, const voi
     atomicAdd(&dth[c], (float)s);
   }
 }
-// a = srms(o)⊙u, u = columns [3H, 4H) of qkvu; one block per token. bf bits: 0 a, 1 o, 2 qkvu
-__global__ void norm_gate_fwd(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) {
-  pdl_trigger();
-  pdl_wait();
-  const i64 t = blockIdx.x;
-  float ss = 0;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) { const float v = LD(o, t * H + c, BF(1)); ss += v * v; }
-  ss = blockSum<float>(ss);
-  const float rs = rsqrtf(ss / H + eps);
-  if (threadIdx.x == 0) rstd[t] = rs;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) ST(a, t * H + c, LD(o, t * H + c, BF(1)) * rs * LD(x, t * 4 * H + 3 * H + c, BF(2)), BF(0));
-}
-// bf bits: 0 dO, 1 dqkvu, 2 dA, 3 o, 4 qkvu
-__global__ void norm_gate_bwd(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int T, int H, int bf) {
-  const i64 t = blockIdx.x;
-  const float rs = rstd[t];
-  float dot = 0;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) {
-    const float y = LD(o, t * H + c, BF(3)) * rs, u = LD(x, t * 4 * H + 3 * H + c, BF(4)), da = LD(dA, t * H + c, BF(2));
-    ST(g, t * 4 * H + 3 * H + c, da * y, BF(1));
-    dot += da * u * y;
-  }
-  dot = blockSum<float>(dot) / H;
-  for (int c = threadIdx.x; c < H; c += blockDim.x) {
-    const float y = LD(o, t * H + c, BF(3)) * rs, u = LD(x, t * 4 * H + 3 * H + c, BF(4));
-    ST(dO, t * H + c, rs * (LD(dA, t * H + c, BF(2)) * u - y * dot), BF(0));
-  }
-}
-
 // ---- Lightning helpers -------------------------------------------------------------------------------
 // One recurrent step (N = 1): S ← λ·S + kᵀv, o = q·S (= λ·q·S_in + (q·k)·v). Block (32, 8): 32 state
 // columns × 8 row lanes; grid (⌈DV/32⌉, nh, B); q, k staged in shared memory (2·DK floats), the state
@@ -347,6 +279,221 @@ __global__ void sum_heads(void* o, const void* a, i64 rows, int nh, int D, int P
 // K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
 #define GEMV_U 4
 }  // extern "C" (templates below)
+// ---- elementwise kernels over W consecutive columns a thread (W = 8: 16-byte accesses; the host picks
+// 8 when the column counts are multiples of 8 and every tensor is 16-byte aligned) ----------------------
+template <int W> __device__ __forceinline__ void LDV(const void* p, i64 i, int bf, float* v) { if (W == 8) load8(p, i, bf, v); else v[0] = LD(p, i, bf); }
+template <int W> __device__ __forceinline__ void STV(void* p, i64 i, const float* v, int bf) { if (W == 8) store8(p, i, v, bf); else ST(p, i, v[0], bf); }
+
+// ---- SimpleRMSNorm and GLA's output gate: one block per row, W columns a thread at a time --------------
+// y = x·rstd, rstd = 1/√(mean x² + eps). bf bits: 0 y, 1 x
+template <int W>
+__device__ __forceinline__ void srmsnorm_fwd_body(void* y, float* rstd, const void* x, int D, float eps, int bf) {
+  const i64 r = (i64)blockIdx.x * D;
+  float ss = 0, v[W];
+  for (int d = threadIdx.x * W; d < D; d += blockDim.x * W) {
+    LDV<W>(x, r + d, BF(1), v);
+#pragma unroll
+    for (int e = 0; e < W; e++) ss += v[e] * v[e];
+  }
+  ss = blockSum<float>(ss);
+  const float rs = rsqrtf(ss / D + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = rs;
+  for (int d = threadIdx.x * W; d < D; d += blockDim.x * W) {
+    LDV<W>(x, r + d, BF(1), v);
+#pragma unroll
+    for (int e = 0; e < W; e++) v[e] *= rs;
+    STV<W>(y, r + d, v, BF(0));
+  }
+}
+// dx (+)= rstd·(dy − y·mean(dy·y)). bf bits: 0 dx, 1 dy, 2 y
+template <int W>
+__device__ __forceinline__ void srmsnorm_bwd_body(void* dx, const void* dy, const void* y, const float* rstd, int D, int acc, int bf) {
+  const i64 r = (i64)blockIdx.x * D;
+  float dot = 0, g[W], v[W], o[W];
+  for (int d = threadIdx.x * W; d < D; d += blockDim.x * W) {
+    LDV<W>(dy, r + d, BF(1), g); LDV<W>(y, r + d, BF(2), v);
+#pragma unroll
+    for (int e = 0; e < W; e++) dot += g[e] * v[e];
+  }
+  dot = blockSum<float>(dot) / D;
+  const float rs = rstd[blockIdx.x];
+  for (int d = threadIdx.x * W; d < D; d += blockDim.x * W) {
+    LDV<W>(dy, r + d, BF(1), g); LDV<W>(y, r + d, BF(2), v);
+    if (acc) LDV<W>(dx, r + d, BF(0), o);
+#pragma unroll
+    for (int e = 0; e < W; e++) o[e] = (acc ? o[e] : 0.f) + rs * (g[e] - v[e] * dot);
+    STV<W>(dx, r + d, o, BF(0));
+  }
+}
+// a = srms(o)⊙u, u = columns [3H, 4H) of qkvu. bf bits: 0 a, 1 o, 2 qkvu
+template <int W>
+__device__ __forceinline__ void norm_gate_fwd_body(void* a, float* rstd, const void* o, const void* x, int H, float eps, int bf) {
+  pdl_trigger();
+  pdl_wait();
+  const i64 t = blockIdx.x;
+  float ss = 0, v[W], u[W];
+  for (int c = threadIdx.x * W; c < H; c += blockDim.x * W) {
+    LDV<W>(o, t * H + c, BF(1), v);
+#pragma unroll
+    for (int e = 0; e < W; e++) ss += v[e] * v[e];
+  }
+  ss = blockSum<float>(ss);
+  const float rs = rsqrtf(ss / H + eps);
+  if (threadIdx.x == 0) rstd[t] = rs;
+  for (int c = threadIdx.x * W; c < H; c += blockDim.x * W) {
+    LDV<W>(o, t * H + c, BF(1), v); LDV<W>(x, t * 4 * H + 3 * H + c, BF(2), u);
+#pragma unroll
+    for (int e = 0; e < W; e++) v[e] *= rs * u[e];
+    STV<W>(a, t * H + c, v, BF(0));
+  }
+}
+// dO (overwritten) and du (columns [3H, 4H) of dqkvu). bf bits: 0 dO, 1 dqkvu, 2 dA, 3 o, 4 qkvu
+template <int W>
+__device__ __forceinline__ void norm_gate_bwd_body(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int H, int bf) {
+  const i64 t = blockIdx.x;
+  const float rs = rstd[t];
+  float dot = 0, y[W], u[W], da[W], r[W];
+  for (int c = threadIdx.x * W; c < H; c += blockDim.x * W) {
+    LDV<W>(o, t * H + c, BF(3), y); LDV<W>(x, t * 4 * H + 3 * H + c, BF(4), u); LDV<W>(dA, t * H + c, BF(2), da);
+#pragma unroll
+    for (int e = 0; e < W; e++) { y[e] *= rs; r[e] = da[e] * y[e]; dot += da[e] * u[e] * y[e]; }
+    STV<W>(g, t * 4 * H + 3 * H + c, r, BF(1));
+  }
+  dot = blockSum<float>(dot) / H;
+  for (int c = threadIdx.x * W; c < H; c += blockDim.x * W) {
+    LDV<W>(o, t * H + c, BF(3), y); LDV<W>(x, t * 4 * H + 3 * H + c, BF(4), u); LDV<W>(dA, t * H + c, BF(2), da);
+#pragma unroll
+    for (int e = 0; e < W; e++) r[e] = rs * (da[e] * u[e] - y[e] * rs * dot);
+    STV<W>(dO, t * H + c, r, BF(0));
+  }
+}
+
+// ---- softmax cross-entropy: one block per row, W columns a thread at a time; the running maximum and
+// sum of exponentials in one pass (rescaled when the maximum grows), the gradient in a second. dl may
+// alias logits. bf bits: 0 logits, 1 dl
+template <int W>
+__device__ __forceinline__ void cross_entropy_body(const void* logits, const int* targets, void* dl, float* rowLoss, int V, float gradScale, int bf) {
+  const i64 t = blockIdx.x, base = t * V;
+  const int y = targets[t];
+  float v[W];
+  if (y == -100) {
+    if (threadIdx.x == 0) rowLoss[t] = 0.f;
+#pragma unroll
+    for (int e = 0; e < W; e++) v[e] = 0.f;
+    if (dl) for (int c = threadIdx.x * W; c < V; c += blockDim.x * W) STV<W>(dl, base + c, v, BF(1));
+    return;
+  }
+  float mx = -TNL_INF, se = 0.f;
+  for (int c = threadIdx.x * W; c < V; c += blockDim.x * W) {
+    LDV<W>(logits, base + c, BF(0), v);
+#pragma unroll
+    for (int e = 0; e < W; e++) {
+      if (v[e] > mx) { se = se * expf(mx - v[e]) + 1.f; mx = v[e]; }
+      else se += expf(v[e] - mx);
+    }
+  }
+  const float M = blockMax(mx);
+  const float S = blockSum<float>(mx == -TNL_INF ? 0.f : se * expf(mx - M));
+  const float lse = M + logf(S);
+  const float ly = LD(logits, base + y, BF(0));
+  __syncthreads();  // every thread has read L[y] before dl (maybe = logits) is written
+  if (threadIdx.x == 0) rowLoss[t] = lse - ly;
+  if (dl)
+    for (int c = threadIdx.x * W; c < V; c += blockDim.x * W) {
+      LDV<W>(logits, base + c, BF(0), v);
+#pragma unroll
+      for (int e = 0; e < W; e++) v[e] = (expf(v[e] - lse) - (c + e == y ? 1.f : 0.f)) * gradScale;
+      STV<W>(dl, base + c, v, BF(1));
+    }
+}
+
+// qkvu [T, 4H]; q, k [T, nh·dk] (dk = 2·dh with θ); v [T, H]. Angles in double: θ·p reaches 1e4+.
+// The W columns of a thread lie in one head (dh % W == 0). bf bits: 0 q, 1 k, 2 v, 3 qkvu
+template <int W>
+__device__ __forceinline__ void gla_qkv_body(void* q, void* k, void* v, const void* x, int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf) {
+  const int H = nh * dh, dk = theta ? 2 * dh : dh, HW = H / W;
+  GRID_STRIDE(i, (i64)T * HW) {
+    const i64 t = i / HW;
+    const int c = (int)(i % HW) * W, h = c / dh, cc = c % dh;
+    const i64 row = t * 4 * H, o = t * nh * dk + (i64)h * dk + cc;
+    float a[W], b[W], u[W];
+    LDV<W>(x, row + c, BF(3), a); LDV<W>(x, row + H + c, BF(3), b); LDV<W>(x, row + 2 * H + c, BF(3), u);
+#pragma unroll
+    for (int e = 0; e < W; e++) { a[e] *= sigm(a[e]); b[e] *= sigm(b[e]); }
+    if (theta) {
+      float as[W], bs[W];
+#pragma unroll
+      for (int e = 0; e < W; e++) {
+        double sn, cs;
+        sincos((double)theta[c + e] * (double)pos[t], &sn, &cs);
+        as[e] = (float)(a[e] * sn); a[e] = (float)(a[e] * cs); bs[e] = (float)(b[e] * sn); b[e] = (float)(b[e] * cs);
+      }
+      STV<W>(q, o + dh, as, BF(0)); STV<W>(k, o + dh, bs, BF(1));
+    }
+    STV<W>(q, o, a, BF(0)); STV<W>(k, o, b, BF(1));
+    if (vmask && vmask[t] == 0)
+#pragma unroll
+      for (int e = 0; e < W; e++) u[e] = 0.f;
+    STV<W>(v, t * H + c, u, BF(2));
+  }
+}
+// bf bits: 0 dqkvu, 1 dq, 2 dk, 3 dv, 4 qkvu
+template <int W>
+__device__ __forceinline__ void gla_qkv_bwd_body(void* g, const void* dq, const void* dk, const void* dv, const void* x,
+                                                 int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf) {
+  const int H = nh * dh, dkk = theta ? 2 * dh : dh, HW = H / W;
+  GRID_STRIDE(i, (i64)T * HW) {
+    const i64 t = i / HW;
+    const int c = (int)(i % HW) * W, h = c / dh, cc = c % dh;
+    const i64 row = t * 4 * H, o = t * nh * dkk + (i64)h * dkk + cc;
+    float xq[W], xk[W], gq[W], gk[W], gv[W];
+    LDV<W>(x, row + c, BF(4), xq); LDV<W>(x, row + H + c, BF(4), xk);
+    LDV<W>(dq, o, BF(1), gq); LDV<W>(dk, o, BF(2), gk); LDV<W>(dv, t * H + c, BF(3), gv);
+    if (theta) {
+      float gqs[W], gks[W];
+      LDV<W>(dq, o + dh, BF(1), gqs); LDV<W>(dk, o + dh, BF(2), gks);
+#pragma unroll
+      for (int e = 0; e < W; e++) {
+        double sn, cs;
+        sincos((double)theta[c + e] * (double)pos[t], &sn, &cs);
+        gq[e] = (float)(gq[e] * cs + gqs[e] * sn); gk[e] = (float)(gk[e] * cs + gks[e] * sn);
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < W; e++) {
+      const float s1 = sigm(xq[e]), s2 = sigm(xk[e]);
+      gq[e] *= s1 * (1.f + xq[e] * (1.f - s1)); gk[e] *= s2 * (1.f + xk[e] * (1.f - s2));
+      if (vmask && vmask[t] == 0) gv[e] = 0.f;
+    }
+    STV<W>(g, row + c, gq, BF(0)); STV<W>(g, row + H + c, gk, BF(0)); STV<W>(g, row + 2 * H + c, gv, BF(0));
+  }
+}
+// SGLU's gate m = h1 ⊙ h2 (h = [h1 | h2], [T, 2G]) and its backward. bf bits: 0 m, 1 h / 0 dh, 1 dm, 2 h
+template <int W>
+__device__ __forceinline__ void sglu_fwd_body(void* m, const void* h, int T, int G, int bf) {
+  const int GW = G / W;
+  GRID_STRIDE(i, (i64)T * GW) {
+    const i64 t = i / GW, c = (i % GW) * W;
+    float a[W], b[W];
+    LDV<W>(h, t * 2 * G + c, BF(1), a); LDV<W>(h, t * 2 * G + G + c, BF(1), b);
+#pragma unroll
+    for (int e = 0; e < W; e++) a[e] *= b[e];
+    STV<W>(m, t * G + c, a, BF(0));
+  }
+}
+template <int W>
+__device__ __forceinline__ void sglu_bwd_body(void* dh, const void* dm, const void* h, int T, int G, int bf) {
+  const int GW = G / W;
+  GRID_STRIDE(i, (i64)T * GW) {
+    const i64 t = i / GW, c = (i % GW) * W;
+    float a[W], b[W], d[W], da[W];
+    LDV<W>(h, t * 2 * G + c, BF(2), a); LDV<W>(h, t * 2 * G + G + c, BF(2), b); LDV<W>(dm, t * G + c, BF(1), d);
+#pragma unroll
+    for (int e = 0; e < W; e++) { da[e] = d[e] * b[e]; b[e] = d[e] * a[e]; }
+    STV<W>(dh, t * 2 * G + c, da, BF(0)); STV<W>(dh, t * 2 * G + G + c, b, BF(0));
+  }
+}
+
 // The W rows (4 output columns) and K positions one warp of a GEMV covers: warps come in groups of S
 // sharing a column group, warp j of a group taking K positions j·32 + lane + i·32·S (8 values each).
 struct GemvTile {
@@ -479,17 +626,6 @@ __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, 
 // barriers on the critical path): each warp takes its A slices straight from global memory (L2), and
 // for the row norms reads the row itself. Mode 3 adds GLA's output gate, A' = SRMS(A) ⊙ U[:, 3K:4K)
 // (U = qkvu [M, 4K]). A (and U) 16-byte aligned. bf bits: 0 C, 1 A, 2 U
-__device__ __forceinline__ void load8(const void* p, i64 i, int bf, float* v) {
-  if (bf) {
-    const uint4 q = *(const uint4*)((const u16*)p + i);
-    const u32 w[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int j = 0; j < 4; j++) { v[2 * j] = __uint_as_float(w[j] << 16); v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u); }
-  } else {
-    const float4 a = *(const float4*)((const float*)p + i), b = *(const float4*)((const float*)p + i + 4);
-    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-  }
-}
 template <int MM>
 __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S,
                                               const void* pf, i64 pfBytes, int bf) {
@@ -578,52 +714,48 @@ __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GE
 __global__ void __launch_bounds__(256) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
 __global__ void __launch_bounds__(256) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
 
-// ---- SGLU. bf bits: 0 m, 1 h / 0 dh, 1 dm, 2 h ------------------------------------------------------
-__global__ void sglu_fwd(void* m, const void* h, int T, int G, int bf) {
-  GRID_STRIDE(i, (i64)T * G) { const i64 t = i / G, c = i % G; ST(m, i, LD(h, t * 2 * G + c, BF(1)) * LD(h, t * 2 * G + G + c, BF(1)), BF(0)); }
-}
-__global__ void sglu_bwd(void* dh, const void* dm, const void* h, int T, int G, int bf) {
-  GRID_STRIDE(i, (i64)T * G) {
-    const i64 t = i / G, c = i % G;
-    const float a = LD(h, t * 2 * G + c, BF(2)), b = LD(h, t * 2 * G + G + c, BF(2)), d = LD(dm, i, BF(1));
-    ST(dh, t * 2 * G + c, d * b, BF(0));
-    ST(dh, t * 2 * G + G + c, d * a, BF(0));
-  }
-}
+__global__ void srmsnorm_fwd_w1(void* y, float* rstd, const void* x, int rows, int D, float eps, int bf) { srmsnorm_fwd_body<1>(y, rstd, x, D, eps, bf); }
+__global__ void srmsnorm_bwd_w1(void* dx, const void* dy, const void* y, const float* rstd, int rows, int D, int acc, int bf) { srmsnorm_bwd_body<1>(dx, dy, y, rstd, D, acc, bf); }
+__global__ void norm_gate_fwd_w1(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) { norm_gate_fwd_body<1>(a, rstd, o, x, H, eps, bf); }
+__global__ void norm_gate_bwd_w1(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int T, int H, int bf) { norm_gate_bwd_body<1>(dO, g, dA, o, rstd, x, H, bf); }
+__global__ void srmsnorm_fwd_w8(void* y, float* rstd, const void* x, int rows, int D, float eps, int bf) { srmsnorm_fwd_body<8>(y, rstd, x, D, eps, bf); }
+__global__ void srmsnorm_bwd_w8(void* dx, const void* dy, const void* y, const float* rstd, int rows, int D, int acc, int bf) { srmsnorm_bwd_body<8>(dx, dy, y, rstd, D, acc, bf); }
+__global__ void norm_gate_fwd_w8(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) { norm_gate_fwd_body<8>(a, rstd, o, x, H, eps, bf); }
+__global__ void norm_gate_bwd_w8(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int T, int H, int bf) { norm_gate_bwd_body<8>(dO, g, dA, o, rstd, x, H, bf); }
+#define GLA_QKV_ARGS void* q, void* k, void* v, const void* x, int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf
+#define GLA_QKV_BWD_ARGS void* g, const void* dq, const void* dk, const void* dv, const void* x, int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf
+__global__ void gla_qkv_w1(GLA_QKV_ARGS) { gla_qkv_body<1>(q, k, v, x, T, nh, dh, theta, pos, vmask, bf); }
+__global__ void gla_qkv_w8(GLA_QKV_ARGS) { gla_qkv_body<8>(q, k, v, x, T, nh, dh, theta, pos, vmask, bf); }
+__global__ void gla_qkv_bwd_w1(GLA_QKV_BWD_ARGS) { gla_qkv_bwd_body<1>(g, dq, dk, dv, x, T, nh, dh, theta, pos, vmask, bf); }
+__global__ void gla_qkv_bwd_w8(GLA_QKV_BWD_ARGS) { gla_qkv_bwd_body<8>(g, dq, dk, dv, x, T, nh, dh, theta, pos, vmask, bf); }
+__global__ void sglu_fwd_w1(void* m, const void* h, int T, int G, int bf) { sglu_fwd_body<1>(m, h, T, G, bf); }
+__global__ void sglu_fwd_w8(void* m, const void* h, int T, int G, int bf) { sglu_fwd_body<8>(m, h, T, G, bf); }
+__global__ void sglu_bwd_w1(void* dh, const void* dm, const void* h, int T, int G, int bf) { sglu_bwd_body<1>(dh, dm, h, T, G, bf); }
+__global__ void sglu_bwd_w8(void* dh, const void* dm, const void* h, int T, int G, int bf) { sglu_bwd_body<8>(dh, dm, h, T, G, bf); }
 
-// ---- softmax cross-entropy: one block per row. dl may alias logits. bf bits: 0 logits, 1 dl -------
-__global__ void cross_entropy(const void* logits, const int* targets, void* dl, float* rowLoss, int T, int V, float gradScale, int bf) {
-  const i64 t = blockIdx.x, base = t * V;
-  const int y = targets[t];
-  if (y == -100) {
-    if (threadIdx.x == 0) rowLoss[t] = 0.f;
-    if (dl) for (int i = threadIdx.x; i < V; i += blockDim.x) ST(dl, base + i, 0.f, BF(1));
-    return;
-  }
-  float mx = -TNL_INF;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, LD(logits, base + i, BF(0)));
-  mx = blockMax(mx);
-  float se = 0;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) se += expf(LD(logits, base + i, BF(0)) - mx);
-  se = blockSum<float>(se);
-  const float lse = mx + logf(se);
-  const float ly = LD(logits, base + y, BF(0));
-  __syncthreads();  // every thread has read L[y] before dl (maybe = logits) is written
-  if (threadIdx.x == 0) rowLoss[t] = lse - ly;
-  if (dl) for (int i = threadIdx.x; i < V; i += blockDim.x) ST(dl, base + i, (expf(LD(logits, base + i, BF(0)) - lse) - (i == y ? 1.f : 0.f)) * gradScale, BF(1));
-}
+__global__ void cross_entropy_w1(const void* logits, const int* targets, void* dl, float* rowLoss, int T, int V, float gradScale, int bf) { cross_entropy_body<1>(logits, targets, dl, rowLoss, V, gradScale, bf); }
+__global__ void cross_entropy_w8(const void* logits, const int* targets, void* dl, float* rowLoss, int T, int V, float gradScale, int bf) { cross_entropy_body<8>(logits, targets, dl, rowLoss, V, gradScale, bf); }
 
 // ---- AdamW --------------------------------------------------------------------------------------------
+__device__ __forceinline__ void adamw_one(float& p, float g, float& m, float& v, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) {
+  g *= gs;
+  m = b1 * m + (1.f - b1) * g;
+  v = b2 * v + (1.f - b2) * g * g;
+  p = p * (1.f - lr * wd) - lr * (m / bc1) / (sqrtf(v / bc2) + eps);
+}
+// four elements a thread (16-byte accesses) over the aligned bulk, then the tail one at a time
 __global__ void adamw(float* p, const float* g, float* m, float* v, i64 n, float lr, float b1, float b2, float eps,
                       float wd, float bc1, float bc2, float gs) {
-  GRID_STRIDE(i, n) {
-    const float gi = g[i] * gs;
-    const float mi = b1 * m[i] + (1.f - b1) * gi;
-    const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
-    m[i] = mi; v[i] = vi;
-    const float pi = p[i] * (1.f - lr * wd);
-    p[i] = pi - lr * (mi / bc1) / (sqrtf(vi / bc2) + eps);
+  const bool al = ((unsigned long long)p | (unsigned long long)g | (unsigned long long)m | (unsigned long long)v) % 16 == 0;
+  const i64 n4 = al ? n / 4 : 0;
+  GRID_STRIDE(i, n4) {
+    float4 P = ((float4*)p)[i], M = ((float4*)m)[i], Vv = ((float4*)v)[i];
+    const float4 Gg = ((const float4*)g)[i];
+    adamw_one(P.x, Gg.x, M.x, Vv.x, lr, b1, b2, eps, wd, bc1, bc2, gs); adamw_one(P.y, Gg.y, M.y, Vv.y, lr, b1, b2, eps, wd, bc1, bc2, gs);
+    adamw_one(P.z, Gg.z, M.z, Vv.z, lr, b1, b2, eps, wd, bc1, bc2, gs); adamw_one(P.w, Gg.w, M.w, Vv.w, lr, b1, b2, eps, wd, bc1, bc2, gs);
+    ((float4*)p)[i] = P; ((float4*)m)[i] = M; ((float4*)v)[i] = Vv;
   }
+  GRID_STRIDE(j, n - 4 * n4) { const i64 i = 4 * n4 + j; adamw_one(p[i], g[i], m[i], v[i], lr, b1, b2, eps, wd, bc1, bc2, gs); }
 }
 
 // ---- random inputs for checks and benchmarks (counter-based: element i depends only on seed, i) ----

@@ -268,11 +268,12 @@ export interface TrainE2ERow { preset: string; batch: number; seq: number; preci
 /**
  * One mixed-precision optimizer step as `tnl train --precision bf16` runs it: zero the f32
  * gradients, forward + backward on the bf16 copy, gradient norm, AdamW on the f32 master weights,
- * refresh of the bf16 copy. Peak memory: the allocator's high-water mark over the timed steps
+ * refresh of the bf16 copy. Peak memory: the allocator's high-water mark over the timed steps, less what was allocated before
  * (weights, gradients, moments, activations; the caching pool's idle blocks not counted).
  */
 export function benchTrainE2E(be: CudaBackend, preset = 'tnl-385m', B = 8, N = 2048, steps = 3, onProfile?: (p: KernelTime[]) => void): TrainE2ERow {
   const config = presetConfig(preset);
+  const before = be.mem.allocatedBytes;  // whatever the process already holds is not the step's
   const master = deviceRandomModel(be, config);
   const worker = master.withDType('bf16', 'bf16');
   const grads = master.allocGrads();
@@ -292,7 +293,7 @@ export function benchTrainE2E(be: CudaBackend, preset = 'tnl-385m', B = 8, N = 2
   for (let i = 0; i < steps; i++) { const t0 = performance.now(); step(); be.sync(); t.push(performance.now() - t0); }
   const ms = t.sort((a, b) => a - b)[t.length >> 1]!;
   if (onProfile) onProfile(profileKernels(be, step));
-  const row = { preset, batch: B, seq: N, precision: 'bf16 mixed', msPerStep: ms, tokensPerSec: (B * N) / ms * 1e3, peakGiB: be.mem.peakBytes / 2 ** 30, loss };
+  const row = { preset, batch: B, seq: N, precision: 'bf16 mixed', msPerStep: ms, tokensPerSec: (B * N) / ms * 1e3, peakGiB: (be.mem.peakBytes - before) / 2 ** 30, loss };
   for (const t of [...paramTensors(grads), ...paramTensors(worker.params), ...paramTensors(master.params)]) be.free(t);
   opt.free();
   return row;

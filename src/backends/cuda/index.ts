@@ -138,6 +138,10 @@ function dev(t: Tensor, what: string): CudaTensor {
   return t;
 }
 /** The dtype bits a mixed-dtype kernel takes: bit i set when tensors[i] is bf16. */
+/** Columns a thread of the elementwise kernels takes: 8 (16-byte accesses) when `cols` and every tensor allow it, else 1. */
+function vecWidth(cols: number, ...ts: CudaTensor[]): 1 | 8 {
+  return cols % 8 === 0 && ts.every((t) => t.ptr % 16 === 0) ? 8 : 1;
+}
 function bfBits(...ts: CudaTensor[]): number {
   return ts.reduce((m, t, i) => m | (t.dtype === 'bf16' ? 1 << i : 0), 0);
 }
@@ -392,8 +396,8 @@ export class CudaBackend implements Backend {
     const d = dev(dst, 'copy'), s = dev(src, 'copy');
     need(d.size === s.size, `copy: ${s.size} elements into ${d.size}`);
     if (d.dtype === s.dtype) this.drv.dtod(d.ptr, s.ptr, d.bytes);
-    else if (d.dtype === 'bf16') this.launch('cvt_f32_bf16', this.ew(d.size), 'ppl', [d.ptr, s.ptr, d.size]);
-    else this.launch('cvt_bf16_f32', this.ew(d.size), 'ppl', [d.ptr, s.ptr, d.size]);
+    else if (d.dtype === 'bf16') this.launch('cvt_f32_bf16', this.ew(Math.ceil(d.size / 8)), 'ppl', [d.ptr, s.ptr, d.size]);
+    else this.launch('cvt_bf16_f32', this.ew(Math.ceil(d.size / 8)), 'ppl', [d.ptr, s.ptr, d.size]);
   }
   fill(t: Tensor, value: number): void {
     const d = dev(t, 'fill');
@@ -497,7 +501,7 @@ export class CudaBackend implements Backend {
     const asBF16 = (t: CudaTensor) => {
       if (!lowp || t.dtype === 'bf16') return t.ptr;
       const tmp = this.mem.allocRaw(t.size * 2);
-      this.launch('cvt_f32_bf16', this.ew(t.size), 'ppl', [tmp.ptr, t.ptr, t.size]);
+      this.launch('cvt_f32_bf16', this.ew(Math.ceil(t.size / 8)), 'ppl', [tmp.ptr, t.ptr, t.size]);
       tmps.push(tmp);
       return tmp.ptr;
     };
@@ -589,14 +593,16 @@ export class CudaBackend implements Backend {
     const [rows, D] = dims2(X);
     need(Y.size === X.size && R.size === rows, `srmsnorm: y ${shp(Y)}, rstd ${shp(R)} for x ${shp(X)}`);
     if (!rows) return;
-    this.launch('srmsnorm_fwd', rowLaunch(rows, D), 'pppiifi', [Y.ptr, R.ptr, X.ptr, rows, D, eps, bfBits(Y, X)]);
+    const W = vecWidth(D, Y, X);
+    this.launch(`srmsnorm_fwd_w${W}`, rowLaunch(rows, D, W), 'pppiifi', [Y.ptr, R.ptr, X.ptr, rows, D, eps, bfBits(Y, X)]);
   }
   srmsnormBackward(dx: Tensor, dy: Tensor, y: Tensor, rstd: Tensor, accumulate: boolean): void {
     const DX = dev(dx, 'srmsnormBackward'), DY = dev(dy, 'srmsnormBackward'), Y = dev(y, 'srmsnormBackward'), R = devF32(rstd, 'srmsnormBackward');
     const [rows, D] = dims2(Y);
     need(DX.size === Y.size && DY.size === Y.size && R.size === rows, `srmsnormBackward: dx ${shp(DX)}, dy ${shp(DY)}, rstd ${shp(R)} for y ${shp(Y)}`);
     if (!rows) return;
-    this.launch('srmsnorm_bwd', rowLaunch(rows, D), 'ppppiiii', [DX.ptr, DY.ptr, Y.ptr, R.ptr, rows, D, accumulate ? 1 : 0, bfBits(DX, DY, Y)]);
+    const W = vecWidth(D, DX, DY, Y);
+    this.launch(`srmsnorm_bwd_w${W}`, rowLaunch(rows, D, W), 'ppppiiii', [DX.ptr, DY.ptr, Y.ptr, R.ptr, rows, D, accumulate ? 1 : 0, bfBits(DX, DY, Y)]);
   }
 
   // ---- gated linear attention pieces ------------------------------------------------------------------------------
@@ -614,7 +620,8 @@ export class CudaBackend implements Backend {
     const th = theta ? devF32(theta, 'glaQKV theta') : null;
     const { T, H, dh } = this.qkvDims('glaQKV', Q, K, V, X, heads, th, positions, vMask);
     if (!T) return;
-    this.launch('gla_qkv', this.ew(T * H), 'ppppiiipppi', [Q.ptr, K.ptr, V.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), bfBits(Q, K, V, X)]);
+    const W = vecWidth(dh, Q, K, V, X);
+    this.launch(`gla_qkv_w${W}`, this.ew(T * H / W), 'ppppiiipppi', [Q.ptr, K.ptr, V.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), bfBits(Q, K, V, X)]);
   }
   glaQKVBackward(dqkvu: Tensor, dTheta: Tensor | null, dq: Tensor, dk: Tensor, dv: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void {
     const G = dev(dqkvu, 'glaQKVBackward'), DQ = dev(dq, 'glaQKVBackward'), DK = dev(dk, 'glaQKVBackward'), DV = dev(dv, 'glaQKVBackward'), X = dev(qkvu, 'glaQKVBackward');
@@ -624,7 +631,8 @@ export class CudaBackend implements Backend {
     if (!T) return;
     const pos = th ? this.ints(positions) : 0;
     const mask = this.ints(vMask);
-    this.drv.launch('gla_qkv_bwd', this.fn('kernels.cu', 'gla_qkv_bwd'), this.ew(T * H).grid, [256, 1, 1], 0, 'pppppiiipppi', [G.ptr, DQ.ptr, DK.ptr, DV.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, pos, mask, bfBits(G, DQ, DK, DV, X)]);
+    const W = vecWidth(dh, G, DQ, DK, DV, X);
+    this.launch(`gla_qkv_bwd_w${W}`, this.ew(T * H / W), 'pppppiiipppi', [G.ptr, DQ.ptr, DK.ptr, DV.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, pos, mask, bfBits(G, DQ, DK, DV, X)]);
     if (th && dTheta) {
       const dTh = devF32(dTheta, 'glaQKVBackward dTheta');
       need(dTh.size === heads * dh, `glaQKVBackward: dTheta ${shp(dTh)} must hold ${heads * dh} values`);
@@ -828,7 +836,8 @@ export class CudaBackend implements Backend {
     const [T, H] = dims2(O);
     need(A.size === O.size && R.size === T && X.size === T * 4 * H, `normGate: a ${shp(A)}, rstd ${shp(R)}, qkvu ${shp(X)} for o ${shp(O)}`);
     if (!T) return;
-    this.launch('norm_gate_fwd', rowLaunch(T, H), 'ppppiifi', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps, bfBits(A, O, X)], 'kernels.cu', true);
+    const W = vecWidth(H, A, O, X);
+    this.launch(`norm_gate_fwd_w${W}`, rowLaunch(T, H, W), 'ppppiifi', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps, bfBits(A, O, X)], 'kernels.cu', true);
   }
   normGateBackward(dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor): void {
     const DO = dev(dO, 'normGateBackward'), G = dev(dqkvu, 'normGateBackward'), DA = dev(dA, 'normGateBackward');
@@ -836,7 +845,8 @@ export class CudaBackend implements Backend {
     const [T, H] = dims2(O);
     need(DO.size === O.size && DA.size === O.size && R.size === T && X.size === T * 4 * H && G.size === X.size, `normGateBackward: shapes do not match o ${shp(O)}`);
     if (!T) return;
-    this.launch('norm_gate_bwd', rowLaunch(T, H), 'ppppppiii', [DO.ptr, G.ptr, DA.ptr, O.ptr, R.ptr, X.ptr, T, H, bfBits(DO, G, DA, O, X)]);
+    const W = vecWidth(H, DO, G, DA, O, X);
+    this.launch(`norm_gate_bwd_w${W}`, rowLaunch(T, H, W), 'ppppppiii', [DO.ptr, G.ptr, DA.ptr, O.ptr, R.ptr, X.ptr, T, H, bfBits(DO, G, DA, O, X)]);
   }
 
   // ---- SGLU -------------------------------------------------------------------------------------------------------------
@@ -845,14 +855,16 @@ export class CudaBackend implements Backend {
     const [T, G2] = dims2(Hh);
     need(G2 % 2 === 0 && M.size === T * (G2 / 2), `sgluGate: output ${shp(M)} must be [${T}, ${G2 / 2}]`);
     if (!M.size) return;
-    this.launch('sglu_fwd', this.ew(M.size), 'ppiii', [M.ptr, Hh.ptr, T, G2 / 2, bfBits(M, Hh)]);
+    const W = vecWidth(G2 / 2, M, Hh);
+    this.launch(`sglu_fwd_w${W}`, this.ew(M.size / W), 'ppiii', [M.ptr, Hh.ptr, T, G2 / 2, bfBits(M, Hh)]);
   }
   sgluGateBackward(dh: Tensor, dm: Tensor, h: Tensor): void {
     const DH = dev(dh, 'sgluGateBackward'), DM = dev(dm, 'sgluGateBackward'), Hh = dev(h, 'sgluGateBackward');
     const [T, G2] = dims2(Hh);
     need(DH.size === Hh.size && DM.size === T * (G2 / 2), `sgluGateBackward: dh ${shp(DH)}, dm ${shp(DM)} for h ${shp(Hh)}`);
     if (!DM.size) return;
-    this.launch('sglu_bwd', this.ew(DM.size), 'pppiii', [DH.ptr, DM.ptr, Hh.ptr, T, G2 / 2, bfBits(DH, DM, Hh)]);
+    const W = vecWidth(G2 / 2, DH, DM, Hh);
+    this.launch(`sglu_bwd_w${W}`, this.ew(DM.size / W), 'pppiii', [DH.ptr, DM.ptr, Hh.ptr, T, G2 / 2, bfBits(DH, DM, Hh)]);
   }
 
   // ---- loss -----------------------------------------------------------------------------------------------------------------
@@ -869,7 +881,8 @@ export class CudaBackend implements Backend {
     }
     if (!T) return { loss: 0, count: 0 };
     const rl = this.mem.allocRaw(T * 4);
-    this.launch('cross_entropy', rowLaunch(T, V), 'ppppiifi', [L.ptr, this.ints(targets), D ? D.ptr : 0, rl.ptr, T, V, gradScale, bfBits(L, D ?? L)]);
+    const W = vecWidth(V, L, D ?? L);
+    this.launch(`cross_entropy_w${W}`, rowLaunch(T, V, W), 'ppppiifi', [L.ptr, this.ints(targets), D ? D.ptr : 0, rl.ptr, T, V, gradScale, bfBits(L, D ?? L)]);
     const h = new Float32Array(T);
     this.drv.dtoh(h, rl.ptr);
     this.mem.release(rl.ptr, rl.bytes);
@@ -884,7 +897,7 @@ export class CudaBackend implements Backend {
     need(G.size === P.size && M.size === P.size && Vv.size === P.size, `adamw: grad ${shp(G)}, m ${shp(M)}, v ${shp(Vv)} for param ${shp(P)}`);
     if (!P.size) return;
     const bc1 = 1 - o.beta1 ** o.step, bc2 = 1 - o.beta2 ** o.step;
-    this.launch('adamw', this.ew(P.size), 'pppplffffffff', [P.ptr, G.ptr, M.ptr, Vv.ptr, P.size, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, bc1, bc2, o.gradScale]);
+    this.launch('adamw', this.ew(Math.ceil(P.size / 4)), 'pppplffffffff', [P.ptr, G.ptr, M.ptr, Vv.ptr, P.size, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, bc1, bc2, o.gradScale]);
   }
 }
 

@@ -57,9 +57,11 @@ export function gemvSplit(N: number, K: number, smCount: number): number {
 }
 
 /** One block per row: threads a power of two in [32, 1024], about 4 columns per thread. */
-export function rowLaunch(rows: number, cols: number): Launch {
+export function rowLaunch(rows: number, cols: number, width = 1): Launch {
+  // about 4 columns a thread, or one W-wide access a thread for the vectorised row kernels
+  const per = width > 1 ? width : 4;
   let t = 32;
-  while (t < 1024 && t * 4 < cols) t *= 2;
+  while (t < 1024 && t * per < cols) t *= 2;
   if (rows > 2 ** 31 - 1) throw new ShapeError(`row launch: ${rows} rows exceed the grid limit`);
   return { grid: [Math.max(1, rows), 1, 1], block: [t, 1, 1], smem: 0 };
 }
