@@ -268,8 +268,9 @@ export interface TrainE2ERow { preset: string; batch: number; seq: number; preci
 /**
  * One mixed-precision optimizer step as `tnl train --precision bf16` runs it: zero the f32
  * gradients, forward + backward on the bf16 copy, gradient norm, AdamW on the f32 master weights,
- * refresh of the bf16 copy. Peak memory: the allocator's high-water mark over the timed steps, less what was allocated before
- * (weights, gradients, moments, activations; the caching pool's idle blocks not counted).
+ * refresh of the bf16 copy. Peak memory: the allocator's high-water mark over the timed steps, less
+ * what was allocated before (so: weights, gradients, moments, activations; the caching pool's idle
+ * blocks not counted).
  */
 export function benchTrainE2E(be: CudaBackend, preset = 'tnl-385m', B = 8, N = 2048, steps = 3, onProfile?: (p: KernelTime[]) => void): TrainE2ERow {
   const config = presetConfig(preset);
