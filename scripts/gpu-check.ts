@@ -97,6 +97,7 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
     recordScalar('sumSquares f32', g.sumSquares(z[1]), ref.sumSquares(z[0]), 1e-9);
     const b = both(r.arr(n), [n], 'bf16');
     recordScalar('sumSquares bf16', g.sumSquares(b[1]), ref.sumSquares(b[0]), 1e-9);
+    recordScalar('sumSquares of a list (f32, bf16, empty)', g.sumSquares([z[1], b[1], g.empty([0])]), ref.sumSquares(z[0]) + ref.sumSquares(b[0]), 1e-9);
   });
   guarded('embedding', () => {
     for (const dt of ['f32', 'bf16'] as const) {

@@ -95,8 +95,8 @@ export interface Backend {
   addInPlace(y: Tensor, x: Tensor): void;
   /** x *= s. */
   scaleInPlace(x: Tensor, s: number): void;
-  /** Σ x² over the whole tensor, as float64. */
-  sumSquares(x: Tensor): number;
+  /** Σ x² over the whole tensor, or over every tensor of a list (one result: a gradient norm), as float64. */
+  sumSquares(x: Tensor | readonly Tensor[]): number;
 
   // ---- embedding ----------------------------------------------------------------------------
   /** out[t] = scale · table[ids[t]]. */

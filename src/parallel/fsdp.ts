@@ -295,9 +295,7 @@ export class ShardedTnl {
 
   /** √(Σ g²) over the whole model (every parameter lives in exactly one shard of one rank). */
   gradNorm(): number {
-    let s = 0;
-    for (const u of this.units.values()) s += this.be.sumSquares(u.grad);
-    const x = Float64Array.of(s);
+    const x = Float64Array.of(this.be.sumSquares([...this.units.values()].map((u) => u.grad)));
     this.grid.world.allReduceHost(x);
     return Math.sqrt(x[0]!);
   }

@@ -89,7 +89,7 @@ export class TrackingBackend implements Backend {
   matmul(c: Tensor, a: Tensor, b: Tensor, opts?: MatmulOptions): void { this.inner.matmul(c, a, b, opts); }
   addInPlace(y: Tensor, x: Tensor): void { this.inner.addInPlace(y, x); }
   scaleInPlace(x: Tensor, s: number): void { this.inner.scaleInPlace(x, s); }
-  sumSquares(x: Tensor): number { return this.inner.sumSquares(x); }
+  sumSquares(x: Tensor | readonly Tensor[]): number { return this.inner.sumSquares(x); }
   embedding(out: Tensor, table: Tensor, ids: Int32Array, scale: number): void { this.inner.embedding(out, table, ids, scale); }
   embeddingBackward(dTable: Tensor, dOut: Tensor, ids: Int32Array, scale: number, paddingIdx: number): void { this.inner.embeddingBackward(dTable, dOut, ids, scale, paddingIdx); }
   srmsnorm(y: Tensor, rstd: Tensor, x: Tensor, eps: number): void { this.inner.srmsnorm(y, rstd, x, eps); }

@@ -36,9 +36,7 @@ export class AdamW {
 
   /** √(Σ g²) over every gradient tensor. */
   static gradNorm(be: Backend, grads: Params): number {
-    let s = 0;
-    for (const g of paramTensors(grads)) s += be.sumSquares(g);
-    return Math.sqrt(s);
+    return Math.sqrt(be.sumSquares(paramTensors(grads)));
   }
 
   /** One update at learning rate `lr`; gradients are multiplied by `gradScale` first (clipping). */

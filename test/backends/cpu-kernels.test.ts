@@ -70,7 +70,11 @@ test('cpu kernels: addInPlace, scaleInPlace, sumSquares (f32 and bf16)', { skip 
       const Y = p.up(y, [n]), X = p.up(x, [n]);
       p.be.addInPlace(Y, X);
       p.be.scaleInPlace(Y, s);
-      return [p.be.download(Y), p.be.sumSquares(X), p.be.sumSquares(p.up(x, [n], 'bf16'))] as const;
+      const X16 = p.up(x, [n], 'bf16');
+      // a list sums over every tensor (a gradient norm)
+      const each = p.be.sumSquares(X) + p.be.sumSquares(X16), all = p.be.sumSquares([X, X16]);
+      assert.ok(Math.abs(all - each) <= 1e-12 * each, `sumSquares of a list n=${n}: ${all} vs ${each}`);
+      return [p.be.download(Y), p.be.sumSquares(X), p.be.sumSquares(X16)] as const;
     });
     close(`add+scale n=${n}`, a, b, 2e-7);
     assert.ok(Math.abs(ss - rs) <= 1e-12 * rs, `sumSquares f32 n=${n}: ${ss} vs ${rs}`);

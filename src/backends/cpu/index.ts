@@ -73,8 +73,9 @@ export class CpuBackend extends HostMemory implements Backend {
     const X = f32(x);
     this.n.scaleInplace(X, X.length, s);
   }
-  sumSquares(x: Tensor): number {
-    const X = host(x);
+  sumSquares(x: Tensor | readonly Tensor[]): number {
+    if (Array.isArray(x)) return x.reduce((s: number, t: Tensor) => s + this.sumSquares(t), 0);
+    const X = host(x as Tensor);
     return X.dtype === 'bf16' ? this.n.sumSquaresBf16(u16(X), X.size) : this.n.sumSquaresF32(X.data as Float32Array, X.size);
   }
 

@@ -554,14 +554,19 @@ export class CudaBackend implements Backend {
     const X = devF32(x, 'scaleInPlace');
     this.launch('scale_inplace', this.ew(X.size), 'pfl', [X.ptr, s, X.size]);
   }
-  sumSquares(x: Tensor): number {
-    const X = dev(x, 'sumSquares');
-    if (!X.size) return 0;
-    const blocks = reductionBlocks(X.size);
-    const part = this.mem.allocRaw(blocks * 8);
-    const name = X.dtype === 'f32' ? 'sum_squares_f32' : 'sum_squares_bf16';
-    this.drv.launch(name, this.fn('kernels.cu', name), [blocks, 1, 1], [256, 1, 1], 0, 'plp', [X.ptr, X.size, part.ptr]);
-    const h = new Float64Array(blocks);
+  sumSquares(x: Tensor | readonly Tensor[]): number {
+    // every tensor's block partials into one buffer, read back once (a gradient norm: one sync, not one a tensor)
+    const xs = (Array.isArray(x) ? x : [x]).map((t: Tensor) => dev(t, 'sumSquares')).filter((t) => t.size > 0);
+    const blocks = xs.map((t) => reductionBlocks(t.size)), total = blocks.reduce((a, b) => a + b, 0);
+    if (!total) return 0;
+    const part = this.mem.allocRaw(total * 8);
+    let at = 0;
+    xs.forEach((t, i) => {
+      const name = t.dtype === 'f32' ? 'sum_squares_f32' : 'sum_squares_bf16';
+      this.drv.launch(name, this.fn('kernels.cu', name), [blocks[i]!, 1, 1], [256, 1, 1], 0, 'plp', [t.ptr, t.size, part.ptr + 8 * at]);
+      at += blocks[i]!;
+    });
+    const h = new Float64Array(total);
     this.drv.dtoh(h, part.ptr);
     this.mem.release(part.ptr, part.bytes);
     let s = 0;

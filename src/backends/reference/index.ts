@@ -51,8 +51,9 @@ export class ReferenceBackend extends HostMemory implements Backend {
     const X = f32(x, 'scaleInPlace: x');
     for (let i = 0; i < X.length; i++) X[i] = X[i]! * s;
   }
-  sumSquares(x: Tensor): number {
-    const X = host(x);
+  sumSquares(x: Tensor | readonly Tensor[]): number {
+    if (Array.isArray(x)) return x.reduce((s: number, t: Tensor) => s + this.sumSquares(t), 0);
+    const X = host(x as Tensor);
     let s = 0;
     for (let i = 0; i < X.size; i++) s += valueAt(X, i) ** 2;
     return s;
