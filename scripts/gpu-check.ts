@@ -135,7 +135,7 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
       const q = poisoned([1, T, nh * dk]), k = poisoned([1, T, nh * dk]), v = poisoned([1, T, H]);
       ref.glaQKV(q[0], k[0], v[0], X[0], nh, th ? th[0] : null, pos, mask);
       g.glaQKV(q[1], k[1], v[1], X[1], nh, th ? th[1] : null, pos, mask);
-      const tag = `dh=${dh} ${lrpe ? "lrpe" : "plain"}${masked ? " masked" : ""}`;
+      const tag = `dh=${dh} ${lrpe ? 'lrpe' : 'plain'}${masked ? ' masked' : ''}`;
       record(`glaQKV q ${tag}`, ...dl(q), 1e-6); record(`glaQKV k ${tag}`, ...dl(k), 1e-6); record(`glaQKV v ${tag}`, ...dl(v), 0);
       const dq = both(r.arr(T * nh * dk), [1, T, nh * dk]), dk_ = both(r.arr(T * nh * dk), [1, T, nh * dk]), dv = both(r.arr(T * H), [1, T, H]);
       const G = both(r.arr(T * 4 * H), [T, 4 * H]);  // column block u keeps its values

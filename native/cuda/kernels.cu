@@ -140,8 +140,7 @@ __global__ void embedding_bwd(float* dTable, const float* dOut, const int* ids, 
   }
 }
 
-
-// ---- gated linear attention pieces -----------------------------------------------------------------
+// ---- gated linear attention pieces (the q/k/v split and the output gate: templates below) ----------
 // dθ[c] += Σ_t p_t·(sq·(−dq_c·sin + dq_{c+dh}·cos) + sk·(…)). Block (32, 8): 32 columns, 8 token lanes;
 // grid (columns/32, token slices); one atomicAdd per column per block. bf bits: 0 dq, 1 dk, 2 qkvu
 __global__ void gla_dtheta(float* dth, const void* dq, const void* dk, const void* x, const float* theta,

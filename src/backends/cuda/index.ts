@@ -137,11 +137,11 @@ function dev(t: Tensor, what: string): CudaTensor {
   if (!(t instanceof CudaTensor)) throw new ShapeError(`${what}: expected a CUDA tensor, got a tensor of another backend`);
   return t;
 }
-/** The dtype bits a mixed-dtype kernel takes: bit i set when tensors[i] is bf16. */
 /** Columns a thread of the elementwise kernels takes: 8 (16-byte accesses) when `cols` and every tensor allow it, else 1. */
 function vecWidth(cols: number, ...ts: CudaTensor[]): 1 | 8 {
   return cols % 8 === 0 && ts.every((t) => t.ptr % 16 === 0) ? 8 : 1;
 }
+/** The dtype bits a mixed-dtype kernel takes: bit i set when tensors[i] is bf16. */
 function bfBits(...ts: CudaTensor[]): number {
   return ts.reduce((m, t, i) => m | (t.dtype === 'bf16' ? 1 << i : 0), 0);
 }

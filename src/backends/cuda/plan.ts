@@ -56,9 +56,11 @@ export function gemvSplit(N: number, K: number, smCount: number): number {
   return S;
 }
 
-/** One block per row: threads a power of two in [32, 1024], about 4 columns per thread. */
+/**
+ * One block per row: threads a power of two in [32, 1024], about 4 columns a thread, or for the
+ * kernels that take `width` columns at a time, about one such access a thread.
+ */
 export function rowLaunch(rows: number, cols: number, width = 1): Launch {
-  // about 4 columns a thread, or one W-wide access a thread for the vectorised row kernels
   const per = width > 1 ? width : 4;
   let t = 32;
   while (t < 1024 && t * per < cols) t *= 2;
