@@ -112,15 +112,25 @@ __global__ void gather_rows_b16(u16* out, const u16* src, const int* idx, int n,
 // ---- dense elementwise ---------------------------------------------------------------------------
 __global__ void add_inplace(float* y, const float* x, i64 n) { GRID_STRIDE(i, n) y[i] += x[i]; }
 __global__ void scale_inplace(float* x, float s, i64 n) { GRID_STRIDE(i, n) x[i] *= s; }
+// 16-byte loads over the aligned bulk (4 floats, 8 bf16), then the tail one at a time
 __global__ void sum_squares_f32(const float* x, i64 n, double* partial) {
   double s = 0;
-  GRID_STRIDE(i, n) { const double v = x[i]; s += v * v; }
+  const i64 n4 = (unsigned long long)x % 16 == 0 ? n / 4 : 0;
+  GRID_STRIDE(i, n4) { const float4 v = ((const float4*)x)[i]; s += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w; }
+  GRID_STRIDE(j, n - 4 * n4) { const double v = x[4 * n4 + j]; s += v * v; }
   s = blockSum<double>(s);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 __global__ void sum_squares_bf16(const u16* x, i64 n, double* partial) {
   double s = 0;
-  GRID_STRIDE(i, n) { const double v = bf2f(x[i]); s += v * v; }
+  const i64 n8 = (unsigned long long)x % 16 == 0 ? n / 8 : 0;
+  GRID_STRIDE(i, n8) {
+    float v[8];
+    load8(x, 8 * i, 1, v);
+#pragma unroll
+    for (int e = 0; e < 8; e++) s += (double)v[e] * v[e];
+  }
+  GRID_STRIDE(j, n - 8 * n8) { const double v = bf2f(x[8 * n8 + j]); s += v * v; }
   s = blockSum<double>(s);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
