@@ -42,34 +42,20 @@ TNL_AVX512 __attribute__((always_inline)) inline void transpose16(__m512 (&r)[16
   }
 }
 
-/** Writes an MR_×(16·NV_) accumulator tile to C (mr rows, nr columns), adding when `add`. */
+/** Writes an MR_×(16·NV_) accumulator tile to C (mr rows, nr columns), adding when `add` (full tiles: all-ones masks). */
 template <int MR_, int NV_>
 TNL_AVX512 __attribute__((always_inline)) inline void store_tile(__m512 (&acc)[MR_][NV_], float* c, int64_t ldc, int mr, int nr, bool add) {
-  if (nr == 16 * NV_) {
+  __mmask16 m[NV_];
+  for (int v = 0; v < NV_; v++) m[v] = mask16(nr - 16 * v);
 #pragma GCC unroll 16
-    for (int r = 0; r < MR_; r++) {
-      if (r >= mr) break;
-      float* cr = c + r * ldc;
+  for (int r = 0; r < MR_; r++) {
+    if (r >= mr) break;
+    float* cr = c + r * ldc;
 #pragma GCC unroll 4
-      for (int v = 0; v < NV_; v++) {
-        __m512 x = acc[r][v];
-        if (add) x = _mm512_add_ps(_mm512_loadu_ps(cr + 16 * v), x);
-        _mm512_storeu_ps(cr + 16 * v, x);
-      }
-    }
-  } else {
-    __mmask16 m[NV_];
-    for (int v = 0; v < NV_; v++) m[v] = mask16(nr - 16 * v);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR_; r++) {
-      if (r >= mr) break;
-      float* cr = c + r * ldc;
-#pragma GCC unroll 4
-      for (int v = 0; v < NV_; v++) {
-        __m512 x = acc[r][v];
-        if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], cr + 16 * v), x);
-        _mm512_mask_storeu_ps(cr + 16 * v, m[v], x);
-      }
+    for (int v = 0; v < NV_; v++) {
+      __m512 x = acc[r][v];
+      if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], cr + 16 * v), x);
+      _mm512_mask_storeu_ps(cr + 16 * v, m[v], x);
     }
   }
 }
