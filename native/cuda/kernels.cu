@@ -88,17 +88,25 @@ __device__ __forceinline__ void store8(void* p, i64 i, const float* v, int bf) {
   else { *(float4*)((float*)p + i) = make_float4(v[0], v[1], v[2], v[3]); *(float4*)((float*)p + i + 4) = make_float4(v[4], v[5], v[6], v[7]); }
 }
 
+// Whether every pointer is 16-byte aligned (null ones count as aligned).
+__device__ __forceinline__ bool aligned16() { return true; }
+template <typename... P>
+__device__ __forceinline__ bool aligned16(const void* p, P... rest) { return (unsigned long long)p % 16 == 0 && aligned16(rest...); }
+// Whether a row kernel can take 8 columns a thread: `cols` a multiple of 8, every tensor 16-byte aligned.
+template <typename... P>
+__device__ __forceinline__ bool vec8(int cols, P... ps) { return cols % 8 == 0 && aligned16(ps...); }
+
 extern "C" {
 
 // ---- conversions, copies -------------------------------------------------------------------------
 // eight elements a thread (16-byte accesses) over the aligned bulk, then the tail one at a time
 __global__ void cvt_f32_bf16(u16* dst, const float* src, i64 n) {
-  const i64 n8 = ((unsigned long long)dst | (unsigned long long)src) % 16 == 0 ? n / 8 : 0;
+  const i64 n8 = aligned16(dst, src) ? n / 8 : 0;
   GRID_STRIDE(i, n8) { float v[8]; load8(src, 8 * i, 0, v); store8(dst, 8 * i, v, 1); }
   GRID_STRIDE(j, n - 8 * n8) dst[8 * n8 + j] = f2bf(src[8 * n8 + j]);
 }
 __global__ void cvt_bf16_f32(float* dst, const u16* src, i64 n) {
-  const i64 n8 = ((unsigned long long)dst | (unsigned long long)src) % 16 == 0 ? n / 8 : 0;
+  const i64 n8 = aligned16(dst, src) ? n / 8 : 0;
   GRID_STRIDE(i, n8) { float v[8]; load8(src, 8 * i, 1, v); store8(dst, 8 * i, v, 0); }
   GRID_STRIDE(j, n - 8 * n8) dst[8 * n8 + j] = bf2f(src[8 * n8 + j]);
 }
@@ -115,7 +123,7 @@ __global__ void scale_inplace(float* x, float s, i64 n) { GRID_STRIDE(i, n) x[i]
 // 16-byte loads over the aligned bulk (4 floats, 8 bf16), then the tail one at a time
 __global__ void sum_squares_f32(const float* x, i64 n, double* partial) {
   double s = 0;
-  const i64 n4 = (unsigned long long)x % 16 == 0 ? n / 4 : 0;
+  const i64 n4 = aligned16(x) ? n / 4 : 0;
   GRID_STRIDE(i, n4) { const float4 v = ((const float4*)x)[i]; s += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w; }
   GRID_STRIDE(j, n - 4 * n4) { const double v = x[4 * n4 + j]; s += v * v; }
   s = blockSum<double>(s);
@@ -123,7 +131,7 @@ __global__ void sum_squares_f32(const float* x, i64 n, double* partial) {
 }
 __global__ void sum_squares_bf16(const u16* x, i64 n, double* partial) {
   double s = 0;
-  const i64 n8 = (unsigned long long)x % 16 == 0 ? n / 8 : 0;
+  const i64 n8 = aligned16(x) ? n / 8 : 0;
   GRID_STRIDE(i, n8) {
     float v[8];
     load8(x, 8 * i, 1, v);
@@ -288,8 +296,8 @@ __global__ void sum_heads(void* o, const void* a, i64 rows, int nh, int D, int P
 // K a multiple of 8, W 16-byte aligned. bf bits: 0 C, 1 A
 #define GEMV_U 4
 }  // extern "C" (templates below)
-// ---- elementwise kernels over W consecutive columns a thread (W = 8: 16-byte accesses; the host picks
-// 8 when the column counts are multiples of 8 and every tensor is 16-byte aligned) ----------------------
+// ---- elementwise kernels over W consecutive columns a thread (W = 8: 16-byte accesses, chosen by each
+// kernel's entry point with vec8) ---------------------------------------------------------------------
 template <int W> __device__ __forceinline__ void LDV(const void* p, i64 i, int bf, float* v) { if (W == 8) load8(p, i, bf, v); else v[0] = LD(p, i, bf); }
 template <int W> __device__ __forceinline__ void STV(void* p, i64 i, const float* v, int bf) { if (W == 8) store8(p, i, v, bf); else ST(p, i, v[0], bf); }
 
@@ -723,27 +731,36 @@ __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GE
 __global__ void __launch_bounds__(256) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
 __global__ void __launch_bounds__(256) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
 
-__global__ void srmsnorm_fwd_w1(void* y, float* rstd, const void* x, int rows, int D, float eps, int bf) { srmsnorm_fwd_body<1>(y, rstd, x, D, eps, bf); }
-__global__ void srmsnorm_bwd_w1(void* dx, const void* dy, const void* y, const float* rstd, int rows, int D, int acc, int bf) { srmsnorm_bwd_body<1>(dx, dy, y, rstd, D, acc, bf); }
-__global__ void norm_gate_fwd_w1(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) { norm_gate_fwd_body<1>(a, rstd, o, x, H, eps, bf); }
-__global__ void norm_gate_bwd_w1(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int T, int H, int bf) { norm_gate_bwd_body<1>(dO, g, dA, o, rstd, x, H, bf); }
-__global__ void srmsnorm_fwd_w8(void* y, float* rstd, const void* x, int rows, int D, float eps, int bf) { srmsnorm_fwd_body<8>(y, rstd, x, D, eps, bf); }
-__global__ void srmsnorm_bwd_w8(void* dx, const void* dy, const void* y, const float* rstd, int rows, int D, int acc, int bf) { srmsnorm_bwd_body<8>(dx, dy, y, rstd, D, acc, bf); }
-__global__ void norm_gate_fwd_w8(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) { norm_gate_fwd_body<8>(a, rstd, o, x, H, eps, bf); }
-__global__ void norm_gate_bwd_w8(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int T, int H, int bf) { norm_gate_bwd_body<8>(dO, g, dA, o, rstd, x, H, bf); }
-#define GLA_QKV_ARGS void* q, void* k, void* v, const void* x, int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf
-#define GLA_QKV_BWD_ARGS void* g, const void* dq, const void* dk, const void* dv, const void* x, int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf
-__global__ void gla_qkv_w1(GLA_QKV_ARGS) { gla_qkv_body<1>(q, k, v, x, T, nh, dh, theta, pos, vmask, bf); }
-__global__ void gla_qkv_w8(GLA_QKV_ARGS) { gla_qkv_body<8>(q, k, v, x, T, nh, dh, theta, pos, vmask, bf); }
-__global__ void gla_qkv_bwd_w1(GLA_QKV_BWD_ARGS) { gla_qkv_bwd_body<1>(g, dq, dk, dv, x, T, nh, dh, theta, pos, vmask, bf); }
-__global__ void gla_qkv_bwd_w8(GLA_QKV_BWD_ARGS) { gla_qkv_bwd_body<8>(g, dq, dk, dv, x, T, nh, dh, theta, pos, vmask, bf); }
-__global__ void sglu_fwd_w1(void* m, const void* h, int T, int G, int bf) { sglu_fwd_body<1>(m, h, T, G, bf); }
-__global__ void sglu_fwd_w8(void* m, const void* h, int T, int G, int bf) { sglu_fwd_body<8>(m, h, T, G, bf); }
-__global__ void sglu_bwd_w1(void* dh, const void* dm, const void* h, int T, int G, int bf) { sglu_bwd_body<1>(dh, dm, h, T, G, bf); }
-__global__ void sglu_bwd_w8(void* dh, const void* dm, const void* h, int T, int G, int bf) { sglu_bwd_body<8>(dh, dm, h, T, G, bf); }
-
-__global__ void cross_entropy_w1(const void* logits, const int* targets, void* dl, float* rowLoss, int T, int V, float gradScale, int bf) { cross_entropy_body<1>(logits, targets, dl, rowLoss, V, gradScale, bf); }
-__global__ void cross_entropy_w8(const void* logits, const int* targets, void* dl, float* rowLoss, int T, int V, float gradScale, int bf) { cross_entropy_body<8>(logits, targets, dl, rowLoss, V, gradScale, bf); }
+// One entry each: 8 columns a thread when the column count allows it and every tensor is 16-byte
+// aligned (vec8), else 1 (a uniform branch; both forms compiled in).
+__global__ void srmsnorm_fwd(void* y, float* rstd, const void* x, int rows, int D, float eps, int bf) {
+  if (vec8(D, y, x)) srmsnorm_fwd_body<8>(y, rstd, x, D, eps, bf); else srmsnorm_fwd_body<1>(y, rstd, x, D, eps, bf);
+}
+__global__ void srmsnorm_bwd(void* dx, const void* dy, const void* y, const float* rstd, int rows, int D, int acc, int bf) {
+  if (vec8(D, dx, dy, y)) srmsnorm_bwd_body<8>(dx, dy, y, rstd, D, acc, bf); else srmsnorm_bwd_body<1>(dx, dy, y, rstd, D, acc, bf);
+}
+__global__ void norm_gate_fwd(void* a, float* rstd, const void* o, const void* x, int T, int H, float eps, int bf) {
+  if (vec8(H, a, o, x)) norm_gate_fwd_body<8>(a, rstd, o, x, H, eps, bf); else norm_gate_fwd_body<1>(a, rstd, o, x, H, eps, bf);
+}
+__global__ void norm_gate_bwd(void* dO, void* g, const void* dA, const void* o, const float* rstd, const void* x, int T, int H, int bf) {
+  if (vec8(H, dO, g, dA, o, x)) norm_gate_bwd_body<8>(dO, g, dA, o, rstd, x, H, bf); else norm_gate_bwd_body<1>(dO, g, dA, o, rstd, x, H, bf);
+}
+__global__ void gla_qkv(void* q, void* k, void* v, const void* x, int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf) {
+  if (vec8(dh, q, k, v, x)) gla_qkv_body<8>(q, k, v, x, T, nh, dh, theta, pos, vmask, bf); else gla_qkv_body<1>(q, k, v, x, T, nh, dh, theta, pos, vmask, bf);
+}
+__global__ void gla_qkv_bwd(void* g, const void* dq, const void* dk, const void* dv, const void* x, int T, int nh, int dh, const float* theta, const int* pos, const int* vmask, int bf) {
+  if (vec8(dh, g, dq, dk, dv, x)) gla_qkv_bwd_body<8>(g, dq, dk, dv, x, T, nh, dh, theta, pos, vmask, bf);
+  else gla_qkv_bwd_body<1>(g, dq, dk, dv, x, T, nh, dh, theta, pos, vmask, bf);
+}
+__global__ void sglu_fwd(void* m, const void* h, int T, int G, int bf) {
+  if (vec8(G, m, h)) sglu_fwd_body<8>(m, h, T, G, bf); else sglu_fwd_body<1>(m, h, T, G, bf);
+}
+__global__ void sglu_bwd(void* dh, const void* dm, const void* h, int T, int G, int bf) {
+  if (vec8(G, dh, dm, h)) sglu_bwd_body<8>(dh, dm, h, T, G, bf); else sglu_bwd_body<1>(dh, dm, h, T, G, bf);
+}
+__global__ void cross_entropy(const void* logits, const int* targets, void* dl, float* rowLoss, int T, int V, float gradScale, int bf) {
+  if (vec8(V, logits, dl)) cross_entropy_body<8>(logits, targets, dl, rowLoss, V, gradScale, bf); else cross_entropy_body<1>(logits, targets, dl, rowLoss, V, gradScale, bf);
+}
 
 // ---- AdamW --------------------------------------------------------------------------------------------
 __device__ __forceinline__ void adamw_one(float& p, float g, float& m, float& v, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2, float gs) {
@@ -755,8 +772,7 @@ __device__ __forceinline__ void adamw_one(float& p, float g, float& m, float& v,
 // four elements a thread (16-byte accesses) over the aligned bulk, then the tail one at a time
 __global__ void adamw(float* p, const float* g, float* m, float* v, i64 n, float lr, float b1, float b2, float eps,
                       float wd, float bc1, float bc2, float gs) {
-  const bool al = ((unsigned long long)p | (unsigned long long)g | (unsigned long long)m | (unsigned long long)v) % 16 == 0;
-  const i64 n4 = al ? n / 4 : 0;
+  const i64 n4 = aligned16(p, g, m, v) ? n / 4 : 0;
   GRID_STRIDE(i, n4) {
     float4 P = ((float4*)p)[i], M = ((float4*)m)[i], Vv = ((float4*)v)[i];
     const float4 Gg = ((const float4*)g)[i];

@@ -137,10 +137,6 @@ function dev(t: Tensor, what: string): CudaTensor {
   if (!(t instanceof CudaTensor)) throw new ShapeError(`${what}: expected a CUDA tensor, got a tensor of another backend`);
   return t;
 }
-/** Columns a thread of the elementwise kernels takes: 8 (16-byte accesses) when `cols` and every tensor allow it, else 1. */
-function vecWidth(cols: number, ...ts: CudaTensor[]): 1 | 8 {
-  return cols % 8 === 0 && ts.every((t) => t.ptr % 16 === 0) ? 8 : 1;
-}
 /** The dtype bits a mixed-dtype kernel takes: bit i set when tensors[i] is bf16. */
 function bfBits(...ts: CudaTensor[]): number {
   return ts.reduce((m, t, i) => m | (t.dtype === 'bf16' ? 1 << i : 0), 0);
@@ -598,16 +594,14 @@ export class CudaBackend implements Backend {
     const [rows, D] = dims2(X);
     need(Y.size === X.size && R.size === rows, `srmsnorm: y ${shp(Y)}, rstd ${shp(R)} for x ${shp(X)}`);
     if (!rows) return;
-    const W = vecWidth(D, Y, X);
-    this.launch(`srmsnorm_fwd_w${W}`, rowLaunch(rows, D, W), 'pppiifi', [Y.ptr, R.ptr, X.ptr, rows, D, eps, bfBits(Y, X)]);
+    this.launch('srmsnorm_fwd', rowLaunch(rows, D, 8), 'pppiifi', [Y.ptr, R.ptr, X.ptr, rows, D, eps, bfBits(Y, X)]);
   }
   srmsnormBackward(dx: Tensor, dy: Tensor, y: Tensor, rstd: Tensor, accumulate: boolean): void {
     const DX = dev(dx, 'srmsnormBackward'), DY = dev(dy, 'srmsnormBackward'), Y = dev(y, 'srmsnormBackward'), R = devF32(rstd, 'srmsnormBackward');
     const [rows, D] = dims2(Y);
     need(DX.size === Y.size && DY.size === Y.size && R.size === rows, `srmsnormBackward: dx ${shp(DX)}, dy ${shp(DY)}, rstd ${shp(R)} for y ${shp(Y)}`);
     if (!rows) return;
-    const W = vecWidth(D, DX, DY, Y);
-    this.launch(`srmsnorm_bwd_w${W}`, rowLaunch(rows, D, W), 'ppppiiii', [DX.ptr, DY.ptr, Y.ptr, R.ptr, rows, D, accumulate ? 1 : 0, bfBits(DX, DY, Y)]);
+    this.launch('srmsnorm_bwd', rowLaunch(rows, D, 8), 'ppppiiii', [DX.ptr, DY.ptr, Y.ptr, R.ptr, rows, D, accumulate ? 1 : 0, bfBits(DX, DY, Y)]);
   }
 
   // ---- gated linear attention pieces ------------------------------------------------------------------------------
@@ -625,8 +619,7 @@ export class CudaBackend implements Backend {
     const th = theta ? devF32(theta, 'glaQKV theta') : null;
     const { T, H, dh } = this.qkvDims('glaQKV', Q, K, V, X, heads, th, positions, vMask);
     if (!T) return;
-    const W = vecWidth(dh, Q, K, V, X);
-    this.launch(`gla_qkv_w${W}`, this.ew(T * H / W), 'ppppiiipppi', [Q.ptr, K.ptr, V.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), bfBits(Q, K, V, X)]);
+    this.launch('gla_qkv', this.ew(T * H / 8), 'ppppiiipppi', [Q.ptr, K.ptr, V.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), bfBits(Q, K, V, X)]);
   }
   glaQKVBackward(dqkvu: Tensor, dTheta: Tensor | null, dq: Tensor, dk: Tensor, dv: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null): void {
     const G = dev(dqkvu, 'glaQKVBackward'), DQ = dev(dq, 'glaQKVBackward'), DK = dev(dk, 'glaQKVBackward'), DV = dev(dv, 'glaQKVBackward'), X = dev(qkvu, 'glaQKVBackward');
@@ -636,8 +629,7 @@ export class CudaBackend implements Backend {
     if (!T) return;
     const pos = th ? this.ints(positions) : 0;
     const mask = this.ints(vMask);
-    const W = vecWidth(dh, G, DQ, DK, DV, X);
-    this.launch(`gla_qkv_bwd_w${W}`, this.ew(T * H / W), 'pppppiiipppi', [G.ptr, DQ.ptr, DK.ptr, DV.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, pos, mask, bfBits(G, DQ, DK, DV, X)]);
+    this.launch('gla_qkv_bwd', this.ew(T * H / 8), 'pppppiiipppi', [G.ptr, DQ.ptr, DK.ptr, DV.ptr, X.ptr, T, heads, dh, th ? th.ptr : 0, pos, mask, bfBits(G, DQ, DK, DV, X)]);
     if (th && dTheta) {
       const dTh = devF32(dTheta, 'glaQKVBackward dTheta');
       need(dTh.size === heads * dh, `glaQKVBackward: dTheta ${shp(dTh)} must hold ${heads * dh} values`);
@@ -841,8 +833,7 @@ export class CudaBackend implements Backend {
     const [T, H] = dims2(O);
     need(A.size === O.size && R.size === T && X.size === T * 4 * H, `normGate: a ${shp(A)}, rstd ${shp(R)}, qkvu ${shp(X)} for o ${shp(O)}`);
     if (!T) return;
-    const W = vecWidth(H, A, O, X);
-    this.launch(`norm_gate_fwd_w${W}`, rowLaunch(T, H, W), 'ppppiifi', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps, bfBits(A, O, X)], 'kernels.cu', true);
+    this.launch('norm_gate_fwd', rowLaunch(T, H, 8), 'ppppiifi', [A.ptr, R.ptr, O.ptr, X.ptr, T, H, eps, bfBits(A, O, X)], 'kernels.cu', true);
   }
   normGateBackward(dO: Tensor, dqkvu: Tensor, dA: Tensor, o: Tensor, rstd: Tensor, qkvu: Tensor): void {
     const DO = dev(dO, 'normGateBackward'), G = dev(dqkvu, 'normGateBackward'), DA = dev(dA, 'normGateBackward');
@@ -850,8 +841,7 @@ export class CudaBackend implements Backend {
     const [T, H] = dims2(O);
     need(DO.size === O.size && DA.size === O.size && R.size === T && X.size === T * 4 * H && G.size === X.size, `normGateBackward: shapes do not match o ${shp(O)}`);
     if (!T) return;
-    const W = vecWidth(H, DO, G, DA, O, X);
-    this.launch(`norm_gate_bwd_w${W}`, rowLaunch(T, H, W), 'ppppppiii', [DO.ptr, G.ptr, DA.ptr, O.ptr, R.ptr, X.ptr, T, H, bfBits(DO, G, DA, O, X)]);
+    this.launch('norm_gate_bwd', rowLaunch(T, H, 8), 'ppppppiii', [DO.ptr, G.ptr, DA.ptr, O.ptr, R.ptr, X.ptr, T, H, bfBits(DO, G, DA, O, X)]);
   }
 
   // ---- SGLU -------------------------------------------------------------------------------------------------------------
@@ -860,16 +850,14 @@ export class CudaBackend implements Backend {
     const [T, G2] = dims2(Hh);
     need(G2 % 2 === 0 && M.size === T * (G2 / 2), `sgluGate: output ${shp(M)} must be [${T}, ${G2 / 2}]`);
     if (!M.size) return;
-    const W = vecWidth(G2 / 2, M, Hh);
-    this.launch(`sglu_fwd_w${W}`, this.ew(M.size / W), 'ppiii', [M.ptr, Hh.ptr, T, G2 / 2, bfBits(M, Hh)]);
+    this.launch('sglu_fwd', this.ew(M.size / 8), 'ppiii', [M.ptr, Hh.ptr, T, G2 / 2, bfBits(M, Hh)]);
   }
   sgluGateBackward(dh: Tensor, dm: Tensor, h: Tensor): void {
     const DH = dev(dh, 'sgluGateBackward'), DM = dev(dm, 'sgluGateBackward'), Hh = dev(h, 'sgluGateBackward');
     const [T, G2] = dims2(Hh);
     need(DH.size === Hh.size && DM.size === T * (G2 / 2), `sgluGateBackward: dh ${shp(DH)}, dm ${shp(DM)} for h ${shp(Hh)}`);
     if (!DM.size) return;
-    const W = vecWidth(G2 / 2, DH, DM, Hh);
-    this.launch(`sglu_bwd_w${W}`, this.ew(DM.size / W), 'pppiii', [DH.ptr, DM.ptr, Hh.ptr, T, G2 / 2, bfBits(DH, DM, Hh)]);
+    this.launch('sglu_bwd', this.ew(DM.size / 8), 'pppiii', [DH.ptr, DM.ptr, Hh.ptr, T, G2 / 2, bfBits(DH, DM, Hh)]);
   }
 
   // ---- loss -----------------------------------------------------------------------------------------------------------------
@@ -886,8 +874,7 @@ export class CudaBackend implements Backend {
     }
     if (!T) return { loss: 0, count: 0 };
     const rl = this.mem.allocRaw(T * 4);
-    const W = vecWidth(V, L, D ?? L);
-    this.launch(`cross_entropy_w${W}`, rowLaunch(T, V, W), 'ppppiifi', [L.ptr, this.ints(targets), D ? D.ptr : 0, rl.ptr, T, V, gradScale, bfBits(L, D ?? L)]);
+    this.launch('cross_entropy', rowLaunch(T, V, 8), 'ppppiifi', [L.ptr, this.ints(targets), D ? D.ptr : 0, rl.ptr, T, V, gradScale, bfBits(L, D ?? L)]);
     const h = new Float32Array(T);
     this.drv.dtoh(h, rl.ptr);
     this.mem.release(rl.ptr, rl.bytes);
