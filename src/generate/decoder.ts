@@ -1,7 +1,7 @@
 // Decode steps over one recurrent state, replayed as CUDA graphs where the backend can record them.
-// A decode step is ~10 small kernels per layer whose launches, one by one from JavaScript, cost more
-// than the kernels; recorded once per batch size and replayed, a step is one graph launch plus the
-// copies of ids, positions and slots. The first step of each batch size runs eagerly (it compiles
+// A decode step is a few small kernels per layer (five on CUDA) whose launches, one by one from
+// JavaScript, cost more than the kernels; recorded once per batch size and replayed, a step is one
+// graph launch plus the copies of ids, positions and slots. The first step of each batch size runs eagerly (it compiles
 // kernels and fills caches), the second is recorded, every later one is replayed.
 import type { CapturedGraph, Tensor } from '../backends/backend.ts';
 import type { ModelState, TnlModel } from '../model/transnormer.ts';
