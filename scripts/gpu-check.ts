@@ -316,7 +316,6 @@ function bf16Checks(g: CudaBackend): void {
       cmp(`glaStep o ${tag}`, o); cmp(`glaStep state ${tag}`, S, 1e-2);
     }
   });
-  guarded('fused decode kernels', () => fusedDecodeChecks(g, ref));
   guarded('bf16 srmsnorm', () => {
     const r = R(), T = 33, D = 1000;
     const x = both(r.arr(T * D, 3), [T, D], 'f32'), y = out([T, D]), rs = out([T], 'f32');
@@ -464,56 +463,6 @@ function fixtureChecks(be: CudaBackend, dir: string, label: string, tolScale: nu
   ex.close();
 }
 
-// The fused decode kernels (gla_decode_out, sglu_decode_out, the GEMV's pending input) against the
-// reference backend's compositions of the plain ops. The two lay their accumulators out differently
-// (CUDA: fixed-point U, then Σo² slots): read and written here through `fromCuda` / `toCuda`.
-function fusedDecodeChecks(g: CudaBackend, ref: ReferenceBackend): void {
-  const fromCuda = (t: Tensor, M: number, D: number, H: number): Float32Array => {
-    const w = g.download(t), u = new BigInt64Array(w.buffer, 0, M * D), out = new Float32Array(M * (D + 1));
-    for (let i = 0; i < M * D; i++) out[i] = Number(u[i]!) / 2 ** 32;
-    for (let m = 0; m < M; m++) for (let j = 0; j < H / 8; j++) out[M * D + m] += w[2 * M * D + m * (H / 8) + j]!;
-    return out;
-  };
-  const toCuda = (v: Float32Array, M: number, D: number, H: number): Tensor => {
-    const w = new Float32Array(g.fusedDecodeAcc(M, D, H)), u = new BigInt64Array(w.buffer, 0, M * D);
-    for (let i = 0; i < M * D; i++) u[i] = BigInt(Math.round(v[i]! * 2 ** 32));
-    if (H) for (let m = 0; m < M; m++) w[2 * M * D + m * (H / 8)] = v[M * D + m]!;
-    return g.upload(w, [w.length]);
-  };
-  for (const [M, D, nh, dh, G, lrpe, slots] of [[1, 1024, 8, 128, 2816, true, null], [2, 512, 4, 64, 1024, false, Int32Array.of(2, 0)], [2, 2048, 16, 128, 5632, true, null]] as const) {
-    const r = R(), H = nh * dh, dk = lrpe ? 2 * dh : dh, rows = slots ? 3 : M, tag = `M=${M} D=${D} nh=${nh} dh=${dh} G=${G}${lrpe ? ' lrpe' : ''}${slots ? ' slots' : ''}`;
-    const both = (d: Float32Array, sh: number[], dt: DType = 'bf16'): [Tensor, Tensor] => [ref.upload(d, sh, dt), g.upload(d, sh, dt)];
-    const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
-    const X = both(r.arr(M * 4 * H), [M, 4 * H]), S = both(r.arr(rows * nh * dk * dh, 0.5), [rows, nh, dk, dh], 'f32');
-    const Wo = both(r.arr(D * H, 0.05), [D, H]), W12 = both(r.arr(2 * G * D, 0.05), [2 * G, D]), W3 = both(r.arr(D * G, 0.05), [D, G]);
-    const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh], 'f32') : null;
-    const pos = Int32Array.from({ length: M }, () => r.int(0, 70000)), mask = M > 1 ? Int32Array.of(1, 0) : null;
-    // GLA: state update and the out projection's pending update (an accumulator that already holds a part)
-    const prior = Float32Array.from(r.arr(M * (D + 1)), (v, i) => (i >= M * D ? Math.abs(v) : v));
-    const accA: [Tensor, Tensor] = [ref.upload(prior, [prior.length]), toCuda(prior, M, D, H)];
-    ref.glaStepOut(accA[0], X[0], nh, th?.[0] ?? null, pos, mask, decay, S[0], slots, Wo[0]);
-    g.glaStepOut(accA[1], X[1], nh, th?.[1] ?? null, pos, mask, decay, S[1], slots, Wo[1]);
-    const ua = fromCuda(accA[1], M, D, H), ra = ref.download(accA[0]);
-    record(`glaStepOut U ${tag}`, ua.subarray(0, M * D), ra.subarray(0, M * D), 1e-2);
-    record(`glaStepOut Σo² ${tag}`, ua.subarray(M * D), ra.subarray(M * D), 1e-2);
-    record(`glaStepOut state ${tag}`, g.download(S[1]), ref.download(S[0]), 1e-2);
-    // SGLU: x' = x + GLA's update (normalised), written out; its own update into a second accumulator
-    const x = both(r.arr(M * D, 2), [M, D], 'f32'), xo = [ref.zeros([M, D]), g.zeros([M, D])] as const;
-    const accS: [Tensor, Tensor] = [ref.zeros([M * (D + 1)]), g.zeros([g.fusedDecodeAcc(M, D, 0)])];
-    const pa = { n: H, eps: 1e-6 };
-    ref.sgluStepOut(accS[0], x[0], { acc: accA[0], ...pa }, xo[0], W12[0], W3[0], 1e-6);
-    g.sgluStepOut(accS[1], x[1], { acc: accA[1], ...pa }, xo[1], W12[1], W3[1], 1e-6);
-    record(`sgluStepOut x' ${tag}`, g.download(xo[1]), ref.download(xo[0]), 1e-4);
-    record(`sgluStepOut U ${tag}`, fromCuda(accS[1], M, D, 0).subarray(0, M * D), ref.download(accS[0]).subarray(0, M * D), 1e-2);
-    // the next projection: normA over x' + SGLU's update, the sum written out
-    const N = 300, Wq = both(r.arr(N * D, 0.05), [N, D]), C = [ref.zeros([M, N]), g.zeros([M, N])] as const, xs = [ref.zeros([M, D]), g.zeros([M, D])] as const;
-    ref.matmul(C[0], xo[0], Wq[0], { transB: true, normA: 1e-6, pendingA: { acc: accS[0] }, pendingOut: xs[0] });
-    g.matmul(C[1], xo[1], Wq[1], { transB: true, normA: 1e-6, pendingA: { acc: accS[1] }, pendingOut: xs[1] });
-    record(`matmul pendingA ${tag}`, g.download(C[1]), ref.download(C[0]), 1e-2);
-    record(`matmul pendingOut ${tag}`, g.download(xs[1]), ref.download(xs[0]), 1e-2);  // x' + U: U within 1e-2 (above)
-  }
-}
-
 // Mixed precision (bf16 weights and activations) on the fixture, and decode steps replayed as CUDA
 // graphs (Decoder) against the same steps run eagerly: identical kernels, so identical logits.
 function mixedAndGraphChecks(be: CudaBackend, dir: string): void {
@@ -572,19 +521,6 @@ function mixedAndGraphChecks(be: CudaBackend, dir: string): void {
     }
     poolDec.dispose();
     rows.push({ check: `graphs ${label}: slot pool, batch 2 and 3, cleared row, replayed vs eager`, maxAbs: worst, rel: NaN, tol: 0, ok: worst === 0 });
-    if (m.fusedDecode(2)) {
-      // the fused decode kernels against the plain ones, from the same state
-      const a = m.newState(2), b = m.newState(2);
-      m.prefill(pre, 2, P, a); m.prefill(pre, 2, P, b);
-      let fused = new Float32Array(0), plain = new Float32Array(0);
-      for (let s = 0; s < N - P; s++) {
-        const step = Int32Array.from([ids[P + s]!, ids[N + P + s]!]);
-        fused = be.download(m.decode(step, a));
-        process.env.TNL_FUSED_DECODE = '0';
-        try { plain = be.download(m.decode(step, b)); } finally { delete process.env.TNL_FUSED_DECODE; }
-      }
-      record(`graphs ${label}: fused decode kernels vs plain ones, logits after ${N - P} steps`, fused, plain, 3e-2);
-    }
   });
   ex.close();
 }

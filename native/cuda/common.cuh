@@ -15,10 +15,3 @@ __device__ __forceinline__ float ldf(const float* p, i64 i) { return p[i]; }
 __device__ __forceinline__ float ldf(const u16* p, i64 i) { return bf2f(p[i]); }
 __device__ __forceinline__ void stf(float* p, i64 i, float v) { p[i] = v; }
 __device__ __forceinline__ void stf(u16* p, i64 i, float v) { p[i] = f2bf(v); }
-
-// cp.async: 16 bytes global → shared (the first `bytes` of them, the rest zero), in groups.
-__device__ __forceinline__ void cp16(u32 dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }

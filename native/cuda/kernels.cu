@@ -88,23 +88,6 @@ __device__ __forceinline__ void store8(void* p, i64 i, const float* v, int bf) {
   else { *(float4*)((float*)p + i) = make_float4(v[0], v[1], v[2], v[3]); *(float4*)((float*)p + i + 4) = make_float4(v[4], v[5], v[6], v[7]); }
 }
 
-// Fused decode's pending updates (PendingSum in src/backends/backend.ts) as the CUDA backend lays them
-// out: the update U [M, D] as 64-bit fixed point (2⁻³² units), then, for GLA's update, one f32 slot of
-// Σo² per (row, block) [M, H/8]. Integer sums do not depend on the order the blocks add in: a replayed
-// decode step gives the same bits as an eager one.
-#define FIX_ONE 4294967296.f
-__device__ __forceinline__ void fix_add(long long* u, i64 i, float v) {
-  atomicAdd((unsigned long long*)u + i, (unsigned long long)__float2ll_rn(v * FIX_ONE));
-}
-// Eight consecutive values of U at i (a multiple of 8; U 16-byte aligned) as floats.
-__device__ __forceinline__ void fix_load8(const long long* u, i64 i, float* v) {
-#pragma unroll
-  for (int j = 0; j < 4; j++) {
-    const longlong2 q = *(const longlong2*)(u + i + 2 * j);
-    v[2 * j] = __ll2float_rn(q.x) * (1.f / FIX_ONE); v[2 * j + 1] = __ll2float_rn(q.y) * (1.f / FIX_ONE);
-  }
-}
-
 // Whether every pointer is 16-byte aligned (null ones count as aligned).
 __device__ __forceinline__ bool aligned16() { return true; }
 template <typename... P>
@@ -252,21 +235,6 @@ __global__ void lightning_decode(void* o, const void* q, const void* k, const vo
   const float vc = c < DV ? LD(v, ((i64)b * nh + h) * DV + c, BF(3)) : 0.f;
   decode_step(o, qk, qk + DK, vc, h, b, c, nh, DK, DV, loglam, state, slots, bf);
 }
-// q = lrpe(silu(q̃)), k = lrpe(silu(k̃)) of head h from the fused projection's row (as gla_qkv) into
-// qk[0, DK) and qk[DK, 2·DK); threads tid = 0, 1, … of 256 share the columns.
-__device__ __forceinline__ void decode_qk(float* qk, const void* x, i64 row, int h, int dh, int H, int DK, const float* theta,
-                                          const int* pos, int b, int tid, int bfx) {
-  for (int cc = tid; cc < dh; cc += 256) {
-    const float xq = LD(x, row + h * dh + cc, bfx), xk = LD(x, row + H + h * dh + cc, bfx);
-    const float sq = xq * sigm(xq), sk = xk * sigm(xk);
-    if (theta) {
-      double sn, cs;
-      sincos((double)theta[h * dh + cc] * (double)pos[b], &sn, &cs);
-      qk[cc] = (float)(sq * cs); qk[dh + cc] = (float)(sq * sn);
-      qk[DK + cc] = (float)(sk * cs); qk[DK + dh + cc] = (float)(sk * sn);
-    } else { qk[cc] = sq; qk[DK + cc] = sk; }
-  }
-}
 // bf bits: 0 o, 4 qkvu
 __global__ void gla_decode(void* o, const void* x, int nh, int dh, const float* theta, const int* pos, const int* vmask,
                            const float* loglam, float* state, const int* slots, const void* pf, i64 pfBytes, int bf) {
@@ -282,188 +250,19 @@ __global__ void gla_decode(void* o, const void* x, int nh, int dh, const float* 
   }
   pdl_wait();
   const i64 row = (i64)b * 4 * H;
-  decode_qk(qk, x, row, h, dh, H, DK, theta, pos, b, threadIdx.y * 32 + threadIdx.x, BF(4));
+  for (int cc = threadIdx.y * 32 + threadIdx.x; cc < dh; cc += 256) {
+    const float xq = LD(x, row + h * dh + cc, BF(4)), xk = LD(x, row + H + h * dh + cc, BF(4));
+    const float sq = xq * sigm(xq), sk = xk * sigm(xk);
+    if (theta) {
+      double sn, cs;
+      sincos((double)theta[h * dh + cc] * (double)pos[b], &sn, &cs);
+      qk[cc] = (float)(sq * cs); qk[dh + cc] = (float)(sq * sn);
+      qk[DK + cc] = (float)(sk * cs); qk[DK + dh + cc] = (float)(sk * sn);
+    } else { qk[cc] = sq; qk[DK + cc] = sk; }
+  }
   __syncthreads();
   const float vc = (c < dh && (!vmask || vmask[b] != 0)) ? LD(x, row + 2 * H + h * dh + c, BF(4)) : 0.f;
   decode_step(o, qk, qk + DK, vc, h, b, c, nh, DK, dh, loglam, state, slots, bf);
-}
-// Fused decode, GLA (M ≤ 2 rows; acc laid out as fix_add's comment says): for value columns [c0, c0 + 8)
-// of head h, gla_decode's state update, then those columns' share of the out projection:
-// U[b, n] += Σ_c W[n, h·dh + c0 + c]·o_c·u_c, and Σ_c o_c² into the block's slot; o not normalised (the
-// reader applies SRMS's scale once every block has added its part). Block (dh/8, nh), 256 threads:
-// thread t keeps state rows r ≡ t/8 (mod 32) of column c0 + t%8 and out-projection rows t + 256·i
-// (D ≤ 2048). The weights and the state are read before the wait: in a decode graph the state was last
-// written by the previous replay. bf bit 4: qkvu
-__global__ void __launch_bounds__(256) gla_decode_out(long long* acc, const void* x, int M, int nh, int dh, int D, const float* theta, const int* pos,
-                                                      const int* vmask, const float* loglam, float* state, const int* slots, const u16* W,
-                                                      const void* pf, i64 pfBytes, int bf) {
-  __shared__ float qk[512];  // q, then k (DK ≤ 256)
-  __shared__ float red[8][8], av[8];
-  pdl_trigger();
-  const int h = blockIdx.y, t = threadIdx.x, cc = t & 7, rg = t >> 3, c = blockIdx.x * 8 + cc;
-  const int H = nh * dh, DK = theta ? 2 * dh : dh, NR = DK / 32;
-  uint4 w[8];
-#pragma unroll
-  for (int i = 0; i < 8; i++) {
-    const int n = t + 256 * i;
-    w[i] = n < D ? __ldg((const uint4*)(W + (i64)n * H + h * dh + blockIdx.x * 8)) : make_uint4(0, 0, 0, 0);
-  }
-  float sv[2][8];
-  float* S[2];
-#pragma unroll
-  for (int b = 0; b < 2; b++) {
-    S[b] = state + ((i64)(slots ? slots[b < M ? b : 0] : b < M ? b : 0) * nh + h) * DK * dh + c;
-#pragma unroll
-    for (int j = 0; j < 8; j++) sv[b][j] = b < M && j < NR ? S[b][(i64)(rg + 32 * j) * dh] : 0.f;
-  }
-  prefetch_l2(pf, pfBytes);
-  pdl_wait();
-  const float lam = expf(loglam[h]);
-#pragma unroll
-  for (int b = 0; b < 2; b++) {
-    if (b >= M) break;
-    const i64 row = (i64)b * 4 * H;
-    decode_qk(qk, x, row, h, dh, H, DK, theta, pos, b, t, BF(4));
-    __syncthreads();
-    const float vc = (!vmask || vmask[b] != 0) ? LD(x, row + 2 * H + h * dh + c, BF(4)) : 0.f;
-    float o = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      if (j < NR) {
-        const int r = rg + 32 * j;
-        const float sn = qk[DK + r] * vc + lam * sv[b][j];
-        S[b][(i64)r * dh] = sn;
-        o += qk[r] * sn;
-      }
-    }
-    // o_c: the 32 row groups of column cc (lanes 8 apart in a warp, then the 8 warps)
-    o += __shfl_xor_sync(0xffffffffu, o, 8);
-    o += __shfl_xor_sync(0xffffffffu, o, 16);
-    if ((t & 31) < 8) red[t >> 5][cc] = o;
-    __syncthreads();
-    if (t < 32) {
-      float oc = 0.f;
-      if (t < 8) {
-#pragma unroll
-        for (int i = 0; i < 8; i++) oc += red[i][t];
-        av[t] = oc * LD(x, row + 3 * H + h * dh + c, BF(4));
-      }
-      float q2 = oc * oc;
-      q2 += __shfl_xor_sync(0xffffffffu, q2, 1);
-      q2 += __shfl_xor_sync(0xffffffffu, q2, 2);
-      q2 += __shfl_xor_sync(0xffffffffu, q2, 4);
-      if (t == 0) ((float*)(acc + (i64)M * D))[b * gridDim.x * gridDim.y + blockIdx.y * gridDim.x + blockIdx.x] = q2;
-    }
-    __syncthreads();
-    float a[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) a[i] = av[i];
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      const int n = t + 256 * i;
-      if (n < D) {
-        const u32 q[4] = {w[i].x, w[i].y, w[i].z, w[i].w};
-        float y = 0.f;
-#pragma unroll
-        for (int e = 0; e < 4; e++) y += __uint_as_float(q[e] << 16) * a[2 * e] + __uint_as_float(q[e] & 0xffff0000u) * a[2 * e + 1];
-        fix_add(acc, (i64)b * D + n, y);
-      }
-    }
-    __syncthreads();  // qk, red and av are the next row's
-  }
-}
-// Fused decode, SGLU (M ≤ 2 rows): block j owns gate columns [c0, c0 + CG), c0 = j·CG, CG a multiple of 8
-// with D·CG ≤ 16384. Before the wait its rows of W12 (c0…, G + c0…) are copied into shared memory (one
-// bulk copy a row, on an mbarrier) and its columns of W3 loaded into registers (thread t: rows t + 256·i,
-// ≤ 8 16-byte pieces). Then for each row x' = x + U_P·r (P: GLA's pending update, fix_add's layout with
-// pn/8 slots a row; r = 1/sqrt(Σ slots/pn + peps); block 0 writes x' to xOut), g = SRMS(x'),
-// [h1 | h2] = those rows · g, m = h1 ⊙ h2, and U[b, n] += Σ_c W3[n, c0 + c]·m_c.
-// Shared memory: W12 rows [2CG][D] bf16, x' [D] and h [2CG] f32.
-__global__ void __launch_bounds__(256) sglu_decode_out(long long* acc, const float* x, const long long* P, int pn, float peps, float* xOut,
-                                                       int M, int D, int G, int CG, const u16* W12, const u16* W3, float eps,
-                                                       const void* pf, i64 pfBytes) {
-  extern __shared__ uint4 sm[];
-  __shared__ __align__(8) unsigned long long bar;
-  const int t = threadIdx.x, warp = t >> 5, lane = t & 31, c0 = blockIdx.x * CG, D8 = D / 8, C8 = CG / 8;
-  uint4* w12s = sm;
-  float* xs = (float*)(w12s + 2 * CG * D8);
-  float* hs = xs + D;
-  pdl_trigger();
-  const u32 mb = (u32)__cvta_generic_to_shared(&bar);
-  if (t == 0) {
-    asm volatile("mbarrier.init.shared.b64 [%0], 1;\n" :: "r"(mb));
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-    asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;\n" :: "r"(mb), "r"((u32)(2 * CG * D * 2)) : "memory");
-    const u32 base = (u32)__cvta_generic_to_shared(sm);
-    for (int r = 0; r < 2 * CG; r++)
-      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-                   :: "r"(base + r * D * 2), "l"(W12 + (i64)(r < CG ? c0 + r : G + c0 + r - CG) * D), "r"((u32)(D * 2)), "r"(mb) : "memory");
-  }
-  uint4 w3[8];
-#pragma unroll
-  for (int e = 0; e < 8; e++) {
-    const int n = t + 256 * (e / C8), j = e % C8;
-    w3[e] = e < ((D + 255 - t) / 256) * C8 ? __ldg((const uint4*)(W3 + (i64)n * G + c0 + 8 * j)) : make_uint4(0, 0, 0, 0);
-  }
-  prefetch_l2(pf, pfBytes);
-  pdl_wait();
-  for (int b = 0; b < M; b++) {
-    // r from the row's slots, summed in one fixed order (every block gets the same bits)
-    const int NS = pn / 8;
-    const float* slot = (const float*)(P + (i64)M * D) + (i64)b * NS;
-    float so = 0.f;
-    for (int i = lane; i < NS; i += 32) so += slot[i];
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) so += __shfl_xor_sync(0xffffffffu, so, o);
-    const float r = rsqrtf(so / pn + peps);
-    float ss = 0.f;
-    for (int k = 8 * t; k < D; k += 2048) {
-      float v[8], p[8];
-      load8(x, (i64)b * D + k, 0, v);
-      fix_load8(P, (i64)b * D + k, p);
-#pragma unroll
-      for (int j = 0; j < 8; j++) { v[j] += p[j] * r; ss += v[j] * v[j]; }
-      store8(xs, k, v, 0);
-      if (xOut && blockIdx.x == 0) store8(xOut, (i64)b * D + k, v, 0);
-    }
-    const float rs = rsqrtf(blockSum<float>(ss) / D + eps);  // its barriers also publish xs
-    if (b == 0) {
-      u32 done = 0;
-      while (!done)
-        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared.b64 p, [%1], 0;\n selp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(mb) : "memory");
-    }
-    for (int rr = warp; rr < 2 * CG; rr += 8) {
-      float s = 0.f;
-      for (int k8 = lane; k8 < D8; k8 += 32) {
-        const uint4 q = w12s[rr * D8 + k8];
-        const float4 x0 = *(const float4*)(xs + 8 * k8), x1 = *(const float4*)(xs + 8 * k8 + 4);
-        s += __uint_as_float(q.x << 16) * x0.x + __uint_as_float(q.x & 0xffff0000u) * x0.y
-           + __uint_as_float(q.y << 16) * x0.z + __uint_as_float(q.y & 0xffff0000u) * x0.w
-           + __uint_as_float(q.z << 16) * x1.x + __uint_as_float(q.z & 0xffff0000u) * x1.y
-           + __uint_as_float(q.w << 16) * x1.z + __uint_as_float(q.w & 0xffff0000u) * x1.w;
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (lane == 0) hs[rr] = s * rs;
-    }
-    __syncthreads();
-    // each 16-byte piece of W3 this thread holds: its row's share from 8 gate columns
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-      const int n = t + 256 * (e / C8), j = e % C8;
-      if (e < ((D + 255 - t) / 256) * C8) {
-        const u32 q[4] = {w3[e].x, w3[e].y, w3[e].z, w3[e].w};
-        float y = 0.f;
-#pragma unroll
-        for (int f = 0; f < 4; f++) {
-          const int g = 8 * j + 2 * f;
-          y += __uint_as_float(q[f] << 16) * (hs[g] * hs[CG + g]) + __uint_as_float(q[f] & 0xffff0000u) * (hs[g + 1] * hs[CG + g + 1]);
-        }
-        fix_add(acc, (i64)b * D + n, y);
-      }
-    }
-    __syncthreads();  // xs and hs are the next row's
-  }
 }
 // A head of key width P·128 as P heads of 128 (tensor-core kernels): the value rows repeated per part,
 // and the parts' outputs summed. dst[t, h·P + j, :] = src[t, h, :]; o[t, h, :] = Σ_j a[t, h·P + j, :].
@@ -844,12 +643,9 @@ __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, 
 // barriers on the critical path): each warp takes its A slices straight from global memory (L2), and
 // for the row norms reads the row itself. Mode 3 adds GLA's output gate, A' = SRMS(A) ⊙ U[:, 3K:4K)
 // (U = qkvu [M, 4K]). A (and U) 16-byte aligned. bf bits: 0 C, 1 A, 2 U
-// P (fused decode, with mode 1 and an f32 A): A is a residual stream's base and P its pending update
-// (the channel mixer's: U in fix_add's layout, no norm): the product uses A + U, and block 0 writes that
-// sum to Out when given.
 template <int MM>
 __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S,
-                                              const long long* P, float* Out, const void* pf, i64 pfBytes, int bf) {
+                                              const void* pf, i64 pfBytes, int bf) {
   __shared__ float part[8][MM][4];
   pdl_trigger();
   GemvTile t(W, N, K, S);
@@ -860,7 +656,6 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
   prefetch_l2(pf, pfBytes);
   pdl_wait();
   const int lda = mode == 2 ? 2 * K : K, lane = threadIdx.x & 31;
-  const bool writeOut = Out && blockIdx.x == 0 && threadIdx.x < 32;
   float rs[MM];
 #pragma unroll
   for (int m = 0; m < MM; m++) {
@@ -871,16 +666,8 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
         float v[4][8];  // four loads in flight, then the sums (a loop of single loads waits on each)
 #pragma unroll
         for (int j = 0; j < 4; j++) {
-          if (k0 + j * 256 < K) {
-            load8(A, (i64)m * lda + k0 + j * 256, BF(1), v[j]);
-            if (P) {
-              float p[8];
-              fix_load8(P, (i64)m * K + k0 + j * 256, p);
-#pragma unroll
-              for (int i = 0; i < 8; i++) v[j][i] += p[i];
-              if (writeOut) store8(Out, (i64)m * K + k0 + j * 256, v[j], 0);
-            }
-          } else
+          if (k0 + j * 256 < K) load8(A, (i64)m * lda + k0 + j * 256, BF(1), v[j]);
+          else
 #pragma unroll
             for (int i = 0; i < 8; i++) v[j][i] = 0.f;
         }
@@ -909,12 +696,6 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
         if (kk < K8 && m < M) {
           const i64 at = (i64)m * lda + kk * 8;
           load8(A, at, BF(1), x[u][m]);
-          if (P) {
-            float p[8];
-            fix_load8(P, (i64)m * K + kk * 8, p);
-#pragma unroll
-            for (int j = 0; j < 8; j++) x[u][m][j] += p[j];
-          }
           if (mode == 2 || mode == 3) {
             float g[8];
             load8(mode == 2 ? A : U, mode == 2 ? at + K : (i64)m * 4 * K + 3 * K + kk * 8, mode == 2 ? BF(1) : BF(2), g);
@@ -945,8 +726,8 @@ __global__ void __launch_bounds__(256) gemv_bf16_m1(GEMV_ARGS) { gemv_body<1>(GE
 __global__ void __launch_bounds__(256) gemv_bf16_m2(GEMV_ARGS) { gemv_body<2>(GEMV_PASS); }
 __global__ void __launch_bounds__(256) gemv_bf16_m4(GEMV_ARGS) { gemv_body<4>(GEMV_PASS); }
 __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GEMV_PASS); }
-#define GEMV_REG_ARGS void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, const long long* P, float* Out, const void* pf, i64 pfBytes, int bf
-#define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, P, Out, pf, pfBytes, bf
+#define GEMV_REG_ARGS void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, const void* pf, i64 pfBytes, int bf
+#define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, pf, pfBytes, bf
 __global__ void __launch_bounds__(256) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
 __global__ void __launch_bounds__(256) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
 

@@ -139,9 +139,13 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
 __device__ __forceinline__ u32 scale2(u32 x, float flo, float fhi) {
   return pack2(__uint_as_float(x << 16) * flo, __uint_as_float(x & 0xffff0000u) * fhi);
 }
+__device__ __forceinline__ void cp16(u32 dst, const void* src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(bytes));
+}
 __device__ __forceinline__ void cp16h(u32 dst, const void* src, int bytes, unsigned long long pol) {
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" :: "r"(dst), "l"(src), "r"(bytes), "l"(pol));
 }
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 __device__ __forceinline__ float4 ldcg4(const float* p) {
   float4 r;

@@ -43,23 +43,7 @@ export interface MatmulOptions {
   normGate?: { qkvu: Tensor; eps: number };
   /** A hint: bring this tensor (a later step's weights) into cache while the product waits for its input. */
   prefetch?: Tensor | null;
-  /**
-   * Fused decode (backends with fusedDecodeRows): A is the base of a residual stream whose update
-   * `pendingA` (the channel mixer's: no `n`) is not yet added; the product (and normA) use A + the
-   * update, and `pendingOut` (f32, A's shape), when given, receives that sum.
-   */
-  pendingA?: PendingSum;
-  pendingOut?: Tensor;
 }
-
-/**
- * Fused decode: a residual-stream update U [M, D] held apart from the stream, so that the kernels
- * producing it can add their parts in any order. `acc` is the backend's accumulator for it
- * (fusedDecodeAcc f32 words, laid out as the backend likes; zero-filled: no update yet). The update
- * is U·r, with r = 1/sqrt(Σo²/n + eps) per row when `n` is given (GLA's output norm over n = H
- * columns, applied once every head has added its part of U and of Σo²), else r = 1.
- */
-export interface PendingSum { acc: Tensor; n?: number; eps?: number }
 
 export interface AdamWOptions {
   lr: number;
@@ -156,23 +140,6 @@ export interface Backend {
    */
   glaStep?(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
            decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): void;
-  /**
-   * Optional fused decode (with sgluStepOut and matmul's pendingA; up to `fusedDecodeRows` rows):
-   * glaStep's state update, then, without normalising o, U += (o ⊙ u)·wOutᵀ and s += Σ o² (acc as
-   * in PendingSum; u = columns [3H, 4H) of qkvu): the caller reads acc as a
-   * PendingSum with n = H. The parts are added in no fixed order.
-   */
-  glaStepOut?(acc: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
-              decay: Float64Array, state: Tensor, slots: Int32Array | null, wOut: Tensor, prefetch?: Tensor | null): void;
-  /**
-   * Optional fused decode, the channel mixer: x' = x + pending, written to xOut; then
-   * U += (h1 ⊙ h2)·w3ᵀ with [h1 | h2] = SRMS(x')·w12ᵀ (acc as in PendingSum; its sums untouched).
-   */
-  sgluStepOut?(acc: Tensor, x: Tensor, pending: PendingSum, xOut: Tensor, w12: Tensor, w3: Tensor, eps: number, prefetch?: Tensor | null): void;
-  /** f32 words of a PendingSum accumulator for M rows of width D (H: GLA's width). */
-  fusedDecodeAcc?(M: number, D: number, H: number): number;
-  /** How many rows (sequences) glaStepOut, sgluStepOut and pendingA take for these widths; 0 or absent: no fused decode. */
-  fusedDecodeRows?(shape: { D: number; H: number; heads: number; dk: number; G: number; weights: DType }): number;
   /** Backward of lightningForward from a zero initial state: dq, dk, dv (overwritten). */
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
                     decay: Float64Array, blockSize: number): void;

@@ -8,7 +8,6 @@ import { ShapeError } from '../errors.ts';
 export type Prologue = 'none' | 'norm' | 'glu' | 'normGate';
 /** Which prologue opts asks for (at most one, on an untransposed A). */
 export function prologueOf(opts: MatmulOptions): Prologue {
-  if (opts.pendingA || opts.pendingOut) throw new ShapeError('matmul: pendingA is fused decode\'s (a backend with fusedDecodeRows, on the shapes it takes)');
   const asked: Prologue[] = [];
   if (opts.normA !== undefined) asked.push('norm');
   if (opts.gluA) asked.push('glu');

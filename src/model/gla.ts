@@ -1,7 +1,7 @@
 // The token mixer: gated linear attention.
 //   h = SRMS(x); [q̃|k̃|ṽ|u] = h·W_qkvuᵀ; q,k = lrpe(silu(·)) (LRPE layers only); v = ṽ (masked)
 //   o = Lightning(q, k, v; λ);  a = SRMS(o) ⊙ u  (norm over all heads at once);  x += a·W_outᵀ
-import type { PendingSum, Tensor } from '../backends/backend.ts';
+import type { Tensor } from '../backends/backend.ts';
 import type { LayerParams } from './params.ts';
 import { NORM_EPS, cast, type StepContext } from './context.ts';
 
@@ -52,23 +52,6 @@ export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor
   }
   be.matmul(x, o, p.out, { transB: true, accumulate: true, normGate: { qkvu, eps: NORM_EPS }, prefetch: p.w3 });
   be.free(qkvu); be.free(o);
-}
-
-/**
- * The recurrent step on a backend with fused decode: the stream's value is x + pending (the previous
- * layer's channel-mixer update, still held apart; the projection writes the sum into xOut); GLA's
- * update goes into acc as a PendingSum with n = H (the out projection is fused into the
- * state update's kernel, the output norm applied by the next reader).
- */
-export function glaStepFused(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor, pending: PendingSum | null, xOut: Tensor,
-                             acc: Tensor, state: Tensor, slots: Int32Array | null): PendingSum {
-  const { be, B, act } = ctx;
-  const qkvu = be.empty([B, 4 * s.H], act);
-  // hints: the channel mixer's weights (the out projection's are read by glaStepOut before it waits)
-  be.matmul(qkvu, x, p.qkvu, { transB: true, normA: NORM_EPS, prefetch: p.w12, ...(pending ? { pendingA: pending, pendingOut: xOut } : {}) });
-  be.glaStepOut!(acc, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, p.out, p.w3);
-  be.free(qkvu);
-  return { acc, n: s.H, eps: NORM_EPS };
 }
 
 /** dx (the residual gradient, in and out) ← dx + ∂GLA/∂x · dx; parameter gradients accumulate into g. */

@@ -1,6 +1,6 @@
 // The channel mixer: simple GLU with no activation.
 //   g = SRMS(x); [h1|h2] = g·[W1; W2]ᵀ; m = h1 ⊙ h2; x += m·W3ᵀ
-import type { PendingSum, Tensor } from '../backends/backend.ts';
+import type { Tensor } from '../backends/backend.ts';
 import type { LayerParams } from './params.ts';
 import { NORM_EPS, cast, type StepContext } from './context.ts';
 
@@ -29,15 +29,6 @@ export function sgluStep(ctx: StepContext, p: LayerParams, x: Tensor, next: Tens
   be.matmul(h12, x, p.w12, { transB: true, normA: NORM_EPS, prefetch: next });
   be.matmul(x, h12, p.w3, { transB: true, accumulate: true, gluA: true });
   be.free(h12);
-}
-
-/**
- * The channel mixer on a backend with fused decode: x' = x + pending (GLA's update) into xOut, and
- * the mixer's update into acc, returned as the next pending update.
- */
-export function sgluStepFused(ctx: StepContext, p: LayerParams, x: Tensor, pending: PendingSum, xOut: Tensor, acc: Tensor, next: Tensor | null): PendingSum {
-  ctx.be.sgluStepOut!(acc, x, pending, xOut, p.w12, p.w3, NORM_EPS, next);
-  return { acc };
 }
 
 export function sgluBackward(ctx: StepContext, p: LayerParams, grads: LayerParams, acts: SgluActs, dx: Tensor): void {

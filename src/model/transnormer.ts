@@ -3,14 +3,14 @@
 //  - forward/backward: the parallel training form (Lightning blocks, zero initial state);
 //  - prefill: the block form with a carried recurrent state (any chunking);
 //  - decode: one token per sequence, the O(1) recurrent step.
-import type { Backend, DType, PendingSum, Tensor } from '../backends/backend.ts';
+import type { Backend, DType, Tensor } from '../backends/backend.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { dims, embedScale, layerDecay } from '../config/index.ts';
 import { UsageError } from '../errors.ts';
 import { allocParams, initParams, paramTensors, type Params } from './params.ts';
-import { NORM_EPS, freeAll, type StepContext } from './context.ts';
-import { glaBackward, glaForward, glaStep, glaStepFused, type GlaActs, type GlaShape } from './gla.ts';
-import { sgluBackward, sgluForward, sgluStep, sgluStepFused, type SgluActs } from './sglu.ts';
+import { freeAll, type StepContext } from './context.ts';
+import { glaBackward, glaForward, glaStep, type GlaActs, type GlaShape } from './gla.ts';
+import { sgluBackward, sgluForward, sgluStep, type SgluActs } from './sglu.ts';
 import { headBackward, headForward, headLogits, shiftedTargets } from './head.ts';
 import { embeddingBackward, embeddingForward } from './embedding.ts';
 import { Rng } from '../util/rng.ts';
@@ -222,7 +222,6 @@ export class TnlModel {
    * state.positions is not advanced.
    */
   stateStep(ids: Int32Array, B: number, N: number, positions: Int32Array, state: ModelState, vMask: Int32Array | null, slots: Int32Array | null, allLogits: boolean): Tensor {
-    if (N === 1 && this.fusedDecode(B)) return this.fusedStep(ids, this.ctx(B, 1, positions, vMask), state, slots);
     const x = this.trunk(ids, this.ctx(B, N, positions, vMask), state.layers, null, false, slots);
     let last = x;
     if (!allLogits && N > 1) {
@@ -232,39 +231,6 @@ export class TnlModel {
     }
     const logits = headLogits(this.be, last, this.headWeight);
     this.be.free(last);
-    return logits;
-  }
-
-  /** Whether the backend's fused decode kernels take B sequences of this model (TNL_FUSED_DECODE=0: never). */
-  fusedDecode(B: number): boolean {
-    const { be, config } = this;
-    if (!be.glaStepOut || !be.sgluStepOut || !be.fusedDecodeRows || !be.fusedDecodeAcc || process.env.TNL_FUSED_DECODE === '0') return false;
-    const { nh, H, dh } = dims(config), D = config.decoder_embed_dim, G = this.params.layers[0]!.w3.shape[1]!;
-    const lrpe = this.params.layers.some((l) => l.theta);
-    return B <= be.fusedDecodeRows({ D, H, heads: nh, dk: lrpe ? 2 * dh : dh, G, weights: this.dtype });
-  }
-
-  /**
-   * A decode step through the fused kernels: three a layer. Each layer's two updates are held apart
-   * from the stream (PendingSum, their parts added in any order) and folded in by the next kernel,
-   * which also writes the stream: x → (projection) … → xMid → … → x.
-   */
-  private fusedStep(ids: Int32Array, ctx: StepContext, state: ModelState, slots: Int32Array | null): Tensor {
-    const { be, params } = this;
-    const D = this.config.decoder_embed_dim, L = params.layers.length, B = ctx.B;
-    const x = be.empty([B, D]), xMid = be.empty([B, D]);
-    embeddingForward(be, x, params.embed, ids, embedScale(this.config));
-    // every layer's two accumulators (rows 16-byte aligned), zeroed together
-    const arena = be.zeros([2 * L, Math.ceil(be.fusedDecodeAcc!(B, D, this.shapes[0]!.H) / 4) * 4]);
-    const acc = (i: number) => be.reshape(be.rows(arena, i, 1), [arena.shape[1]!]);
-    let pending: PendingSum | null = null;
-    params.layers.forEach((lp, l) => {
-      const gla = glaStepFused(ctx, lp, this.shapes[l]!, pending ? xMid : x, pending, x, acc(2 * l), state.layers[l]!, slots);
-      pending = sgluStepFused(ctx, lp, x, gla, xMid, acc(2 * l + 1), params.layers[l + 1]?.qkvu ?? null);
-    });
-    const logits = be.empty([B, this.headWeight.shape[0]!]);
-    be.matmul(logits, xMid, this.headWeight, { transB: true, normA: NORM_EPS, pendingA: pending! });
-    for (const t of [x, xMid, arena]) be.free(t);
     return logits;
   }
 

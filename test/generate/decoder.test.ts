@@ -10,7 +10,7 @@ import { presetConfig } from '../../src/config/index.ts';
 import { TnlModel } from '../../src/model/transnormer.ts';
 import { Decoder } from '../../src/generate/decoder.ts';
 
-const IMMEDIATE = new Set(['name', 'activationDTypes', 'describe', 'empty', 'rows', 'reshape', 'fusedDecodeRows', 'fusedDecodeAcc']);
+const IMMEDIATE = new Set(['name', 'activationDTypes', 'describe', 'empty', 'rows', 'reshape']);
 /** `inner` plus capture(): while recording, allocation runs, free is deferred, compute is recorded. */
 function recordingBackend(inner: Backend): Backend & { replays: number } {
   let calls: [string, unknown[]][] | null = null;

@@ -8,7 +8,7 @@
 // Hopper for DK = 128, DV a multiple of 128, mma.sync otherwise; sequence-parallel when few
 // (sequence, head) blocks would leave SMs idle (plan.ts: lightningPlan). The backward is three
 // forward-shaped passes (see lightningBackward).
-import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, PendingSum, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
@@ -16,7 +16,7 @@ import { ShapeError } from '../../errors.ts';
 import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
 import { matmulWithPrologue, prologueOf, type Prologue } from '../prologue.ts';
 import { getFunction, loadModule, type CompiledModule } from './modules.ts';
-import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, gemvSplit, lightningPlan, sgluDecodeSmem, sgluDecodeWidth, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch, type LightningTuning } from './plan.ts';
+import { alignmentOf, bucketBytes, elementwiseLaunch, gemmShape, gemvSplit, lightningPlan, logDecay, ltProblem, reductionBlocks, rowLaunch, type Launch, type LightningTuning } from './plan.ts';
 
 export { CudaError, cudaAvailable, cudaLoadError, loadCudaLibs } from './driver.ts';
 
@@ -522,25 +522,19 @@ export class CudaBackend implements Backend {
   private gemv(C: CudaTensor, A: CudaTensor, W: CudaTensor, opts: MatmulOptions): boolean {
     if (W.dtype !== 'bf16' || !opts.transB || opts.transA) return false;
     const [M, ac] = dims2(A), [N, K] = dims2(W);
-    const mode = GEMV_MODE[prologueOf({ ...opts, pendingA: undefined, pendingOut: undefined })];
+    const mode = GEMV_MODE[prologueOf(opts)];
     if (M < 1 || M > 8 || ac !== (mode === 2 ? 2 * K : K) || C.size !== M * N || K % 8 || W.ptr % 16) return false;
     const U = opts.normGate ? dev(opts.normGate.qkvu, 'matmul normGate qkvu') : null;
     if (U && U.size !== M * 4 * K) throw new ShapeError(`matmul normGate: qkvu ${shp(U)} must be [${M}, ${4 * K}]`);
     const S = this.gemvSplitOverride ?? gemvSplit(N, K, this.drv.smCount);
     const eps = opts.normA ?? opts.normGate?.eps ?? 0;
-    const P = opts.pendingA ? this.pending(opts.pendingA, A, 'matmul pendingA') : null;
-    const Out = opts.pendingOut ? devF32(opts.pendingOut, 'matmul pendingOut') : null;
-    if (P && (mode !== 1 || M > 2 || P.n)) throw new ShapeError(`matmul pendingA: needs normA, at most 2 rows and an update without a norm (fused decode), got ${M} rows${mode !== 1 ? ' without normA' : ''}${P.n ? ' and n' : ''}`);
-    if (Out && (!P || Out.size !== A.size || Out.ptr % 16)) throw new ShapeError(`matmul pendingOut ${shp(Out)}: needs pendingA and A's shape ${shp(A)}`);
     if (M <= 2 && A.ptr % 16 === 0 && (!U || U.ptr % 16 === 0)) {
       // one or two rows: A formed in registers (no staging barrier)
       const pf = opts.prefetch && this.prefetchHints ? dev(opts.prefetch, 'matmul prefetch') : null;
-      this.launch(`gemv_reg_m${M}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: 0 }, 'ppppiiiiifipppli',
-        [C.ptr, A.ptr, W.ptr, U ? U.ptr : 0, M, N, K, opts.accumulate ? 1 : 0, mode, eps, S, P ? P.acc.ptr : 0, Out ? Out.ptr : 0,
-          pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(C, A, U ?? A)], 'kernels.cu', true);
+      this.launch(`gemv_reg_m${M}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: 0 }, 'ppppiiiiifipli',
+        [C.ptr, A.ptr, W.ptr, U ? U.ptr : 0, M, N, K, opts.accumulate ? 1 : 0, mode, eps, S, pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(C, A, U ?? A)], 'kernels.cu', true);
       return true;
     }
-    if (P) throw new ShapeError('matmul pendingA: A must be 16-byte aligned');
     if (mode === 3 || M * K * 4 > this.drv.smemOptin - 4096) return false;
     this.launch(`gemv_bf16_m${M === 1 ? 1 : M === 2 ? 2 : M <= 4 ? 4 : 8}`, { grid: [Math.ceil(N / (32 / S)), 1, 1], block: [256, 1, 1], smem: M * K * 4 }, 'pppiiiiifii',
       [C.ptr, A.ptr, W.ptr, M, N, K, opts.accumulate ? 1 : 0, mode, opts.normA ?? 0, S, bfBits(C, A)], 'kernels.cu', true);
@@ -765,66 +759,6 @@ export class CudaBackend implements Backend {
     }
     for (const t of scratch) this.free(t);
     this.releaseTemps();
-  }
-
-  // ---- fused decode: three kernels a layer (the projection, gla_decode_out, sglu_decode_out) ----------------
-  /**
-   * The accumulator of a pending update (fix_add in kernels.cu): U [M, D] as 64-bit fixed point, then
-   * for GLA's update (H columns) one f32 slot a row and kernel block, [M, H/8].
-   */
-  fusedDecodeAcc(M: number, D: number, H: number): number {
-    return 2 * M * D + M * Math.ceil(H / 8);
-  }
-  /** A PendingSum checked against its base [M, D] (f32) and, for GLA's update, its width n. */
-  private pending(p: PendingSum, base: CudaTensor, what: string): { acc: CudaTensor; n: number; eps: number } {
-    const acc = devF32(p.acc, `${what} acc`), [M, D] = dims2(base), n = p.n ?? 0;
-    need(base.dtype === 'f32', `${what}: the stream ${shp(base)} must be f32`);
-    need(acc.size >= this.fusedDecodeAcc(M, D, n) && acc.ptr % 16 === 0, `${what}: acc ${shp(acc)} must hold ${this.fusedDecodeAcc(M, D, n)} words (fusedDecodeAcc), 16-byte aligned`);
-    return { acc, n, eps: p.eps ?? 0 };
-  }
-  fusedDecodeRows(s: { D: number; H: number; heads: number; dk: number; G: number; weights: DType }): number {
-    const dh = s.H / s.heads;
-    if (s.weights !== 'bf16' || s.D % 8 || s.D > 2048 || dh % 8 || s.dk % 32 || s.dk > 256 || s.G % 8) return 0;
-    return sgluDecodeWidth(s.D, s.G, this.drv.smemOptin) ? 2 : 0;
-  }
-  glaStepOut(acc: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
-             decay: Float64Array, state: Tensor, slots: Int32Array | null, wOut: Tensor, prefetch?: Tensor | null): void {
-    const A = devF32(acc, 'glaStepOut acc'), X = dev(qkvu, 'glaStepOut'), S = devF32(state, 'glaStepOut state'), W = dev(wOut, 'glaStepOut wOut');
-    const th = theta ? devF32(theta, 'glaStepOut theta') : null;
-    const pf = prefetch && this.prefetchHints ? dev(prefetch, 'glaStepOut prefetch') : null;
-    const [B, C4] = dims2(X), [D, H] = dims2(W);
-    need(C4 === 4 * H && H % heads === 0 && decay.length === heads, `glaStepOut: qkvu ${shp(X)} and wOut ${shp(W)} do not fit ${heads} heads with ${decay.length} decays`);
-    const dh = H / heads, DK = th ? 2 * dh : dh;
-    need(W.dtype === 'bf16' && B <= 2 && D <= 2048 && D % 8 === 0 && dh % 8 === 0 && DK % 32 === 0 && DK <= 256 && W.ptr % 16 === 0,
-      `glaStepOut: ${B} rows, wOut ${shp(W)} ${W.dtype}, head width ${dh}: outside the fused kernel (fusedDecodeRows)`);
-    need(A.size >= this.fusedDecodeAcc(B, D, H) && A.ptr % 16 === 0, `glaStepOut: acc ${shp(A)} must hold ${this.fusedDecodeAcc(B, D, H)} words (fusedDecodeAcc), 16-byte aligned`);
-    need(!th || (th.size === H && positions !== null && positions.length === B), 'glaStepOut: theta needs nh·dh values and a position per sequence');
-    need(!vMask || vMask.length === B, `glaStepOut: vMask has ${vMask?.length} entries for ${B} sequences`);
-    const per = heads * DK * dh;
-    if (slots) {
-      need(slots.length === B, `glaStepOut: ${slots.length} slots for ${B} sequences`);
-      for (const s of slots) need(s >= 0 && s < S.size / per, `glaStepOut: slot ${s} outside the state pool of ${S.size / per}`);
-    } else need(S.size === B * per, `glaStepOut: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
-    if (!B) return;
-    this.launch('gla_decode_out', { grid: [dh / 8, heads, 1], block: [256, 1, 1], smem: 0 }, 'ppiiiippppppppli',
-      [A.ptr, X.ptr, B, heads, dh, D, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
-        W.ptr, pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(A, A, A, A, X)], 'kernels.cu', true);
-  }
-  sgluStepOut(acc: Tensor, x: Tensor, pending: PendingSum, xOut: Tensor, w12: Tensor, w3: Tensor, eps: number, prefetch?: Tensor | null): void {
-    const A = devF32(acc, 'sgluStepOut acc'), X = devF32(x, 'sgluStepOut x'), XO = devF32(xOut, 'sgluStepOut xOut');
-    const W12 = dev(w12, 'sgluStepOut w12'), W3 = dev(w3, 'sgluStepOut w3');
-    const P = this.pending(pending, X, 'sgluStepOut pending');
-    const pf = prefetch && this.prefetchHints ? dev(prefetch, 'sgluStepOut prefetch') : null;
-    const [B, D] = dims2(X), [G2, D1] = dims2(W12), [D3, G] = dims2(W3);
-    need(D1 === D && D3 === D && G2 === 2 * G && XO.size === X.size, `sgluStepOut: x ${shp(X)}, xOut ${shp(XO)}, w12 ${shp(W12)}, w3 ${shp(W3)} do not fit`);
-    const CG = sgluDecodeWidth(D, G, this.drv.smemOptin);
-    need(W12.dtype === 'bf16' && W3.dtype === 'bf16' && B <= 2 && CG > 0 && [X.ptr, XO.ptr, A.ptr, W12.ptr, W3.ptr].every((p) => p % 16 === 0),
-      `sgluStepOut: ${B} rows, widths ${D} × ${G}, weights ${W12.dtype}/${W3.dtype}: outside the fused kernel (fusedDecodeRows)`);
-    need(A.size >= this.fusedDecodeAcc(B, D, 0) && A.ptr % 16 === 0, `sgluStepOut: acc ${shp(A)} must hold ${this.fusedDecodeAcc(B, D, 0)} words (fusedDecodeAcc), 16-byte aligned`);
-    need(P.n > 0 && P.n % 8 === 0, `sgluStepOut: pending must be GLA's update (n = H, a multiple of 8), got n = ${P.n}`);
-    if (!B) return;
-    this.launch('sglu_decode_out', { grid: [G / CG, 1, 1], block: [256, 1, 1], smem: sgluDecodeSmem(D, CG) }, 'pppifpiiiippfpl',
-      [A.ptr, X.ptr, P.acc.ptr, P.n, P.eps, XO.ptr, B, D, G, CG, W12.ptr, W3.ptr, eps, pf ? pf.ptr : 0, pf ? pf.bytes : 0], 'kernels.cu', true);
   }
 
   glaStep(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,

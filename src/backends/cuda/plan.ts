@@ -215,19 +215,3 @@ export function logDecay(decay: Float64Array): Float32Array {
   });
   return out;
 }
-
-/** Dynamic shared memory of the fused SGLU decode kernel for gate columns a block `CG`: W12 rows (bf16), x' and h (f32). */
-export function sgluDecodeSmem(D: number, CG: number): number {
-  return 4 * CG * D + 4 * D + 8 * CG;
-}
-/**
- * Gate columns a block of the fused SGLU decode kernel takes (0: the shape does not fit it): a
- * multiple of 8 dividing G, at most 64, with D·CG ≤ 16384 (each thread holds at most 8 16-byte pieces of W3),
- * as wide as that allows.
- */
-export function sgluDecodeWidth(D: number, G: number, smemLimit: number): number {
-  if (D % 8 || G % 8 || D > 2048) return 0;
-  for (let CG = Math.min(64, 8 * Math.floor(2048 / D)); CG >= 8; CG -= 8)
-    if (G % CG === 0 && sgluDecodeSmem(D, CG) <= smemLimit) return CG;
-  return 0;
-}

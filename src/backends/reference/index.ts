@@ -1,7 +1,7 @@
 // The reference backend: short, plain TypeScript, accumulating in float64. It is the oracle that
 // every other backend is tested against, so it favours the obviously right over the fast:
 // attention is the exact recurrence (block size is accepted and ignored), loops are naive.
-import type { AdamWOptions, Backend, DType, MatmulOptions, PendingSum, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, DType, MatmulOptions, Tensor } from '../backend.ts';
 import { dims2 } from '../backend.ts';
 import { F32Outputs, HostMemory, f32, host, readF32, valueAt } from '../host.ts';
 import { ShapeError } from '../../errors.ts';
@@ -22,13 +22,6 @@ export class ReferenceBackend extends HostMemory implements Backend {
   }
 
   matmul(c: Tensor, a: Tensor, b: Tensor, opts: MatmulOptions = {}): void {
-    if (opts.pendingA) {
-      const { pendingA, pendingOut, ...rest } = opts;
-      const sum = this.upload(this.pendingValue(a, pendingA), a.shape);
-      if (pendingOut) this.copy(pendingOut, sum);
-      this.matmul(c, sum, b, rest);
-      return;
-    }
     if (matmulWithPrologue(this, c, a, b, opts)) return;
     const w = new F32Outputs(), C = w.out(c), A = readF32(a), B = readF32(b);
     const [ar, ac] = dims2(a), [br, bc] = dims2(b), [M, N] = dims2(c);
@@ -286,54 +279,6 @@ export class ReferenceBackend extends HostMemory implements Backend {
       }
     }
     w.commit();
-  }
-
-  // ---- fused decode: composed from the plain ops (the oracle of the CUDA kernels) -------------------
-  fusedDecodeRows(): number { return 8; }
-  /** The accumulator: U [M, D] then Σo² per row, f32. */
-  fusedDecodeAcc(M: number, D: number): number { return M * (D + 1); }
-  /** base + the pending update (PendingSum), [M, D]. */
-  private pendingValue(base: Tensor, p: PendingSum): Float32Array {
-    const X = readF32(base), A = readF32(p.acc), [M, D] = dims2(base);
-    need(p.acc.size >= M * (D + 1), `pending: acc [${p.acc.shape.join(', ')}] must hold ${M}·${D + 1} values`);
-    const out = new Float32Array(M * D);
-    for (let m = 0; m < M; m++) {
-      const r = p.n ? 1 / Math.sqrt(A[M * D + m]! / p.n + (p.eps ?? 0)) : 1;
-      for (let d = 0; d < D; d++) out[m * D + d] = X[m * D + d]! + A[m * D + d]! * r;
-    }
-    return out;
-  }
-  /** The update part of acc (PendingSum) += y [M, D]. */
-  private addIntoAcc(acc: Tensor, y: Float32Array, M: number, D: number): void {
-    const A = f32(acc, 'fused decode: acc');
-    need(A.length >= M * (D + 1), `fused decode: acc [${acc.shape.join(', ')}] must hold ${M}·${D + 1} values`);
-    for (let i = 0; i < M * D; i++) A[i] = A[i]! + y[i]!;
-  }
-  glaStepOut(acc: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
-             decay: Float64Array, state: Tensor, slots: Int32Array | null, wOut: Tensor): void {
-    const [B, C4] = dims2(qkvu), H = C4 / 4, dk = theta ? 2 * H / heads : H / heads, [D] = dims2(wOut);
-    const q = this.empty([B, 1, heads * dk]), k = this.empty([B, 1, heads * dk]), v = this.empty([B, 1, H]), o = this.empty([B, 1, H]);
-    this.glaQKV(q, k, v, qkvu, heads, theta, positions, vMask);
-    this.lightningForward(o, q, k, v, decay, state, 1, slots);
-    const O = readF32(o), X = readF32(qkvu), a = this.empty([B, H]), Av = f32(a);
-    const A = f32(acc, 'glaStepOut: acc');
-    for (let b = 0; b < B; b++) {
-      let ss = 0;
-      for (let c = 0; c < H; c++) { ss += O[b * H + c]! ** 2; Av[b * H + c] = O[b * H + c]! * X[b * C4 + 3 * H + c]!; }
-      A[B * D + b] = A[B * D + b]! + ss;
-    }
-    const y = this.empty([B, D]);
-    this.matmul(y, a, wOut, { transB: true });
-    this.addIntoAcc(acc, f32(y), B, D);
-  }
-  sgluStepOut(acc: Tensor, x: Tensor, pending: PendingSum, xOut: Tensor, w12: Tensor, w3: Tensor, eps: number): void {
-    const [B, D] = dims2(x), G = w12.shape[0]! / 2;
-    f32(xOut, 'sgluStepOut: xOut').set(this.pendingValue(x, pending));
-    const h12 = this.empty([B, 2 * G]), m = this.empty([B, G]), y = this.empty([B, D]);
-    this.matmul(h12, xOut, w12, { transB: true, normA: eps });
-    this.sgluGate(m, h12);
-    this.matmul(y, m, w3, { transB: true });
-    this.addIntoAcc(acc, f32(y), B, D);
   }
 
   sgluGate(m: Tensor, h: Tensor): void {
