@@ -195,6 +195,9 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
   };
   for (const [B, N, nh, dk, dv, st, seg, G] of [[1, 1000, 2, 128, 128, true, 128, 3], [2, 777, 1, 64, 128, true, 64, 4], [1, 300, 3, 128, 64, false, 64, 2], [1, 2000, 1, 128, 256, true, 256, 8]] as const)
     guarded(`lightningForward tc seq ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc seq L=${seg} G≤${G}`, B, N, nh, dk, dv, st, null, 2e-2)));
+  // the last block's segment as long as the others' (no longer than them: the old form), and 4× as long
+  for (const lastSeg of [128, 512])
+    guarded(`lightningForward tc seq LG=${lastSeg}`, () => seqCase(128, 4, () => lightningCase(gtc, `tc seq L=128 LG=${lastSeg} G≤4`, 1, 1500, 2, 128, 128, true, null, 2e-2), { lastSeg }));
   for (const [B, N, nh, dk, dv, seg, G] of [[1, 700, 2, 128, 128, 128, 2], [1, 500, 1, 64, 64, 64, 3]] as const)
     guarded(`lightningBackward tc seq ${B},${N}`, () => seqCase(seg, G, () => lightningBwdCase(gtc, `tc seq L=${seg} G≤${G}`, B, N, nh, dk, dv, 2e-2)));
   // DK = DV = 128 runs the wgmma kernel on Hopper; the mma.sync kernel of the same widths, forced

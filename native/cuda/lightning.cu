@@ -103,12 +103,35 @@ __device__ void lightning_chunk(TO* o, const T* q, const T* k, const T* v, int B
 // Shared memory rows are XOR-swizzled in 16-byte units (conflict-free ldmatrix and cp.async).
 //
 // Sequence-parallel form (G > 1 blocks per (sequence, head, tile), all resident): the sequence is cut
-// into segments of L tokens, handed out in rounds of G. Per round, block g (1) runs the state update
-// alone over its segment from zero (ΔS_g), (2) publishes ΔS_g, meets the round's other blocks at a
-// counter in global memory, and forms its incoming state S_in = λ^L(…(λ^L·S_round + ΔS_0)…) + ΔS_{g−1},
+// into segments of L tokens (the last of each round LG: Jobs), handed out in rounds of G. Per round,
+// block g (1) runs the state update alone over its segment from zero (ΔS_g; not the last block),
+// (2) publishes ΔS_g, meets the round's other blocks at a counter in global memory, and forms its incoming state S_in = λ^L(…(λ^L·S_round + ΔS_0)…) + ΔS_{g−1},
 // (3) runs the full chunk loop over its segment from S_in (k, v mostly from L2 now). Block G−1 leaves
 // its final state as the next round's S_round. The loads run ahead across the phases.
 #define LT_C 64
+
+// A block's job list, a chunk a job. G = 1: the chunks of the sequence. G > 1 (block g of G): per round
+// r of R, its NS state-only chunks, then its NF full ones, over its segment. Segments are L tokens but
+// the round's last, LG: that block runs no state-only pass (nobody reads its ΔS), so a longer segment
+// lets it end the round with the others, whose rounds include those passes.
+struct Jobs {
+  int G, g, N, L, LG, NS, NF, RL, R, NJ;
+  __device__ Jobs(int N_, int G_, int g_, int L_, int LG_) : G(G_), g(g_), N(N_), L(L_), LG(LG_) {
+    if (G == 1) { NS = 0; NF = 0; RL = 0; R = 1; NJ = (N + LT_C - 1) / LT_C; return; }
+    NS = g == G - 1 ? 0 : L / LT_C;
+    NF = segLen() / LT_C;
+    RL = (G - 1) * L + LG;
+    R = (N + RL - 1) / RL;
+    NJ = R * (NS + NF);
+  }
+  __device__ int segLen() const { return g == G - 1 ? LG : L; }
+  __device__ int segStart(int r) const { return r * RL + g * L; }
+  __device__ void at(int J, int& s0, int& m, int& full, int& r, int& c) const {
+    if (G == 1) { r = 0; c = J; full = 1; s0 = LT_C * J; }
+    else { r = J / (NS + NF); const int x = J - r * (NS + NF); full = x >= NS; c = full ? x - NS : x; s0 = segStart(r) + LT_C * c; }
+    m = min(LT_C, N - s0);
+  }
+};
 
 __device__ __forceinline__ u32 smem_u32(const void* p) {
   u32 r;
@@ -163,7 +186,7 @@ __device__ __forceinline__ void st2(u16* p, float a, float b) { *(u32*)p = pack2
 template <int DK, int DVT, typename TO>
 __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
                                              const float* loglam, float* state, const int* slots, int reverse,
-                                             int G, int L, float* ws, unsigned* cnt, int hint) {
+                                             int G, int L, int LG, float* ws, unsigned* cnt, int hint) {
   constexpr int STAGE = LT_C * (2 * DK + DVT) * 2;  // bytes: Q, K [64][DK], V [64][DVT]
   constexpr int SBB = DK * DVT * 2;                 // bytes of one bf16 state copy [DK][DVT]
   constexpr int RT = DK / 16;                       // row tiles of the state (8 or 4)
@@ -222,15 +245,9 @@ __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, 
     }
   };
 
-  // jobs: G = 1: the chunks of the sequence; G > 1: per round, NCL state-only chunks then NCL full ones
-  const int NCL = G > 1 ? L / LT_C : 0;
-  const int R = G > 1 ? (N + G * L - 1) / (G * L) : 1;
-  const int NJ = G > 1 ? R * 2 * NCL : (N + LT_C - 1) / LT_C;
-  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) {
-    if (G == 1) { r = 0; c = J; full = 1; s0 = LT_C * J; }
-    else { r = J / (2 * NCL); const int x = J - r * 2 * NCL; full = x >= NCL; c = full ? x - NCL : x; s0 = (r * G + g) * L + LT_C * c; }
-    m = min(LT_C, N - s0);
-  };
+  const Jobs jobs(N, G, g, L, LG);
+  const int R = jobs.R, NJ = jobs.NJ;
+  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) { jobs.at(J, s0, m, full, r, c); };
   auto issue = [&](int J) {
     if (J < NJ) {
       int s0, m, full, r, c;
@@ -410,15 +427,15 @@ __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, 
       }
     }
 
-    if (G > 1 && full && c == NCL - 1) {
+    if (G > 1 && full && c == jobs.NF - 1) {
       // ---- end of a round ----
       if (g == G - 1 && r + 1 < R) {
         float* sr = wsr + (i64)((r + 1) & 1) * SE;
 #pragma unroll
         for (int nt = 0; nt < NTS; nt++) *(float4*)(sr + frag_idx(nt)) = make_float4(s[nt][0], s[nt][1], s[nt][2], s[nt][3]);
       }
-      const int a0 = (r * G + g) * L;
-      if (st && a0 <= N - 1 && N - 1 < a0 + L) {
+      const int a0 = jobs.segStart(r);
+      if (st && a0 <= N - 1 && N - 1 < a0 + jobs.segLen()) {
         if (tid == 0) { while (ld_acquire(cnt + 2 * unit + 1) < (unsigned)G) asm volatile("nanosleep.u32 64;\n"); }
         __syncthreads();
         store_strided();
@@ -487,7 +504,7 @@ __device__ __forceinline__ u32 blk(int row, int col, int rows) {
 template <typename TO>
 __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
                                              const float* loglam, float* state, const int* slots, int reverse,
-                                             int G, int L, float* ws, unsigned* cnt, int hint) {
+                                             int G, int L, int LG, float* ws, unsigned* cnt, int hint) {
 #ifdef LT_HAVE_WGMMA
   constexpr int DK = 128, DVT = 128;
   constexpr int STAGE = 49152;                       // Q [2][64][64], K [2][64][64], V [2][64][64] bf16
@@ -540,14 +557,9 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
     fence_async_smem();
   };
 
-  const int NCL = G > 1 ? L / LT_C : 0;
-  const int R = G > 1 ? (N + G * L - 1) / (G * L) : 1;
-  const int NJ = G > 1 ? R * 2 * NCL : (N + LT_C - 1) / LT_C;
-  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) {
-    if (G == 1) { r = 0; c = J; full = 1; s0 = LT_C * J; }
-    else { r = J / (2 * NCL); const int x = J - r * 2 * NCL; full = x >= NCL; c = full ? x - NCL : x; s0 = (r * G + g) * L + LT_C * c; }
-    m = min(LT_C, N - s0);
-  };
+  const Jobs jobs(N, G, g, L, LG);
+  const int R = jobs.R, NJ = jobs.NJ;
+  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) { jobs.at(J, s0, m, full, r, c); };
   auto issue = [&](int J) {
     if (J < NJ) {
       int s0, m, full, r, c;
@@ -708,14 +720,14 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
       }
     }
 
-    if (G > 1 && full && c == NCL - 1) {
+    if (G > 1 && full && c == jobs.NF - 1) {
       if (g == G - 1 && r + 1 < R) {
         float* sr = wsr + (i64)((r + 1) & 1) * SE;
 #pragma unroll
         for (int nt = 0; nt < 16; nt++) *(float4*)(sr + frag_idx(nt)) = make_float4(s[4 * nt], s[4 * nt + 1], s[4 * nt + 2], s[4 * nt + 3]);
       }
-      const int a0 = (r * G + g) * L;
-      if (st && a0 <= N - 1 && N - 1 < a0 + L) {
+      const int a0 = jobs.segStart(r);
+      if (st && a0 <= N - 1 && N - 1 < a0 + jobs.segLen()) {
         if (tid == 0) { while (ld_acquire(cnt + 2 * unit + 1) < (unsigned)G) asm volatile("nanosleep.u32 64;\n"); }
         __syncthreads();
         store_strided();
@@ -745,8 +757,8 @@ __global__ void __launch_bounds__(256) lightning_f32_bf16out(u16* o, const float
 __global__ void __launch_bounds__(256) lightning_bf16in_bf16out(u16* o, const u16* q, const u16* k, const u16* v, CHUNK_ARGS) {
   lightning_chunk<u16, u16>(o, q, k, v, CHUNK_PASS);
 }
-#define TC_ARGS const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV, const float* loglam, float* state, const int* slots, int reverse, int G, int L, float* ws, unsigned* cnt, int hint
-#define TC_PASS q, k, v, B, N, nh, DV, loglam, state, slots, reverse, G, L, ws, cnt, hint
+#define TC_ARGS const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV, const float* loglam, float* state, const int* slots, int reverse, int G, int L, int LG, float* ws, unsigned* cnt, int hint
+#define TC_PASS q, k, v, B, N, nh, DV, loglam, state, slots, reverse, G, L, LG, ws, cnt, hint
 #define TC_KERNEL(DK, DVT, T, TN) \
   __global__ void __launch_bounds__(256, 1) lightning_tc_k##DK##_v##DVT##_##TN(T* o, TC_ARGS) { lightning_tc<DK, DVT, T>(o, TC_PASS); }
 TC_KERNEL(128, 128, u16, bf16)

@@ -118,10 +118,17 @@ export function deviceRelErr(be: CudaBackend, a: ReturnType<CudaBackend['empty']
 }
 
 export interface LongRow {
-  variant: string; kernel: string; B: number; n: number; G: number; L: number;
+  variant: string; kernel: string; B: number; n: number; G: number; L: number; LG: number;
   fwdMs: number; fwdTBps: number; bwdMs?: number;
   /** ‖o − o_fp32‖/‖o_fp32‖ against the exact fp32 kernel on the same bf16 inputs. */
   relErr: number;
+}
+
+/** Segment lengths around the defaults (TNL_BENCH_LONG_SWEEP=1): L and the last block's LG. */
+function sweepVariants(): [string, LightningTuning][] {
+  const v: [string, LightningTuning][] = [];
+  for (const L of [1024, 2048, 4096]) for (const f of [1, 1.25, 1.5, 1.75, 2]) v.push([`seq L=${L} LG=${f}L`, { seg: L, lastSeg: Math.round(L * f / 64) * 64 }]);
+  return v;
 }
 
 /**
@@ -131,7 +138,7 @@ export interface LongRow {
  */
 export function benchLong(be: CudaBackend, opts: { B?: number; H?: number; D?: number; n?: number; reps?: number; variants?: [string, LightningTuning][] } = {}): LongRow[] {
   const B = opts.B ?? 1, H = opts.H ?? 32, D = opts.D ?? 128, n = opts.n ?? 131072, reps = opts.reps ?? 10;
-  const variants = opts.variants ?? [['seq L=2048', {}], ['seq L=1024', { seg: 1024 }], ['seq L=512', { seg: 512 }], ['seq L=2048 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]];
+  const variants = opts.variants ?? (process.env.TNL_BENCH_LONG_SWEEP ? sweepVariants() : [['seq L=2048', {}], ['seq L=1024', { seg: 1024 }], ['seq L=2048, last segment L', { lastSeg: 2048 }], ['seq L=2048 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]]);
   const decay = benchDecay(H);
   const shape = [B, n, H * D];
   const mk = (seed: number) => { const t = be.empty(shape, 'bf16'); be.randn(t, seed, 0.3); return t; };
@@ -151,7 +158,7 @@ export function benchLong(be: CudaBackend, opts: { B?: number; H?: number; D?: n
       be.lightningForwardBF16(o, q, k, v, decay);
       const relErr = deviceRelErr(be, o, oEx);
       const fwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
-      const row: LongRow = { variant, kernel: plan.kernel, B, n, G: plan.G, L: plan.L, fwdMs: fwd.median, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12, relErr };
+      const row: LongRow = { variant, kernel: plan.kernel, B, n, G: plan.G, L: plan.L, LG: plan.LG, fwdMs: fwd.median, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12, relErr };
       if (variant === variants[0]![0] || tuning.maxG === 1) row.bwdMs = be.timeMs(() => be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay), 3, 1).median;
       rows.push(row);
     }
@@ -428,7 +435,7 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
     const long = benchLong(be);
     res.long = long;
     log('\nLong sequences, b=1 h=32 d=128 bf16 n=128K: forward median ms, effective TB/s (q, k, v, o once), backward');
-    log(fmtTable(['variant', 'kernel', 'G', 'L', 'fwd ms', 'TB/s', 'bwd ms', 'err vs fp32'], long.map((r) => [r.variant, r.kernel, r.G, r.L, r.fwdMs, r.fwdTBps, r.bwdMs ?? '-', r.relErr])));
+    log(fmtTable(['variant', 'kernel', 'G', 'L', 'LG', 'fwd ms', 'TB/s', 'bwd ms', 'err vs fp32'], long.map((r) => [r.variant, r.kernel, r.G, r.L, r.LG, r.fwdMs, r.fwdTBps, r.bwdMs ?? '-', r.relErr])));
   }
   if (anchors.error) log(`anchors: ${anchors.error}`);
   else if (anchors.fla) log(`fla: ${anchors.fla}`);

@@ -112,6 +112,10 @@ test('cuda plan: the Lightning kernel choice', () => {
   const sp = lightningPlan({ ...base, B: 1, N: 131072, DK: 128, DV: 128, tensorCores: true, smCount: 132 });
   assert.equal(sp.G, 4);
   assert.equal(sp.L, 2048);
+  assert.equal(sp.LG, 2560, "the round's last block (no state-only pass) takes 1.25·L");
+  assert.equal(lightningPlan({ ...base, B: 1, N: 131072, DK: 128, DV: 128, tensorCores: true, smCount: 132, tuning: { seg: 512 } }).LG, 640);
+  assert.throws(() => lightningPlan({ ...base, B: 1, N: 131072, DK: 128, DV: 128, tensorCores: true, tuning: { lastSeg: 100 } }), /last segment length 100/);
+  assert.equal(tc.LG, 0);
   assert.deepEqual(sp.grid, [4, 32, 1]);
   assert.equal(sp.wsBytes, 32 * (2 * 4 + 2) * 128 * 128 * 4);
   assert.equal(sp.counters, 64);

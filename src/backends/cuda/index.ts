@@ -671,8 +671,8 @@ export class CudaBackend implements Backend {
         cnt = this.lightningScratch('cnt', plan.counters * 4);
         this.drv.memsetD32(cnt, 0, plan.counters);
       }
-      this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiipppiiippi',
-        [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0, plan.G, plan.L, ws, cnt, this.lightningTuning.hint === false ? 0 : 1]);
+      this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiipppiiiippi',
+        [o.ptr, q.ptr, k.ptr, v.ptr, B, N, nh, DV, logLam.ptr, state ? state.ptr : 0, slots, reverse ? 1 : 0, plan.G, plan.L, plan.LG, ws, cnt, this.lightningTuning.hint === false ? 0 : 1]);
     } else {
       const name = o.dtype === 'bf16' ? `${plan.kernel}_bf16out` : plan.kernel;
       this.drv.launch(name, this.fn('lightning.cu', name, plan.smem), plan.grid, plan.block, plan.smem, 'ppppiiiiipppiii',
