@@ -545,7 +545,8 @@ __device__ __forceinline__ void gemv_fma(float (&s)[MM][4], const uint4 (&p)[4],
 }
 // The end of both GEMVs: warp sums, the K split's partial sums through shared memory, the store.
 template <int MM>
-__device__ __forceinline__ void gemv_finish(float (&s)[MM][4], float (&part)[8][MM][4], int S, int n0, void* C, int M, int N, int acc, int bf) {
+__device__ __forceinline__ void gemv_finish(float (&s)[MM][4], float (&part)[8][MM][4], int S, int n0, void* C, int M, int N, int acc, int bf,
+                                            const float (*cprev)[4] = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
   for (int m = 0; m < MM; m++)
@@ -576,7 +577,7 @@ __device__ __forceinline__ void gemv_finish(float (&s)[MM][4], float (&part)[8][
 #pragma unroll
       for (int r = 0; r < 4; r++) {
         const int n = n0 + r;
-        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? LD(C, idx, BF(0)) + s[m][r] : s[m][r], BF(0)); }
+        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? (cprev ? cprev[m][r] : LD(C, idx, BF(0))) + s[m][r] : s[m][r], BF(0)); }
       }
 }
 template <int MM>
@@ -639,14 +640,18 @@ __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, 
   }
   gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf);
 }
-// The same product for M ≤ 2 rows with A' formed in registers (no shared-memory staging or block
-// barriers on the critical path): each warp takes its A slices straight from global memory (L2), and
-// for the row norms reads the row itself. Mode 3 adds GLA's output gate, A' = SRMS(A) ⊙ U[:, 3K:4K)
-// (U = qkvu [M, 4K]). A (and U) 16-byte aligned. bf bits: 0 C, 1 A, 2 U
+// The same product for M ≤ 2 rows with A' formed in registers (no shared-memory staging on the critical
+// path). The row norms are linear scales applied to the sums at the end; with a K split each warp sums
+// the squares of the A values it reads beside the products and the S warps of a group add them through
+// shared memory (instead of every warp reading the whole row first). C's old values (accumulate) are
+// read right after the wait, beside A. __launch_bounds__(256, 2): 128 registers, two blocks an SM (the
+// 176-block projections in one wave). Mode 3 adds GLA's output gate, A' = SRMS(A) ⊙ U[:, 3K:4K) (U = qkvu
+// [M, 4K]). A (and U) 16-byte aligned. bf bits: 0 C, 1 A, 2 U
 template <int MM>
 __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S,
                                               const void* pf, i64 pfBytes, int bf) {
   __shared__ float part[8][MM][4];
+  __shared__ float ssPart[8][MM];
   pdl_trigger();
   GemvTile t(W, N, K, S);
   const int K8 = t.K8, step = t.step, n0 = t.n0;
@@ -655,15 +660,19 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
   t.load(p, k8);
   prefetch_l2(pf, pfBytes);
   pdl_wait();
-  const int lda = mode == 2 ? 2 * K : K, lane = threadIdx.x & 31;
+  const int lda = mode == 2 ? 2 * K : K, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const bool norm = mode == 1 || mode == 3;
+  // without a K split a warp reads the whole row anyway: its norm first, four loads in flight (the
+  // product's loads then hit L1; measured faster than summing the squares beside the products there)
+  const bool normFirst = norm && S == 1;
   float rs[MM];
 #pragma unroll
   for (int m = 0; m < MM; m++) {
     rs[m] = 1.f;
-    if ((mode == 1 || mode == 3) && m < M) {
+    if (normFirst && m < M) {
       float ss = 0.f;
       for (int k0 = lane * 8; k0 < K; k0 += 4 * 256) {
-        float v[4][8];  // four loads in flight, then the sums (a loop of single loads waits on each)
+        float v[4][8];
 #pragma unroll
         for (int j = 0; j < 4; j++) {
           if (k0 + j * 256 < K) load8(A, (i64)m * lda + k0 + j * 256, BF(1), v[j]);
@@ -681,11 +690,20 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
       rs[m] = rsqrtf(ss / K + eps);
     }
   }
-  float s[MM][4];
+  const bool sumSq = norm && !normFirst;
+  float cprev[MM][4];
+  if (acc && lane == 0 && warp % S == 0)
 #pragma unroll
-  for (int m = 0; m < MM; m++)
+    for (int m = 0; m < MM; m++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) cprev[m][r] = m < M && n0 + r < N ? LD(C, (i64)m * N + n0 + r, BF(0)) : 0.f;
+  float s[MM][4], ss[MM];
+#pragma unroll
+  for (int m = 0; m < MM; m++) {
+    ss[m] = 0.f;
 #pragma unroll
     for (int r = 0; r < 4; r++) s[m][r] = 0.f;
+  }
   for (;;) {
     float x[GEMV_U][MM][8];
 #pragma unroll
@@ -700,10 +718,10 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
             float g[8];
             load8(mode == 2 ? A : U, mode == 2 ? at + K : (i64)m * 4 * K + 3 * K + kk * 8, mode == 2 ? BF(1) : BF(2), g);
 #pragma unroll
-            for (int j = 0; j < 8; j++) x[u][m][j] *= g[j];
-          }
+            for (int j = 0; j < 8; j++) { if (sumSq) ss[m] += x[u][m][j] * x[u][m][j]; x[u][m][j] *= g[j]; }
+          } else if (sumSq)
 #pragma unroll
-          for (int j = 0; j < 8; j++) x[u][m][j] *= rs[m];
+            for (int j = 0; j < 8; j++) ss[m] += x[u][m][j] * x[u][m][j];
         } else {
 #pragma unroll
           for (int j = 0; j < 8; j++) x[u][m][j] = 0.f;
@@ -717,7 +735,37 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
     if (k8 >= K8) break;
     t.load(p, k8);
   }
-  gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf);
+  if (normFirst) {
+#pragma unroll
+    for (int m = 0; m < MM; m++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) s[m][r] *= rs[m];
+  } else if (norm) {
+    // Σ A² over the row: the warp's lanes, then (K split) the S warps of its group
+#pragma unroll
+    for (int m = 0; m < MM; m++)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss[m] += __shfl_xor_sync(0xffffffffu, ss[m], o);
+    if (S > 1) {
+      if (lane == 0)
+#pragma unroll
+        for (int m = 0; m < MM; m++) ssPart[warp][m] = ss[m];
+      __syncthreads();
+      const int w0 = warp - warp % S;
+#pragma unroll
+      for (int m = 0; m < MM; m++) {
+        ss[m] = 0.f;
+        for (int j = 0; j < S; j++) ss[m] += ssPart[w0 + j][m];
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < MM; m++) {
+      const float rs = rsqrtf(ss[m] / K + eps);
+#pragma unroll
+      for (int r = 0; r < 4; r++) s[m][r] *= rs;
+    }
+  }
+  gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf, cprev);
 }
 extern "C" {
 #define GEMV_ARGS void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf
@@ -728,8 +776,8 @@ __global__ void __launch_bounds__(256) gemv_bf16_m4(GEMV_ARGS) { gemv_body<4>(GE
 __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GEMV_PASS); }
 #define GEMV_REG_ARGS void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, const void* pf, i64 pfBytes, int bf
 #define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, pf, pfBytes, bf
-__global__ void __launch_bounds__(256) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
-__global__ void __launch_bounds__(256) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
+__global__ void __launch_bounds__(256, 2) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
+__global__ void __launch_bounds__(256, 2) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
 
 // One entry each: 8 columns a thread when the column count allows it and every tensor is 16-byte
 // aligned (vec8), else 1 (a uniform branch; both forms compiled in).
