@@ -304,7 +304,7 @@ function bf16Checks(g: CudaBackend): void {
           g.matmul(C[1], A[1], W[1], { transB: true, accumulate: true, ...(o ?? { normGate: { qkvu: U[1], eps: 1e-6 } }) });
           cmp(`gemv ${label} ${M}×${N}×${K} (A ${at}, acc)`, C, 1e-2);
         }
-    for (const [B, nh, dh, lrpe, slots] of [[1, 8, 128, true, null], [3, 2, 64, false, Int32Array.of(4, 0, 2)], [2, 4, 32, true, Int32Array.of(1, 3)]] as const) {
+    for (const [B, nh, dh, lrpe, slots] of [[1, 8, 128, true, null], [3, 2, 64, false, Int32Array.of(4, 0, 2)], [2, 4, 32, true, Int32Array.of(1, 3)], [1, 2, 160, true, null]] as const) {
       const r = R(), H = nh * dh, dk = lrpe ? 2 * dh : dh, rows = slots ? 5 : B;
       const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
       const X = both(r.arr(B * 4 * H), [B, 4 * H]), S = both(r.arr(rows * nh * dk * dh, 0.5), [rows, nh, dk, dh], 'f32');
