@@ -31,6 +31,18 @@ __device__ __forceinline__ float blockMax(float v) {
   return r;
 }
 
+// Blocks of (32, rows) threads: the sum over threadIdx.y of each column's values, valid in row 0.
+template <typename T>
+__device__ __forceinline__ T columnSum(T v) {
+  __shared__ T red[8][33];
+  red[threadIdx.y][threadIdx.x] = v;
+  __syncthreads();
+  T s = 0;
+  if (threadIdx.y == 0)
+    for (int y = 0; y < blockDim.y; y++) s += red[y][threadIdx.x];
+  return s;
+}
+
 // Programmatic dependent launch (decode graphs, sm_90+): a kernel launched early may run beside the one
 // before it; it lets its own successor start (launch_dependents) and waits for its predecessor's
 // writes (wait) before reading anything but the weights. No-ops when launched normally.
@@ -180,27 +192,21 @@ __global__ void gla_dtheta(float* dth, const void* dq, const void* dk, const voi
       acc += p * (sq * (-LD(dq, o, BF(0)) * sn + LD(dq, o + dh, BF(0)) * cs) + sk * (-LD(dk, o, BF(1)) * sn + LD(dk, o + dh, BF(1)) * cs));
     }
   }
-  __shared__ double red[8][33];
-  red[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < H) {
-    double s = 0;
-    for (int y = 0; y < blockDim.y; y++) s += red[y][threadIdx.x];
-    atomicAdd(&dth[c], (float)s);
-  }
+  const double s = columnSum<double>(acc);
+  if (threadIdx.y == 0 && c < H) atomicAdd(&dth[c], (float)s);
 }
 }  // extern "C" (the decode step's templates below)
 
 // ---- Lightning helpers -------------------------------------------------------------------------------
 // One recurrent step (N = 1): S ← λ·S + kᵀv, o = q·S (= λ·q·S_in + (q·k)·v). Block (32, 8): 32 state
-// columns × 8 row lanes; grid (⌈DV/32⌉, nh, B); q, k staged in shared memory (2·DK floats), the state
-// rows of a thread (DK ≤ 256) all loaded before any is written. state null: S_in = 0
-// and nothing written. With qkvu (gla_decode), q, k, v come straight from the fused projection
+// columns × 8 row lanes; grid (⌈DV/32⌉, nh, B); q, k staged in shared memory (2·DK floats). state null:
+// S_in = 0 and nothing written. With qkvu (gla_decode), q, k, v come straight from the fused projection
 // [B, 4·nh·dh] (silu, LRPE, mask as gla_qkv) and DK = dh or 2·dh. bf bits: 0 o, 1 q, 2 k, 3 v (4 qkvu)
-// The thread's state values (rows threadIdx.y + 8·j, j < DK/8 ≤ NV, of column c; NV = 16 or 32, so
-// that the common DK ≤ 128 holds 16 registers): gla_decode reads them
-// before it waits for the projection (in a decode graph the state was last written by the previous
-// replay), lightning_decode when it starts.
+//
+// A thread's state rows are threadIdx.y + 8·j of column c. The first NV of them (NV = 16, or 32 for
+// DK > 128) are read into registers before the step: gla_decode reads them before it waits for the
+// projection (in a decode graph the state was last written by the previous replay). Rows past 8·NV
+// (DK > 256) are read as the step goes.
 template <int NV>
 __device__ __forceinline__ void decode_state_load(float (&sv)[NV], const float* S, int c, int DK, int DV) {
 #pragma unroll
@@ -224,15 +230,14 @@ __device__ __forceinline__ void decode_step(void* o, const float* qs, const floa
         acc += qs[r] * s;
       }
     }
+    for (int r = threadIdx.y + 8 * NV; r < DK; r += 8) {
+      const float s = ks[r] * vc + lam * (S ? S[(i64)r * DV + c] : 0.f);
+      if (S) S[(i64)r * DV + c] = s;
+      acc += qs[r] * s;
+    }
   }
-  __shared__ float red[8][33];
-  red[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < DV) {
-    float s = 0.f;
-    for (int y = 0; y < blockDim.y; y++) s += red[y][threadIdx.x];
-    ST(o, ((i64)b * nh + h) * DV + c, s, BF(0));
-  }
+  const float s = columnSum<float>(acc);
+  if (threadIdx.y == 0 && c < DV) ST(o, ((i64)b * nh + h) * DV + c, s, BF(0));
 }
 template <int NV>
 __device__ __forceinline__ void lightning_decode_body(void* o, const void* q, const void* k, const void* v, int nh, int DK, int DV,
@@ -699,7 +704,7 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
   for (int m = 0; m < MM; m++) {
     rs[m] = 1.f;
     if (normFirst && m < M) {
-      float ss = 0.f;
+      float sq = 0.f;
       for (int k0 = lane * 8; k0 < K; k0 += 4 * 256) {
         float v[4][8];
 #pragma unroll
@@ -712,11 +717,11 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
 #pragma unroll
         for (int j = 0; j < 4; j++)
 #pragma unroll
-          for (int i = 0; i < 8; i++) ss += v[j][i] * v[j][i];
+          for (int i = 0; i < 8; i++) sq += v[j][i] * v[j][i];
       }
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      rs[m] = rsqrtf(ss / K + eps);
+      for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
+      rs[m] = rsqrtf(sq / K + eps);
     }
   }
   const bool sumSq = norm && !normFirst;
@@ -764,12 +769,7 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
     if (k8 >= K8) break;
     t.load(p, k8);
   }
-  if (normFirst) {
-#pragma unroll
-    for (int m = 0; m < MM; m++)
-#pragma unroll
-      for (int r = 0; r < 4; r++) s[m][r] *= rs[m];
-  } else if (norm) {
+  if (sumSq) {
     // Σ A² over the row: the warp's lanes, then (K split) the S warps of its group
 #pragma unroll
     for (int m = 0; m < MM; m++)
@@ -788,12 +788,13 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
       }
     }
 #pragma unroll
-    for (int m = 0; m < MM; m++) {
-      const float rs = rsqrtf(ss[m] / K + eps);
-#pragma unroll
-      for (int r = 0; r < 4; r++) s[m][r] *= rs;
-    }
+    for (int m = 0; m < MM; m++) rs[m] = rsqrtf(ss[m] / K + eps);
   }
+  if (norm)
+#pragma unroll
+    for (int m = 0; m < MM; m++)
+#pragma unroll
+      for (int r = 0; r < 4; r++) s[m][r] *= rs[m];
   gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf, cprev);
 }
 extern "C" {

@@ -105,7 +105,8 @@ __device__ void lightning_chunk(TO* o, const T* q, const T* k, const T* v, int B
 // Sequence-parallel form (G > 1 blocks per (sequence, head, tile), all resident): the sequence is cut
 // into segments of L tokens (the last of each round LG: Jobs), handed out in rounds of G. Per round,
 // block g (1) runs the state update alone over its segment from zero (ΔS_g; not the last block),
-// (2) publishes ΔS_g, meets the round's other blocks at a counter in global memory, and forms its incoming state S_in = λ^L(…(λ^L·S_round + ΔS_0)…) + ΔS_{g−1},
+// (2) publishes ΔS_g, meets the round's other blocks at a counter in global memory, and forms its
+// incoming state S_in = λ^L(…(λ^L·S_round + ΔS_0)…) + ΔS_{g−1},
 // (3) runs the full chunk loop over its segment from S_in (k, v mostly from L2 now). Block G−1 leaves
 // its final state as the next round's S_round. The loads run ahead across the phases.
 #define LT_C 64
@@ -247,11 +248,10 @@ __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, 
 
   const Jobs jobs(N, G, g, L, LG);
   const int R = jobs.R, NJ = jobs.NJ;
-  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) { jobs.at(J, s0, m, full, r, c); };
   auto issue = [&](int J) {
     if (J < NJ) {
       int s0, m, full, r, c;
-      job(J, s0, m, full, r, c);
+      jobs.at(J, s0, m, full, r, c);
       if (m > 0) {
         const u32 stg = sbase + (J % 3) * STAGE;
         const bool hnt = hint && (full || G == 1);
@@ -299,7 +299,7 @@ __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, 
   const int rt = w & 3, ocb = (w >> 2) * (DVT / 2);
   for (int J = 0; J < NJ; J++) {
     int s0, m, full, r, c;
-    job(J, s0, m, full, r, c);
+    jobs.at(J, s0, m, full, r, c);
     if (G > 1 && full && c == 0) {
       // ---- exchange: publish ΔS_g, meet the round, form S_in ----
       float* d = wsd + (i64)((r & 1) * G + g) * SE;
@@ -559,11 +559,10 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
 
   const Jobs jobs(N, G, g, L, LG);
   const int R = jobs.R, NJ = jobs.NJ;
-  auto job = [&](int J, int& s0, int& m, int& full, int& r, int& c) { jobs.at(J, s0, m, full, r, c); };
   auto issue = [&](int J) {
     if (J < NJ) {
       int s0, m, full, r, c;
-      job(J, s0, m, full, r, c);
+      jobs.at(J, s0, m, full, r, c);
       if (m > 0) {
         const u32 stg = sbase + (J % 3) * STAGE;
 #pragma unroll
@@ -597,7 +596,7 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
 
   for (int J = 0; J < NJ; J++) {
     int s0, m, full, r, c;
-    job(J, s0, m, full, r, c);
+    jobs.at(J, s0, m, full, r, c);
     if (G > 1 && full && c == 0) {
       float* d = wsd + (i64)((r & 1) * G + g) * SE;
 #pragma unroll

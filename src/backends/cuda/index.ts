@@ -654,8 +654,8 @@ export class CudaBackend implements Backend {
   lightningPass(o: CudaTensor, q: CudaTensor, k: CudaTensor, v: CudaTensor, B: number, N: number, nh: number, DK: number, DV: number,
                 logLam: CudaTensor, state: CudaTensor | null, slots: number, reverse: boolean, tensorCores: boolean): void {
     if (!B || !N) return;
-    if (N === 1 && !reverse && DK <= 256) {
-      // the recurrent step: one small kernel, no chunk machinery (a thread holds DK/8 ≤ 32 state values)
+    if (N === 1 && !reverse) {
+      // the recurrent step: one small kernel, no chunk machinery
       this.drv.launch('lightning_decode', this.fn('kernels.cu', 'lightning_decode'), [Math.ceil(DV / 32), nh, B], [32, 8, 1], 2 * DK * 4, 'ppppiiipppi',
         [o.ptr, q.ptr, k.ptr, v.ptr, nh, DK, DV, logLam.ptr, state ? state.ptr : 0, slots, bfBits(o, q, k, v)]);
       return;
@@ -778,14 +778,6 @@ export class CudaBackend implements Backend {
       for (const s of slots) need(s >= 0 && s < S.size / per, `glaStep: slot ${s} outside the state pool of ${S.size / per}`);
     } else need(S.size === B * per, `glaStep: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
     if (!B) return;
-    if (DK > 256) {
-      // wider than gla_decode's threads hold (DK/8 ≤ 32 state values each): the unfused step
-      const q = this.empty([B, 1, heads * DK], X.dtype), k = this.empty([B, 1, heads * DK], X.dtype), v = this.empty([B, 1, H], X.dtype);
-      this.glaQKV(q, k, v, X, heads, th, positions, vMask);
-      this.lightningForward(O, q, k, v, decay, S, 64, slots);
-      for (const t of [q, k, v]) this.free(t);
-      return;
-    }
     this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiipppppppli',
       [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
         pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(O, O, O, O, X)], 'kernels.cu', true);
