@@ -318,6 +318,33 @@ function bf16Checks(g: CudaBackend): void {
       const tag = `B=${B} nh=${nh} dh=${dh}${lrpe ? ' lrpe' : ''}${slots ? ' slots' : ''}`;
       cmp(`glaStep o ${tag}`, o); cmp(`glaStep state ${tag}`, S, 1e-2);
     }
+    // the batch-1 projection and step in one kernel (a cluster of 16 blocks a head, dh = 128) against
+    // the reference's matmul (normA) → glaQKV → lightningForward
+    for (const [nh, D, lrpe, slots, masked, xt] of [[2, 384, true, null, false, 'f32'], [3, 1024, false, Int32Array.of(2), false, 'bf16'], [1, 256, true, Int32Array.of(0), true, 'bf16']] as const) {
+      const r = R(), dh = 128, H = nh * dh, dk = lrpe ? 2 * dh : dh, rows = slots ? 3 : 1;
+      const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+      const x = both(r.arr(D, 2), [1, D], xt), W = both(r.arr(4 * H * D, 0.05), [4 * H, D], 'bf16');
+      const S = both(r.arr(rows * nh * dk * dh, 0.5), [rows, nh, dk, dh], 'f32');
+      const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh], 'f32') : null;
+      const pos = Int32Array.of(r.int(0, 70000)), mask = masked ? Int32Array.of(0) : null;
+      const X = out([1, 4 * H]), o = out([1, 1, H]);
+      ref.matmul(X[0], x[0], W[0], { transB: true, normA: 1e-6 });
+      const q = ref.zeros([1, 1, nh * dk], 'bf16'), k = ref.zeros([1, 1, nh * dk], 'bf16'), v = ref.zeros([1, 1, H], 'bf16');
+      ref.glaQKV(q, k, v, X[0], nh, th?.[0] ?? null, pos, mask);
+      ref.lightningForward(o[0], q, k, v, decay, S[0], 64, slots);
+      const S0 = g.upload(g.download(S[1]), S[1].shape, 'f32');
+      for (const cs of [16, 8]) {
+        g.stepCluster = cs;
+        g.copy(S[1], S0);
+        g.fill(X[1], NaN); g.fill(o[1], NaN);
+        const fused = g.glaProjectStep(o[1], X[1], x[1], W[1], 1e-6, nh, th?.[1] ?? null, pos, mask, decay, S[1], slots);
+        const tag = `nh=${nh} D=${D} x ${xt}${lrpe ? ' lrpe' : ''}${slots ? ' slots' : ''}${masked ? ' v masked' : ''}, clusters of ${cs}`;
+        if (!fused) { recordError(`glaProjectStep ${tag}`, new Error('not fused on this GPU (needs sm_90 clusters)')); continue; }
+        cmp(`glaProjectStep qkvu ${tag}`, X); cmp(`glaProjectStep o ${tag}`, o); cmp(`glaProjectStep state ${tag}`, S, 1e-2);
+      }
+      g.stepCluster = 0;
+      g.free(S0);
+    }
   });
   guarded('bf16 srmsnorm', () => {
     const r = R(), T = 33, D = 1000;
@@ -628,7 +655,16 @@ if (flag('--decode')) {
   // the decode rows alone (quick iteration on decode kernels)
   const rows = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024, 65536]), ...benchDecodeE2E(g, 'tnl-385m', 64, [1024]), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024])];
   for (const r of rows) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
-  writeFileSync(join(outDir, 'decode.json'), JSON.stringify(rows, null, 1));
+  // side by side: the projection and the step as two kernels (glaProjectStep off)
+  const variants: Record<string, unknown> = {};
+  for (const [label, fused, cs] of [['projection and step unfused', false, 0], ['clusters of 16', true, 16], ['clusters of 8', true, 8]] as const) {
+    g.fusedStep = fused; g.stepCluster = cs;
+    const vr = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024]), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024])];
+    variants[label] = vr;
+    for (const r of vr) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
+  }
+  g.fusedStep = true; g.stepCluster = 0;
+  writeFileSync(join(outDir, 'decode.json'), JSON.stringify({ rows, variants }, null, 1));
 }
 if (flag('--bench')) {
   const lengths = (opt('--lengths') ?? '512,2048,8192,32768').split(',').map(Number);

@@ -57,6 +57,56 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// Thread-block clusters (sm_90+): a block's rank; the cluster barrier, split (arrive without ordering,
+// then wait), met once so that every block has started and initialised its mbarriers before another
+// writes into its shared memory; and data pushed into another block's shared memory with st.async,
+// each 16-byte store counted on that block's mbarrier (its waiter sees the bytes once all have come).
+__device__ __forceinline__ u32 cluster_rank() {
+  u32 r = 0;
+#if __CUDA_ARCH__ >= 900
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return r;
+}
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cluster_wait() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 g; cvta.to.shared.u64 g, %1; cvt.u32.u64 %0, g; }" : "=r"(a) : "l"(p));
+  return a;
+}
+// An mbarrier whose one arrival is made here, expecting `bytes` of stores; made visible to the cluster.
+__device__ __forceinline__ void mbar_init_expect(unsigned long long* bar, u32 bytes) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(smem_addr(bar)) : "memory");
+  asm volatile("{ .reg .b64 st; mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1; }" :: "r"(smem_addr(bar)), "r"(bytes) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_wait(unsigned long long* bar, u32 parity) {
+#if __CUDA_ARCH__ >= 900
+  u32 done = 0;
+  while (!done)
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }" : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+#endif
+}
+// 16 bytes into block `rank`'s copy of dst, counted on its copy of bar
+__device__ __forceinline__ void st_async4(float* dst, unsigned long long* bar, u32 rank, float4 v) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("{ .reg .u32 d, b; mapa.shared::cluster.u32 d, %0, %6; mapa.shared::cluster.u32 b, %5, %6;\n\t"
+               "st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [d], {%1, %2, %3, %4}, [b]; }"
+               :: "r"(smem_addr(dst)), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(smem_addr(bar)), "r"(rank) : "memory");
+#endif
+}
+
 // Brings `bytes` at p into L2, each block its share (a hint: the weights of a later decode kernel
 // stream in from memory while this one waits for its predecessor). sm_90: one bulk prefetch a block
 // (measured 3% faster decode on the 385M, 6% on the 1B than a prefetch per 128-byte line).
@@ -267,6 +317,9 @@ __device__ __forceinline__ void gla_decode_body(void* o, const void* x, int nh, 
   // a few sequences: the state into registers before the wait; many (a grid of many waves): only into
   // L2 (measured: registers 1.56 → 2.01 ms a step at batch 64)
   const bool early = gridDim.z <= 8;
+  // the host's inputs (copied in before the graph's first kernel) before the wait too
+  const double pb = theta ? (double)pos[b] : 0.0;
+  const bool vOn = !vmask || vmask[b] != 0;
   if (early) decode_state_load(sv, S, c, DK, dh);
   else if (S && c < dh)
     for (int r = threadIdx.y; r < DK; r += 8) asm volatile("prefetch.global.L2 [%0];" :: "l"(S + (i64)r * dh + c));
@@ -278,13 +331,13 @@ __device__ __forceinline__ void gla_decode_body(void* o, const void* x, int nh, 
     const float sq = xq * sigm(xq), sk = xk * sigm(xk);
     if (theta) {
       double sn, cs;
-      sincos((double)theta[h * dh + cc] * (double)pos[b], &sn, &cs);
+      sincos((double)theta[h * dh + cc] * pb, &sn, &cs);
       qk[cc] = (float)(sq * cs); qk[dh + cc] = (float)(sq * sn);
       qk[DK + cc] = (float)(sk * cs); qk[DK + dh + cc] = (float)(sk * sn);
     } else { qk[cc] = sq; qk[DK + cc] = sk; }
   }
   __syncthreads();
-  const float vc = (c < dh && (!vmask || vmask[b] != 0)) ? LD(x, row + 2 * H + h * dh + c, BF(4)) : 0.f;
+  const float vc = (c < dh && vOn) ? LD(x, row + 2 * H + h * dh + c, BF(4)) : 0.f;
   decode_step(o, qk, qk + DK, vc, sv, S, h, b, c, nh, DK, dh, loglam, bf);
 }
 extern "C" {
@@ -547,12 +600,13 @@ __device__ __forceinline__ void sglu_bwd_body(void* dh, const void* dm, const vo
 
 // The W rows (4 output columns) and K positions one warp of a GEMV covers: warps come in groups of S
 // sharing a column group, warp j of a group taking K positions j·32 + lane + i·32·S (8 values each).
+// The block's 32/S columns start at row0 (blockIdx.x·32/S unless the caller maps blocks otherwise).
 struct GemvTile {
   const uint4* w[4];
   int n0, step, k8, K8;
-  __device__ GemvTile(const u16* W, int N, int K, int S) {
+  __device__ GemvTile(const u16* W, int N, int K, int S, int row0) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    n0 = (blockIdx.x * (8 / S) + warp / S) * 4;
+    n0 = row0 + (warp / S) * 4;
 #pragma unroll
     for (int r = 0; r < 4; r++) w[r] = (const uint4*)(W + (i64)min(n0 + r, N - 1) * K);
     step = 32 * S; k8 = (warp % S) * 32 + lane; K8 = K / 8;
@@ -577,10 +631,11 @@ __device__ __forceinline__ void gemv_fma(float (&s)[MM][4], const uint4 (&p)[4],
              + __uint_as_float(d << 16) * x[6] + __uint_as_float(d & 0xffff0000u) * x[7];
   }
 }
-// The end of both GEMVs: warp sums, the K split's partial sums through shared memory, the store.
+// The end of both GEMVs: warp sums, the K split's partial sums through shared memory, the store (and,
+// with `sink`, row 0's values as stored, at the block's column index: sink[(warp / S)·4 + r]).
 template <int MM>
 __device__ __forceinline__ void gemv_finish(float (&s)[MM][4], float (&part)[8][MM][4], int S, int n0, void* C, int M, int N, int acc, int bf,
-                                            const float (*cprev)[4] = nullptr) {
+                                            const float (*cprev)[4] = nullptr, float* sink = nullptr) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
   for (int m = 0; m < MM; m++)
@@ -611,7 +666,12 @@ __device__ __forceinline__ void gemv_finish(float (&s)[MM][4], float (&part)[8][
 #pragma unroll
       for (int r = 0; r < 4; r++) {
         const int n = n0 + r;
-        if (m < M && n < N) { const i64 idx = (i64)m * N + n; ST(C, idx, acc ? (cprev ? cprev[m][r] : LD(C, idx, BF(0))) + s[m][r] : s[m][r], BF(0)); }
+        if (m < M && n < N) {
+          const i64 idx = (i64)m * N + n;
+          const float v = acc ? (cprev ? cprev[m][r] : LD(C, idx, BF(0))) + s[m][r] : s[m][r];
+          ST(C, idx, v, BF(0));
+          if (sink && m == 0) sink[(warp / S) * 4 + r] = BF(0) ? bf2f(f2bf(v)) : v;
+        }
       }
 }
 template <int MM>
@@ -619,7 +679,7 @@ __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, 
   extern __shared__ float xs[];
   __shared__ float part[8][MM][4];
   pdl_trigger();
-  GemvTile t(W, N, K, S);
+  GemvTile t(W, N, K, S, blockIdx.x * (32 / S));
   const int K8 = t.K8, step = t.step, n0 = t.n0;
   int k8 = t.k8;
   uint4 p[GEMV_U][4];
@@ -681,13 +741,13 @@ __device__ __forceinline__ void gemv_body(void* C, const void* A, const u16* W, 
 // read right after the wait, beside A. __launch_bounds__(256, 2): 128 registers, two blocks an SM (the
 // 176-block projections in one wave). Mode 3 adds GLA's output gate, A' = SRMS(A) ⊙ U[:, 3K:4K) (U = qkvu
 // [M, 4K]). A (and U) 16-byte aligned. bf bits: 0 C, 1 A, 2 U
-template <int MM>
+template <int MM, bool SINK = false>
 __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S,
-                                              const void* pf, i64 pfBytes, int bf) {
+                                              const void* pf, i64 pfBytes, int bf, int row0, float* sink = nullptr) {
   __shared__ float part[8][MM][4];
   __shared__ float ssPart[8][MM];
   pdl_trigger();
-  GemvTile t(W, N, K, S);
+  GemvTile t(W, N, K, S, row0);
   const int K8 = t.K8, step = t.step, n0 = t.n0;
   int k8 = t.k8;
   uint4 p[GEMV_U][4];
@@ -795,7 +855,86 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
     for (int m = 0; m < MM; m++)
 #pragma unroll
       for (int r = 0; r < 4; r++) s[m][r] *= rs[m];
-  gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf, cprev);
+  gemv_finish<MM>(s, part, S, n0, C, M, N, acc, bf, cprev, SINK ? sink : nullptr);
+}
+// Batch-1 decode: the qkvu projection (x normalised) and GLA's recurrent step in one kernel, for heads
+// of dh = 128. A cluster of CS blocks a head (CS = 16: 256 threads, two blocks an SM; CS = 8: 512
+// threads, one an SM; the host takes the larger that fits every head's cluster on the GPU at once):
+// block c computes 512/CS of the head's 512 projection rows (q, k, v, u: CS/4 blocks each) as
+// gemv_reg does, writes them to qkvu (the out projection reads u) and pushes its q, k or v values into
+// every block of the cluster. Once its copy of q, k, v is complete, each block updates DK/CS rows of
+// the head's state (4 columns a thread) and sums q·S over them; each column's partial sum goes to the
+// block that owns it (128/CS columns a block), which adds the CS partials once they have come and
+// writes o. Data moves by st.async on mbarriers: the cluster barrier, which orders all memory, cost
+// ≈ 0.65 µs each time. This replaces the qkvu GEMV and gla_decode: one kernel boundary less a layer.
+// The state rows are read before the wait (in a decode graph the previous replay wrote them).
+// bf bits: 0 qkvu, 1 x, 2 o
+template <int CS>
+__device__ __forceinline__ void gla_project_step_body(void* qkvu, void* o, const void* x, const u16* W, int nh, int D, float eps,
+                                                      const float* theta, const int* pos, const int* vmask, const float* loglam,
+                                                      float* state, const int* slots, const void* pf, i64 pfBytes, int bf) {
+  constexpr int dh = 128, NT = 4096 / CS, RL = NT / 32, ROWS = 512 / CS, OWN = dh / CS;
+  __shared__ __align__(16) float mine[ROWS];      // this block's projection values (as stored)
+  __shared__ __align__(16) float qkv[3 * dh];     // the head's q, k, v before silu / LRPE, from the whole cluster
+  __shared__ __align__(16) float red[RL][dh];     // q·S of each row lane
+  __shared__ __align__(16) float opart[CS][OWN];  // the partial sums of the columns this block owns
+  __shared__ __align__(8) unsigned long long bars[2];  // qkv complete, opart complete
+  if (threadIdx.x == 0) { mbar_init_expect(&bars[0], 3 * dh * 4); mbar_init_expect(&bars[1], CS * OWN * 4); }
+  cluster_arrive_relaxed();  // (waited on before the first store into another block)
+  const u32 c = cluster_rank();
+  const int h = blockIdx.x / CS, H = nh * dh, DK = theta ? 2 * dh : dh, RP = DK / CS, seg = c / (CS / 4), part = c % (CS / 4);
+  const int ty = threadIdx.x >> 5, tx = threadIdx.x & 31;
+  float* S = decode_state(state, slots, 0, h, nh, DK, dh);
+  const double pb = theta ? (double)pos[0] : 0.0;  // host inputs before the wait (see gla_decode)
+  const bool vOn = !vmask || vmask[0] != 0;
+  float4 sv[2];  // state rows c·RP + ty + RL·j (RP / RL = DK / 128 of them), columns 4·tx …
+#pragma unroll
+  for (int j = 0; j < 2; j++) sv[j] = RL * j < RP ? *(const float4*)(S + (i64)(c * RP + ty + RL * j) * dh + 4 * tx) : make_float4(0, 0, 0, 0);
+  gemv_reg_body<1, true>(qkvu, x, W, nullptr, 1, 4 * H, D, 0, 1, eps, 1, pf, pfBytes, bf & 3, seg * H + h * dh + part * ROWS, mine);
+  __syncthreads();
+  cluster_wait();
+  if (seg < 3)
+    for (int i = threadIdx.x; i < CS * ROWS / 4; i += NT) {
+      const int to = i / (ROWS / 4), j = 4 * (i % (ROWS / 4));
+      st_async4(&qkv[seg * dh + part * ROWS + j], &bars[0], to, *(const float4*)&mine[j]);
+    }
+  const float lam = expf(loglam[h]);
+  mbar_wait(&bars[0], 0);
+  const float4 v4 = vOn ? *(const float4*)(qkv + 2 * dh + 4 * tx) : make_float4(0, 0, 0, 0);
+  float4 acc = make_float4(0, 0, 0, 0);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    if (RL * j >= RP) break;
+    const int r = c * RP + ty + RL * j, i = r % dh;
+    const float xq = qkv[i], xk = qkv[dh + i];
+    const float sq = xq * sigm(xq), sk = xk * sigm(xk);
+    float qr = sq, kr = sk;
+    if (theta) {
+      double sn, cs;
+      sincos((double)theta[h * dh + i] * pb, &sn, &cs);
+      const double f = r < dh ? cs : sn;
+      qr = (float)(sq * f); kr = (float)(sk * f);
+    }
+    float4 s = sv[j];
+    s.x = kr * v4.x + lam * s.x; s.y = kr * v4.y + lam * s.y; s.z = kr * v4.z + lam * s.z; s.w = kr * v4.w + lam * s.w;
+    *(float4*)(S + (i64)r * dh + 4 * tx) = s;
+    acc.x += qr * s.x; acc.y += qr * s.y; acc.z += qr * s.z; acc.w += qr * s.w;
+  }
+  *(float4*)&red[ty][4 * tx] = acc;
+  __syncthreads();
+  if (threadIdx.x < dh / 4) {
+    float4 p = make_float4(0, 0, 0, 0);
+#pragma unroll
+    for (int y = 0; y < RL; y++) { const float4 t = *(const float4*)&red[y][4 * threadIdx.x]; p.x += t.x; p.y += t.y; p.z += t.z; p.w += t.w; }
+    st_async4(&opart[c][(4 * threadIdx.x) % OWN], &bars[1], 4 * threadIdx.x / OWN, p);
+  }
+  mbar_wait(&bars[1], 0);
+  if (threadIdx.x < OWN) {
+    float p = 0.f;
+#pragma unroll
+    for (int b = 0; b < CS; b++) p += opart[b][threadIdx.x];
+    ST(o, (i64)h * dh + c * OWN + threadIdx.x, p, BF(2));
+  }
 }
 extern "C" {
 #define GEMV_ARGS void* C, const void* A, const u16* W, int M, int N, int K, int acc, int mode, float eps, int S, int bf
@@ -805,9 +944,15 @@ __global__ void __launch_bounds__(256) gemv_bf16_m2(GEMV_ARGS) { gemv_body<2>(GE
 __global__ void __launch_bounds__(256) gemv_bf16_m4(GEMV_ARGS) { gemv_body<4>(GEMV_PASS); }
 __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GEMV_PASS); }
 #define GEMV_REG_ARGS void* C, const void* A, const u16* W, const void* U, int M, int N, int K, int acc, int mode, float eps, int S, const void* pf, i64 pfBytes, int bf
-#define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, pf, pfBytes, bf
+#define GEMV_REG_PASS C, A, W, U, M, N, K, acc, mode, eps, S, pf, pfBytes, bf, blockIdx.x * (8 / S) * 4
 __global__ void __launch_bounds__(256, 2) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
 __global__ void __launch_bounds__(256, 2) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
+
+#define GLA_PROJECT_STEP_ARGS void* qkvu, void* o, const void* x, const u16* W, int nh, int D, float eps, const float* theta, const int* pos, \
+  const int* vmask, const float* loglam, float* state, const int* slots, const void* pf, i64 pfBytes, int bf
+#define GLA_PROJECT_STEP_PASS qkvu, o, x, W, nh, D, eps, theta, pos, vmask, loglam, state, slots, pf, pfBytes, bf
+__global__ void __launch_bounds__(256, 2) gla_project_step16(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<16>(GLA_PROJECT_STEP_PASS); }
+__global__ void __launch_bounds__(512, 1) gla_project_step8(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<8>(GLA_PROJECT_STEP_PASS); }
 
 // One entry each: 8 columns a thread when the column count allows it and every tensor is 16-byte
 // aligned (vec8), else 1 (a uniform branch; both forms compiled in).

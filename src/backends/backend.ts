@@ -140,6 +140,13 @@ export interface Backend {
    */
   glaStep?(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
            decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): void;
+  /**
+   * Optional fusion one level further, for a decode step: qkvu = SRMS(x)·wᵀ (x [B, D], w [4H, D],
+   * eps the norm's) and then glaStep, in one launch. Returns false, having done nothing, where the
+   * backend cannot fuse these shapes; the caller then runs the matmul and glaStep.
+   */
+  glaProjectStep?(o: Tensor, qkvu: Tensor, x: Tensor, w: Tensor, eps: number, heads: number, theta: Tensor | null, positions: Int32Array | null,
+                  vMask: Int32Array | null, decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): boolean;
   /** Backward of lightningForward from a zero initial state: dq, dk, dv (overwritten). */
   lightningBackward(dq: Tensor, dk: Tensor, dv: Tensor, dO: Tensor, q: Tensor, k: Tensor, v: Tensor,
                     decay: Float64Array, blockSize: number): void;

@@ -353,6 +353,15 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
   const st = be.zeros([1, nh, dh, dh]);
   const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
   time('glaStep (q, k, v, state update)', () => be.glaStep(o, qkvu, nh, null, null, null, decay, st), st.size * 8);
+  const wq = mk([4 * H, D]);
+  for (const cs of [16, 8]) {
+    be.stepCluster = cs;
+    const k = be.projectStepKernel(nh);
+    if (k && be.glaProjectStep(o, qkvu, x, wq, 1e-6, nh, null, null, null, decay, st))
+      time(`glaProjectStep (qkvu gemv + step, one kernel; clusters of ${cs}, ${k.fits} fit at once)`, () => be.glaProjectStep(o, qkvu, x, wq, 1e-6, nh, null, null, null, decay, st), wq.size * 2 + st.size * 8);
+  }
+  be.stepCluster = 0;
+  be.free(wq);
   const a = be.empty([1, H], 'bf16'), r = be.empty([1]);
   time('normGate', () => be.normGate(a, r, o, qkvu, 1e-6));
   const one = be.empty([1]);

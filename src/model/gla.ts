@@ -34,21 +34,24 @@ export function glaForward(ctx: StepContext, p: LayerParams, s: GlaShape, x: Ten
 /**
  * The recurrent step (N = 1, nothing kept for a backward): the same x ← x + GLA(x) with the norm
  * fused into the projection, the output gate into the out projection and, where the backend has
- * glaStep, q/k/v and the state update in one kernel. Fewer, larger launches: decode cost is mostly
- * launches. Each call hints the weights of a later one into cache (`prefetch`).
+ * glaStep, q/k/v and the state update in one kernel (with glaProjectStep, the projection too). Fewer,
+ * larger launches: decode cost is mostly launches. Each call hints the weights of a later one into
+ * cache (`prefetch`).
  */
 export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor, state: Tensor, slots: Int32Array | null): void {
   const { be, B, act } = ctx;
   const qkvu = be.empty([B, 4 * s.H], act);
-  be.matmul(qkvu, x, p.qkvu, { transB: true, normA: NORM_EPS, prefetch: p.out });
   const o = be.empty([B, 1, s.H], act);
-  if (be.glaStep) be.glaStep(o, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, p.w12);
-  else {
-    const dk = p.theta ? 2 * s.dh : s.dh;
-    const q = be.empty([B, 1, s.heads * dk], act), k = be.empty([B, 1, s.heads * dk], act), v = be.empty([B, 1, s.H], act);
-    be.glaQKV(q, k, v, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask);
-    be.lightningForward(o, q, k, v, s.decay, state, ctx.blockSize, slots);
-    for (const t of [q, k, v]) be.free(t);
+  if (!be.glaProjectStep?.(o, qkvu, x, p.qkvu, NORM_EPS, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, p.w12)) {
+    be.matmul(qkvu, x, p.qkvu, { transB: true, normA: NORM_EPS, prefetch: p.out });
+    if (be.glaStep) be.glaStep(o, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, p.w12);
+    else {
+      const dk = p.theta ? 2 * s.dh : s.dh;
+      const q = be.empty([B, 1, s.heads * dk], act), k = be.empty([B, 1, s.heads * dk], act), v = be.empty([B, 1, s.H], act);
+      be.glaQKV(q, k, v, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask);
+      be.lightningForward(o, q, k, v, s.decay, state, ctx.blockSize, slots);
+      for (const t of [q, k, v]) be.free(t);
+    }
   }
   be.matmul(x, o, p.out, { transB: true, accumulate: true, normGate: { qkvu, eps: NORM_EPS }, prefetch: p.w3 });
   be.free(qkvu); be.free(o);

@@ -54,6 +54,7 @@ const CU_FUNCS: [string, string, string[], boolean?][] = [
   ['cuFuncGetAttribute', 'int', ['void *', 'int', 'uint64_t']],
   ['cuLaunchKernel', 'int', ['uint64_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint32_t', 'uint64_t', 'void *', 'void *']],
   ['cuLaunchKernelEx', 'int', ['void *', 'uint64_t', 'void *', 'void *'], true],
+  ['cuOccupancyMaxActiveClusters', 'int', ['_Out_ int *', 'uint64_t', 'void *'], true],
   ['cuStreamCreate', 'int', ['void *', 'uint32_t']],
   ['cuStreamSynchronize', 'int', ['uint64_t']],
   ['cuEventCreate', 'int', ['void *', 'uint32_t']],
@@ -187,6 +188,7 @@ export const CU_ATTR = {
   MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: 97,
 } as const;
 const CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
+const CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED = 14;
 
 /** One device, its primary context and a stream; the thin checked layer over the driver API. */
 export class Driver {
@@ -210,7 +212,7 @@ export class Driver {
   private readonly argBlock: unknown;
   private readonly argView: DataView;
   private readonly argPtrs: unknown;
-  // cuLaunchKernelEx's CUlaunchConfig (56 bytes) and one CUlaunchAttribute (72 bytes), koffi memory
+  // cuLaunchKernelEx's CUlaunchConfig (56 bytes) and up to two CUlaunchAttributes (72 bytes each), koffi memory
   private readonly exConfig: unknown;
   private readonly exView: DataView;
 
@@ -244,8 +246,8 @@ export class Driver {
     const base = BigInt(this.koffi.address(this.argBlock));
     const ptrs = new BigUint64Array(this.koffi.view(this.argPtrs, 512));
     for (let i = 0; i < 64; i++) ptrs[i] = base + BigInt(8 * i);
-    this.exConfig = this.koffi.alloc('uint64_t', 16);
-    this.exView = new DataView(this.koffi.view(this.exConfig, 128));
+    this.exConfig = this.koffi.alloc('uint64_t', 25);
+    this.exView = new DataView(this.koffi.view(this.exConfig, 200));
   }
 
   attr(id: number): number {
@@ -342,9 +344,10 @@ export class Driver {
 
   /**
    * Launches `fn` with arguments described by `sig` (one letter each: p = device pointer / 64-bit,
-   * i = int32, f = float32, l = int64, d = float64) on the stream.
+   * i = int32, f = float32, l = int64, d = float64) on the stream. `early`: programmatic stream
+   * serialization (below); `cluster`: blocks launched in clusters of that many along x (sm_90+).
    */
-  launch(name: string, fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, sig: string, args: readonly number[], early = false): void {
+  launch(name: string, fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, sig: string, args: readonly number[], early = false, cluster = 0): void {
     if (sig.length !== args.length) throw new CudaError(`launch ${name}: ${args.length} arguments for signature "${sig}"`);
     const v = this.argView;
     for (let i = 0; i < sig.length; i++) {
@@ -358,24 +361,43 @@ export class Driver {
       }
     }
     if (grid.some((g) => g < 1 || !Number.isInteger(g)) || block.some((b) => b < 1)) throw new CudaError(`launch ${name}: bad geometry grid ${grid} block ${block}`);
-    if (early && this.cu.cuLaunchKernelEx && !this.prof) this.check(`cuLaunchKernelEx(${name})`, this.cu.cuLaunchKernelEx(this.earlyConfig(grid, block, smem), fn, this.argPtrs, null));
+    if (cluster && (grid[0] % cluster || !this.cu.cuLaunchKernelEx)) throw new CudaError(`launch ${name}: clusters of ${cluster} need cuLaunchKernelEx and a grid width divisible by it (grid ${grid})`);
+    const pdl = early && !!this.cu.cuLaunchKernelEx && !this.prof;
+    if (pdl || cluster) this.span(name, () => this.check(`cuLaunchKernelEx(${name})`, this.cu.cuLaunchKernelEx!(this.exLaunchConfig(grid, block, smem, pdl, cluster), fn, this.argPtrs, null)));
     else this.span(name, () => this.check(`cuLaunchKernel(${name})`, this.cu.cuLaunchKernel!(fn, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem, this.stream, this.argPtrs, null)));
   }
   /**
-   * A CUlaunchConfig with programmatic stream serialization allowed: the kernel may start while the
-   * one before it on the stream finishes, and must itself wait (griddepcontrol.wait) before reading
-   * what that one wrote. Layout: grid, block (6 × u32), shared bytes (u32), pad, stream, attrs
-   * pointer, attr count; the attribute (id 6, value 1) follows at byte 56.
+   * A CUlaunchConfig with its attributes: programmatic stream serialization (`pdl`: the kernel may
+   * start while the one before it on the stream finishes, and must itself wait, griddepcontrol.wait,
+   * before reading what that one wrote) and a cluster shape. Layout: grid, block (6 × u32), shared
+   * bytes (u32), pad, stream, attrs pointer, attr count; the attributes (id u32, pad, 64-byte value)
+   * follow from byte 56.
    */
-  private earlyConfig(grid: readonly [number, number, number], block: readonly [number, number, number], smem: number): unknown {
+  private exLaunchConfig(grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, pdl: boolean, cluster: number): unknown {
     const v = this.exView;
     [...grid, ...block, smem].forEach((x, i) => v.setUint32(4 * i, x, true));
     v.setBigUint64(32, BigInt(this.stream), true);
     v.setBigUint64(40, BigInt(this.koffi.address(this.exConfig)) + 56n, true);
-    v.setUint32(48, 1, true);
-    v.setUint32(56, 6 /* CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION */, true);
-    v.setUint32(64, 1, true);
+    let n = 0;
+    const attr = (id: number, values: number[]) => {
+      const at = 56 + 72 * n++;
+      v.setUint32(at, id, true);
+      values.forEach((x, i) => v.setUint32(at + 8 + 4 * i, x, true));
+    };
+    if (pdl) attr(6 /* CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION */, [1]);
+    if (cluster) attr(4 /* CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION */, [cluster, 1, 1]);
+    v.setUint32(48, n, true);
     return this.exConfig;
+  }
+  /** How many clusters of `cluster` blocks of this shape the GPU holds at once (null: the driver cannot say). */
+  maxActiveClusters(fn: number, grid: readonly [number, number, number], block: readonly [number, number, number], smem: number, cluster: number): number | null {
+    if (!this.cu.cuOccupancyMaxActiveClusters) return null;
+    this.check('cuOccupancyMaxActiveClusters', this.cu.cuOccupancyMaxActiveClusters(this.i32, fn, this.exLaunchConfig(grid, block, smem, false, cluster)));
+    return this.i32[0]!;
+  }
+  /** Lets `fn` run in clusters larger than the portable 8 (16 on H100). */
+  allowLargeClusters(fn: number): void {
+    this.check('cuFuncSetAttribute(NON_PORTABLE_CLUSTER_SIZE_ALLOWED)', this.cu.cuFuncSetAttribute!(fn, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1));
   }
 
   // ---- profiling: GPU time of every launch and span, by name ----------------------------------------

@@ -763,24 +763,71 @@ export class CudaBackend implements Backend {
 
   glaStep(o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
           decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): void {
-    const O = dev(o, 'glaStep'), X = dev(qkvu, 'glaStep'), S = devF32(state, 'glaStep state');
-    const pf = prefetch && this.prefetchHints ? dev(prefetch, 'glaStep prefetch') : null;
-    const th = theta ? devF32(theta, 'glaStep theta') : null;
+    const a = this.stepArgs('glaStep', o, qkvu, heads, theta, positions, vMask, decay, state, slots, prefetch);
+    if (!a.B) return;
+    this.launch('gla_decode', { grid: [Math.ceil(a.dh / 32), heads, a.B], block: [32, 8, 1], smem: 2 * a.DK * 4 }, 'ppiipppppppli',
+      [a.O.ptr, a.X.ptr, heads, a.dh, ...a.tail], 'kernels.cu', true);
+  }
+  /** Off with TNL_CUDA_FUSED_STEP=0 (benchmarks compare the two paths in one process). */
+  fusedStep = process.env.TNL_CUDA_FUSED_STEP !== '0';
+  /** gla_project_step's cluster size: 0 = chosen by occupancy (below), 8 or 16 forced (TNL_CUDA_STEP_CLUSTER). */
+  stepCluster = Number(process.env.TNL_CUDA_STEP_CLUSTER ?? 0);
+  private readonly stepKernels = new Map<string, { name: string; fn: number; cs: number; fits: number | null } | null>();
+  /**
+   * gla_project_step's cluster size for `heads` heads: 16 blocks a head when every head's cluster fits
+   * on the GPU at once, else 8 (clusters that wait for a second wave cost more than the fusion saves);
+   * null when neither fits. `fits`: how many such clusters the GPU holds at once.
+   */
+  projectStepKernel(heads: number): { name: string; fn: number; cs: number; fits: number | null } | null {
+    const forced = this.stepCluster, key = `${heads}:${forced}`;
+    let k = this.stepKernels.get(key);
+    if (k !== undefined) return k;
+    k = null;
+    for (const cs of [16, 8]) {
+      if (forced && cs !== forced) continue;
+      const name = `gla_project_step${cs}`, fn = this.fn('kernels.cu', name);
+      if (cs > 8) this.drv.allowLargeClusters(fn);
+      const fits = this.drv.maxActiveClusters(fn, [cs * heads, 1, 1], [4096 / cs, 1, 1], 0, cs);
+      if (forced || fits === null || fits >= heads) { k = { name, fn, cs, fits }; break; }
+    }
+    this.stepKernels.set(key, k);
+    return k;
+  }
+  glaProjectStep(o: Tensor, qkvu: Tensor, x: Tensor, w: Tensor, eps: number, heads: number, theta: Tensor | null, positions: Int32Array | null,
+                 vMask: Int32Array | null, decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null): boolean {
+    const A = dev(x, 'glaProjectStep x'), W = dev(w, 'glaProjectStep w'), X = dev(qkvu, 'glaProjectStep qkvu');
+    const [M, D] = dims2(A), [N, K] = dims2(W), [B, C4] = dims2(X);
+    // one sequence, heads of 128 (a cluster of blocks a head), bf16 weights, clusters (sm_90)
+    if (!this.fusedStep || this.drv.cc[0] < 9 || M !== 1 || B !== 1 || W.dtype !== 'bf16' || N !== 4 * 128 * heads || C4 !== N || K !== D || D % 8 ||
+        W.ptr % 16 || A.ptr % 16) return false;
+    const k = this.projectStepKernel(heads);
+    if (!k) return false;
+    const a = this.stepArgs('glaProjectStep', o, qkvu, heads, theta, positions, vMask, decay, state, slots, prefetch);
+    this.drv.launch(k.name, k.fn, [k.cs * heads, 1, 1], [4096 / k.cs, 1, 1], 0, 'ppppiifpppppppli',
+      [a.X.ptr, a.O.ptr, A.ptr, W.ptr, heads, D, eps, ...a.tail.slice(0, -1), bfBits(a.X, A, a.O)], this.graphInputs !== null && this.pdl, k.cs);
+    this.releaseTemps();
+    return true;
+  }
+  /** glaStep's checks, and the kernel arguments both decode-step kernels end with (theta … bf bits). */
+  private stepArgs(what: string, o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
+                   decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null) {
+    const O = dev(o, what), X = dev(qkvu, what), S = devF32(state, `${what} state`);
+    const pf = prefetch && this.prefetchHints ? dev(prefetch, `${what} prefetch`) : null;
+    const th = theta ? devF32(theta, `${what} theta`) : null;
     const [B, C4] = dims2(X);
-    need(C4 % (4 * heads) === 0 && decay.length === heads, `glaStep: qkvu ${shp(X)} is not [B, 4·${heads}·dh] or ${decay.length} decays for ${heads} heads`);
+    need(C4 % (4 * heads) === 0 && decay.length === heads, `${what}: qkvu ${shp(X)} is not [B, 4·${heads}·dh] or ${decay.length} decays for ${heads} heads`);
     const H = C4 / 4, dh = H / heads, DK = th ? 2 * dh : dh;
-    need(O.size === B * H, `glaStep: o ${shp(O)} must hold [${B}, ${H}]`);
-    need(!th || (th.size === H && positions !== null && positions.length === B), 'glaStep: theta needs nh·dh values and a position per sequence');
-    need(!vMask || vMask.length === B, `glaStep: vMask has ${vMask?.length} entries for ${B} sequences`);
+    need(O.size === B * H, `${what}: o ${shp(O)} must hold [${B}, ${H}]`);
+    need(!th || (th.size === H && positions !== null && positions.length === B), `${what}: theta needs nh·dh values and a position per sequence`);
+    need(!vMask || vMask.length === B, `${what}: vMask has ${vMask?.length} entries for ${B} sequences`);
     const per = heads * DK * dh;
     if (slots) {
-      need(slots.length === B, `glaStep: ${slots.length} slots for ${B} sequences`);
-      for (const s of slots) need(s >= 0 && s < S.size / per, `glaStep: slot ${s} outside the state pool of ${S.size / per}`);
-    } else need(S.size === B * per, `glaStep: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
-    if (!B) return;
-    this.launch('gla_decode', { grid: [Math.ceil(dh / 32), heads, B], block: [32, 8, 1], smem: 2 * DK * 4 }, 'ppiipppppppli',
-      [O.ptr, X.ptr, heads, dh, th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
-        pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(O, O, O, O, X)], 'kernels.cu', true);
+      need(slots.length === B, `${what}: ${slots.length} slots for ${B} sequences`);
+      for (const s of slots) need(s >= 0 && s < S.size / per, `${what}: slot ${s} outside the state pool of ${S.size / per}`);
+    } else need(S.size === B * per, `${what}: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
+    const tail = B ? [th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
+      pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(O, O, O, O, X)] : [];
+    return { O, X, B, dh, DK, tail };
   }
 
   /**
