@@ -43,19 +43,17 @@ __device__ __forceinline__ T columnSum(T v) {
   return s;
 }
 
-// Programmatic dependent launch (decode graphs, sm_90+): a kernel launched early may run beside the one
-// before it; it lets its own successor start (launch_dependents) and waits for its predecessor's
-// writes (wait) before reading anything but the weights. No-ops when launched normally.
-__device__ __forceinline__ void pdl_trigger() {
+// Instructions of sm_90 without operands, as functions (no-ops before sm_90).
 #if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#define SM90_OP(name, ptx) __device__ __forceinline__ void name() { asm volatile(ptx ::: "memory"); }
+#else
+#define SM90_OP(name, ptx) __device__ __forceinline__ void name() {}
 #endif
-}
-__device__ __forceinline__ void pdl_wait() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (decode graphs): a kernel launched early may run beside the one before
+// it; it lets its own successor start (launch_dependents) and waits for its predecessor's writes
+// (wait) before reading anything but the weights. No-ops when launched normally.
+SM90_OP(pdl_trigger, "griddepcontrol.launch_dependents;")
+SM90_OP(pdl_wait, "griddepcontrol.wait;")
 
 // Thread-block clusters (sm_90+): a block's rank; the cluster barrier, split (arrive without ordering,
 // then wait), met once so that every block has started and initialised its mbarriers before another
@@ -68,16 +66,8 @@ __device__ __forceinline__ u32 cluster_rank() {
 #endif
   return r;
 }
-__device__ __forceinline__ void cluster_arrive_relaxed() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cluster_wait() {
-#if __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
-#endif
-}
+SM90_OP(cluster_arrive_relaxed, "barrier.cluster.arrive.relaxed.aligned;")
+SM90_OP(cluster_wait, "barrier.cluster.wait.acquire.aligned;")
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 a;
   asm("{ .reg .u64 g; cvta.to.shared.u64 g, %1; cvt.u32.u64 %0, g; }" : "=r"(a) : "l"(p));
