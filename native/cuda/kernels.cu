@@ -938,8 +938,7 @@ __global__ void __launch_bounds__(256) gemv_bf16_m8(GEMV_ARGS) { gemv_body<8>(GE
 __global__ void __launch_bounds__(256, 2) gemv_reg_m1(GEMV_REG_ARGS) { gemv_reg_body<1>(GEMV_REG_PASS); }
 __global__ void __launch_bounds__(256, 2) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_body<2>(GEMV_REG_PASS); }
 
-#define GLA_PROJECT_STEP_ARGS void* qkvu, void* o, const void* x, const u16* W, int nh, int D, float eps, const float* theta, const int* pos, \
-  const int* vmask, const float* loglam, float* state, const int* slots, const void* pf, i64 pfBytes, int bf
+#define GLA_PROJECT_STEP_ARGS void* qkvu, void* o, const void* x, const u16* W, int nh, int D, float eps, const float* theta, const int* pos, const int* vmask, const float* loglam, float* state, const int* slots, const void* pf, i64 pfBytes, int bf
 #define GLA_PROJECT_STEP_PASS qkvu, o, x, W, nh, D, eps, theta, pos, vmask, loglam, state, slots, pf, pfBytes, bf
 __global__ void __launch_bounds__(256, 2) gla_project_step16(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<16>(GLA_PROJECT_STEP_PASS); }
 __global__ void __launch_bounds__(512, 1) gla_project_step8(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<8>(GLA_PROJECT_STEP_PASS); }

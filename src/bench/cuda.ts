@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CudaBackend } from '../backends/cuda/index.ts';
 import type { MatmulOptions, Tensor } from '../backends/backend.ts';
-import { lightningPlan, type LightningTuning } from '../backends/cuda/plan.ts';
+import { lastSegment, lightningPlan, type LightningTuning } from '../backends/cuda/plan.ts';
 import { presetConfig, type ModelConfig } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
 import { allocParams, lrpeThetaInit, paramTensors } from '../model/params.ts';
@@ -127,7 +127,7 @@ export interface LongRow {
 /** Segment lengths around the defaults (TNL_BENCH_LONG_SWEEP=1): L and the last block's LG. */
 function sweepVariants(): [string, LightningTuning][] {
   const v: [string, LightningTuning][] = [];
-  for (const L of [1024, 2048, 4096]) for (const f of [1, 1.25, 1.5, 1.75, 2]) v.push([`seq L=${L} LG=${f}L`, { seg: L, lastSeg: Math.round(L * f / 64) * 64 }]);
+  for (const L of [1024, 2048, 4096]) for (const f of [1, 1.25, 1.5, 1.75, 2]) v.push([`seq L=${L} LG=${f}L`, { seg: L, lastSeg: lastSegment(L, f) }]);
   return v;
 }
 

@@ -201,7 +201,7 @@ test('cuda sources: every launch passes as many arguments, of the kinds, as its 
     const params = m[1]!.trim().replace(/^(\w+_ARGS)$/, (x) => macros.get(x) ?? x);
     return params.split(',').map(kind).join('');
   };
-  const suffixes: Record<string, string[]> = { gemv_reg_m: ['1', '2'], gemv_bf16_m: ['1', '2', '4', '8'] };
+  const suffixes: Record<string, string[]> = { gemv_reg_m: ['1', '2'], gemv_bf16_m: ['1', '2', '4', '8'], gla_project_step: ['8', '16'] };
   let checked = 0;
   for (const m of ts.matchAll(/(?:this\.launch|this\.drv\.launch)\(((?:(?!this\.(?:drv\.)?launch\()[\s\S])*?)'([pilfd]+)',/g)) {
     const head = m[1]!, sig = m[2]!;

@@ -218,8 +218,8 @@ export class CudaBackend implements Backend {
    * inside a recorded graph it is launched with programmatic stream serialization: it starts, and
    * prefetches its weights, while the kernel before it finishes (TNL_CUDA_PDL=0 turns this off).
    */
-  private launch(name: string, l: Launch, sig: string, args: number[], file = 'kernels.cu', early = false): void {
-    this.drv.launch(name, this.fn(file, name, l.smem), l.grid, l.block, l.smem, sig, args, early && this.graphInputs !== null && this.pdl);
+  private launch(name: string, l: Launch, sig: string, args: number[], file = 'kernels.cu', early = false, cluster = 0): void {
+    this.drv.launch(name, this.fn(file, name, l.smem), l.grid, l.block, l.smem, sig, args, early && this.graphInputs !== null && this.pdl, cluster);
     this.releaseTemps();
   }
   /** Programmatic dependent launch in recorded graphs, and the prefetch hints of decode kernels (benchmarks turn them off). */
@@ -766,29 +766,29 @@ export class CudaBackend implements Backend {
     const a = this.stepArgs('glaStep', o, qkvu, heads, theta, positions, vMask, decay, state, slots, prefetch);
     if (!a.B) return;
     this.launch('gla_decode', { grid: [Math.ceil(a.dh / 32), heads, a.B], block: [32, 8, 1], smem: 2 * a.DK * 4 }, 'ppiipppppppli',
-      [a.O.ptr, a.X.ptr, heads, a.dh, ...a.tail], 'kernels.cu', true);
+      [a.O.ptr, a.X.ptr, heads, a.dh, ...a.tail, bfBits(a.O, a.O, a.O, a.O, a.X)], 'kernels.cu', true);
   }
   /** Off with TNL_CUDA_FUSED_STEP=0 (benchmarks compare the two paths in one process). */
   fusedStep = process.env.TNL_CUDA_FUSED_STEP !== '0';
   /** gla_project_step's cluster size: 0 = chosen by occupancy (below), 8 or 16 forced (TNL_CUDA_STEP_CLUSTER). */
   stepCluster = Number(process.env.TNL_CUDA_STEP_CLUSTER ?? 0);
-  private readonly stepKernels = new Map<string, { name: string; fn: number; cs: number; fits: number | null } | null>();
+  private readonly stepKernels = new Map<string, { cs: number; fits: number | null } | null>();
   /**
    * gla_project_step's cluster size for `heads` heads: 16 blocks a head when every head's cluster fits
    * on the GPU at once, else 8 (clusters that wait for a second wave cost more than the fusion saves);
    * null when neither fits. `fits`: how many such clusters the GPU holds at once.
    */
-  projectStepKernel(heads: number): { name: string; fn: number; cs: number; fits: number | null } | null {
+  projectStepKernel(heads: number): { cs: number; fits: number | null } | null {
     const forced = this.stepCluster, key = `${heads}:${forced}`;
     let k = this.stepKernels.get(key);
     if (k !== undefined) return k;
     k = null;
     for (const cs of [16, 8]) {
       if (forced && cs !== forced) continue;
-      const name = `gla_project_step${cs}`, fn = this.fn('kernels.cu', name);
+      const fn = this.fn('kernels.cu', `gla_project_step${cs}`);
       if (cs > 8) this.drv.allowLargeClusters(fn);
       const fits = this.drv.maxActiveClusters(fn, [cs * heads, 1, 1], [4096 / cs, 1, 1], 0, cs);
-      if (forced || fits === null || fits >= heads) { k = { name, fn, cs, fits }; break; }
+      if (forced || fits === null || fits >= heads) { k = { cs, fits }; break; }
     }
     this.stepKernels.set(key, k);
     return k;
@@ -803,12 +803,11 @@ export class CudaBackend implements Backend {
     const k = this.projectStepKernel(heads);
     if (!k) return false;
     const a = this.stepArgs('glaProjectStep', o, qkvu, heads, theta, positions, vMask, decay, state, slots, prefetch);
-    this.drv.launch(k.name, k.fn, [k.cs * heads, 1, 1], [4096 / k.cs, 1, 1], 0, 'ppppiifpppppppli',
-      [a.X.ptr, a.O.ptr, A.ptr, W.ptr, heads, D, eps, ...a.tail.slice(0, -1), bfBits(a.X, A, a.O)], this.graphInputs !== null && this.pdl, k.cs);
-    this.releaseTemps();
+    this.launch(`gla_project_step${k.cs}`, { grid: [k.cs * heads, 1, 1], block: [4096 / k.cs, 1, 1], smem: 0 }, 'ppppiifpppppppli',
+      [a.X.ptr, a.O.ptr, A.ptr, W.ptr, heads, D, eps, ...a.tail, bfBits(a.X, A, a.O)], 'kernels.cu', true, k.cs);
     return true;
   }
-  /** glaStep's checks, and the kernel arguments both decode-step kernels end with (theta … bf bits). */
+  /** glaStep's checks, and the kernel arguments both decode-step kernels share (theta … prefetch bytes). */
   private stepArgs(what: string, o: Tensor, qkvu: Tensor, heads: number, theta: Tensor | null, positions: Int32Array | null, vMask: Int32Array | null,
                    decay: Float64Array, state: Tensor, slots?: Int32Array | null, prefetch?: Tensor | null) {
     const O = dev(o, what), X = dev(qkvu, what), S = devF32(state, `${what} state`);
@@ -826,7 +825,7 @@ export class CudaBackend implements Backend {
       for (const s of slots) need(s >= 0 && s < S.size / per, `${what}: slot ${s} outside the state pool of ${S.size / per}`);
     } else need(S.size === B * per, `${what}: state ${shp(S)} must be [${B}, ${heads}, ${DK}, ${dh}]`);
     const tail = B ? [th ? th.ptr : 0, th ? this.ints(positions) : 0, this.ints(vMask), this.logDecayTensor(decay).ptr, S.ptr, slots ? this.ints(slots) : 0,
-      pf ? pf.ptr : 0, pf ? pf.bytes : 0, bfBits(O, O, O, O, X)] : [];
+      pf ? pf.ptr : 0, pf ? pf.bytes : 0] : [];
     return { O, X, B, dh, DK, tail };
   }
 

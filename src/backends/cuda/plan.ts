@@ -213,12 +213,13 @@ export function lightningPlan(p: { B: number; N: number; nh: number; DK: number;
 }
 
 /**
- * The last block's segment for segments of L tokens: a round costs the other blocks a state-only pass
- * and a full pass over L, the last block a full pass only, so it can take more tokens. 1.25·L measured
- * best (b=1, h=32, n=128K on an H100: 2.45 ms against 2.55 at L, 2.54 at 1.5·L, 2.90 at 2·L).
+ * The last block's segment for segments of L tokens (f·L, whole chunks of 64): a round costs the other
+ * blocks a state-only pass and a full pass over L, the last block a full pass only, so it can take more
+ * tokens. f = 1.25 measured best (b=1, h=32, n=128K on an H100: 2.45 ms against 2.55 at L, 2.54 at
+ * 1.5·L, 2.90 at 2·L).
  */
-export function lastSegment(L: number): number {
-  return Math.round(L * 1.25 / 64) * 64;
+export function lastSegment(L: number, f = 1.25): number {
+  return Math.round(L * f / 64) * 64;
 }
 
 /** log λ per head, as the kernels take it (λ ∈ (0, 1]). */
