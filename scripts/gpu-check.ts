@@ -15,9 +15,12 @@ import type { LightningTuning } from '../src/backends/cuda/plan.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { loadConfig, presetConfig } from '../src/config/index.ts';
 import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
-import { TnlModel } from '../src/model/transnormer.ts';
+import { TnlModel, decodePrefetch } from '../src/model/transnormer.ts';
 import { benchDecodeE2E, benchTrainE2E, decodePieces, deviceRandomModel, fmtProfile, fmtTable, runCudaBench } from '../src/bench/cuda.ts';
 import { Decoder } from '../src/generate/decoder.ts';
+import { DeviceLoop } from '../src/generate/device-loop.ts';
+import { generateTokens } from '../src/generate/generate.ts';
+import { argmax } from '../src/generate/sampling.ts';
 
 const argv = process.argv.slice(2);
 const flag = (n: string) => argv.includes(n);
@@ -551,8 +554,101 @@ function mixedAndGraphChecks(be: CudaBackend, dir: string): void {
     }
     poolDec.dispose();
     rows.push({ check: `graphs ${label}: slot pool, batch 2 and 3, cleared row, replayed vs eager`, maxAbs: worst, rel: NaN, tol: 0, ok: worst === 0 });
+    // tokens picked inside the step (DeviceLoop, graphs) against the host's greedy loop over downloaded logits
+    const hostState = m.newState(2), devState = m.newState(2);
+    m.prefill(pre, 2, P, hostState); m.prefill(pre, 2, P, devState);
+    const hostDec = new Decoder(m, hostState, { graphs: true });
+    const first = Int32Array.from([ids[P]!, ids[N + P]!]);
+    let cur = first, diff = 0, lpErr = 0;
+    const loop = new DeviceLoop(m, devState, { temperature: 0, depth: 3 });
+    for (const picks of loop.run(first, 16)) {
+      const lg = hostDec.stepToHost(cur);
+      const want = Int32Array.from({ length: 2 }, (_, b) => argmax(lg.subarray(b * V, (b + 1) * V)));
+      for (let b = 0; b < 2; b++) {
+        if (picks.ids[b] !== want[b]) diff++;
+        const row = lg.subarray(b * V, (b + 1) * V);
+        let mx = -Infinity, z = 0;
+        for (const x of row) mx = Math.max(mx, x);
+        for (const x of row) z += Math.exp(x - mx);
+        lpErr = Math.max(lpErr, Math.abs(picks.logprobs[b]! - (row[want[b]!]! - mx - Math.log(z))));
+      }
+      cur = want;
+    }
+    loop.dispose(); hostDec.dispose();
+    const posOk = devState.positions.every((x, b) => x === hostState.positions[b]);
+    rows.push({ check: `device loop ${label}: 16 greedy steps picked on the GPU vs the host's argmax (tokens differing)`, maxAbs: diff, rel: NaN, tol: 0, ok: diff === 0 && posOk, note: posOk ? '' : 'positions differ' });
+    rows.push({ check: `device loop ${label}: log-probabilities vs the host's, max |Δ|`, maxAbs: lpErr, rel: NaN, tol: 1e-4, ok: lpErr <= 1e-4 });
   });
   ex.close();
+}
+
+/** generateTokens' two paths (TNL_DEVICE_SAMPLING=0 forces the host's picks) give the same greedy tokens. */
+async function generateChecks(be: CudaBackend, dir: string): Promise<void> {
+  const config = loadConfig(dir);
+  const p = allocParams(be, config);
+  const f = SafetensorsFile.open(join(dir, 'model.safetensors'));
+  try { loadParams(be, p, config, f, f.path); } finally { f.close(); }
+  const model = new TnlModel(config, be, p);
+  const prompt = [1, 15, 27, 3, 99, 4];
+  const collect = async (device: boolean) => {
+    const prev = process.env.TNL_DEVICE_SAMPLING;
+    process.env.TNL_DEVICE_SAMPLING = device ? '1' : '0';
+    try {
+      const out: number[] = [];
+      for await (const t of generateTokens(model, prompt, { maxTokens: 12, temperature: 0, stopIds: [] })) out.push(t.id);
+      return out;
+    } finally { if (prev === undefined) delete process.env.TNL_DEVICE_SAMPLING; else process.env.TNL_DEVICE_SAMPLING = prev; }
+  };
+  const [a, b] = [await collect(true), await collect(false)];
+  const diff = a.filter((x, i) => x !== b[i]).length + Math.abs(a.length - b.length);
+  rows.push({ check: 'generateTokens f32: 12 greedy tokens picked on the GPU vs on the host (tokens differing)', maxAbs: diff, rel: NaN, tol: 0, ok: diff === 0, note: a.join(' ') });
+}
+
+/** sampleTokens against the host backends' implementation (the same hash and rule) on fresh logits. */
+function samplingChecks(g: CudaBackend): void {
+  guarded('sampleTokens', () => {
+    const ref = new ReferenceBackend();
+    const B = 3, V = 64000, r = R();
+    const x = Float32Array.from({ length: B * V }, () => 4 * r.u());
+    x[V + 17] = x[V + 900] = 50;  // a tie in row 1: the first largest wins
+    const L = g.upload(x, [B, V]), Lh = ref.upload(x, [B, V]);
+    const ids = new Int32Array(B), pos = Int32Array.of(5, 1000, 123456), idsH = new Int32Array(B), posH = Int32Array.from(pos);
+    g.bindInts(ids); g.bindInts(pos);
+    const ring = g.tokenRing(B, 3), ringH = ref.tokenRing(B, 3);
+    let greedyDiff = 0, lp = 0, drawDiff = 0, draws = 0;
+    for (let step = 0; step < 40; step++) {
+      const T = step < 4 ? 0 : 0.8;
+      g.sampleTokens(L, ids, pos, ring, T, 1234);
+      ref.sampleTokens(Lh, idsH, posH, ringH, T, 1234);
+      g.mark()();
+      const slot = (step % 3) * B;
+      for (let b = 0; b < B; b++) {
+        const d = ring.ids[slot + b] !== ringH.ids[slot + b];
+        if (T === 0) greedyDiff += d ? 1 : 0; else { drawDiff += d ? 1 : 0; draws++; }
+        lp = Math.max(lp, Math.abs(ring.logprobs[slot + b]! - ringH.logprobs[slot + b]!));
+      }
+    }
+    g.unbindInts(ids); g.unbindInts(pos);
+    const fed = ids.every((v, b) => v === idsH[b]) && pos.every((v, b) => v === posH[b]);
+    ring.free();
+    rows.push({ check: 'sampleTokens greedy (3×64000, a tie): picks differing from the host implementation', maxAbs: greedyDiff, rel: NaN, tol: 0, ok: greedyDiff === 0 && fed, note: fed ? '' : 'ids / positions not written back' });
+    rows.push({ check: 'sampleTokens T=0.8, same seed: draws differing from the host implementation (f32 vs f64 log near ties)', maxAbs: drawDiff / draws, rel: NaN, tol: 0.02, ok: drawDiff / draws <= 0.02, note: `${drawDiff} of ${draws}` });
+    rows.push({ check: 'sampleTokens: log-probabilities vs the host implementation, max |Δ|', maxAbs: lp, rel: NaN, tol: 1e-4, ok: lp <= 1e-4 });
+    // the draws follow softmax(x / T): 6 logits, 6000 steps (each position a fresh draw)
+    const xs = Float32Array.of(1, 0.5, 0, -1, 2, 0.25), T = 0.7, n = 6000;
+    const L6 = g.upload(xs, [1, 6]), id1 = new Int32Array(1), pos1 = new Int32Array(1), ring1 = g.tokenRing(1, n);
+    g.bindInts(id1); g.bindInts(pos1);
+    for (let i = 0; i < n; i++) g.sampleTokens(L6, id1, pos1, ring1, T, 99);
+    g.mark()();
+    g.unbindInts(id1); g.unbindInts(pos1);
+    const count = new Float64Array(6);
+    for (const id of ring1.ids) count[id]!++;
+    const w = Array.from(xs, (v) => Math.exp(v / T)), tot = w.reduce((a, b) => a + b, 0);
+    const dev = Math.max(...w.map((v, i) => Math.abs(count[i]! / n - v / tot)));
+    ring1.free();
+    rows.push({ check: 'sampleTokens T=0.7: frequencies of 6000 draws vs softmax(x/T), max |Δ|', maxAbs: dev, rel: NaN, tol: 0.025, ok: dev <= 0.025 && pos1[0] === n });
+    for (const t of [L, L6]) g.free(t);
+  });
 }
 
 // `tnl train`'s loop on the GPU, f32 and mixed precision, on a small synthetic corpus: both must learn
@@ -602,11 +698,13 @@ const t0 = performance.now();
 if (!flag('--bench-only')) {
   kernelChecks(g, gtc);
   bf16Checks(g);
+  samplingChecks(g);
   const dir = fixtureDir();
   if (dir) {
     fixtureChecks(g, dir, 'model fp32', 1);
     fixtureChecks(gtc, dir, 'model, lightning=tc (fixture dv=32: exact kernel)', 1e3);
     mixedAndGraphChecks(g, dir);
+    try { await generateChecks(g, dir); } catch (e) { recordError('generateTokens device picks', e); }
     try { await trainerChecks(g); } catch (e) { recordError('trainer', e); }
   } else rows.push({ check: 'fixture', maxAbs: NaN, rel: NaN, tol: 0, ok: false, note: 'tnl-ref-small not found (--fixture DIR)' });
   results.checkSeconds = (performance.now() - t0) / 1000;
@@ -637,6 +735,13 @@ if (flag('--pieces')) {
     console.log(`decode 385M batch 1, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   }
   g.pdl = true; g.prefetchHints = true;
+  for (const d of [1, 3, 4, 6]) {
+    decodePrefetch.distance = d;
+    const r = benchDecodeE2E(g, 'tnl-385m', 1, [1024], { graphs: [true], model })[0]!;
+    dec.push({ label: `prefetch ${d} kernels ahead`, ...r });
+    console.log(`decode 385M batch 1, prefetch ${d} kernels ahead: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
+  }
+  decodePrefetch.distance = 2;
   // the ceiling that prefetching could reach: every layer after the first on layer 1's weights (27.8 MB, L2-resident)
   const layers = model.params.layers;
   for (let l = 2; l < layers.length; l++) layers[l] = { ...layers[1]! };
@@ -653,15 +758,18 @@ if (flag('--train')) {
 }
 if (flag('--decode')) {
   // the decode rows alone (quick iteration on decode kernels)
-  const rows = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024, 65536]), ...benchDecodeE2E(g, 'tnl-385m', 64, [1024]), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024])];
-  for (const r of rows) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
+  const both = { sampling: ['host', 'device'] as ('host' | 'device')[] };
+  const rows = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024, 65536], both), ...benchDecodeE2E(g, 'tnl-385m', 64, [1024], both), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024], both)];
+  for (const r of rows) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}, tokens ${r.sampling}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
+  for (const r of benchDecodeE2E(g, 'tnl-385m', 1, [65536, 1024], { sampling: ['device'], graphs: [] }))
+    console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}, tokens device (64K first): ${r.msPerStep.toFixed(3)} ms/step, ${Math.round(r.tokensPerSec)} tokens/s`);
   // side by side: the projection and the step as two kernels (glaProjectStep off)
   const variants: Record<string, unknown> = {};
   for (const [label, fused, cs] of [['projection and step unfused', false, 0], ['clusters of 16', true, 16], ['clusters of 8', true, 8]] as const) {
     g.fusedStep = fused; g.stepCluster = cs;
-    const vr = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024]), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024])];
+    const vr = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024], { sampling: ['host', 'device'] }), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024])];
     variants[label] = vr;
-    for (const r of vr) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
+    for (const r of vr) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}, tokens ${r.sampling}, ${label}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   }
   g.fusedStep = true; g.stepCluster = 0;
   writeFileSync(join(outDir, 'decode.json'), JSON.stringify({ rows, variants }, null, 1));

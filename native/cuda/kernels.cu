@@ -6,6 +6,14 @@
 
 __device__ __forceinline__ float sigm(float x) { return 1.f / (1.f + __expf(-x)); }
 
+// LRPE's sin and cos of θ·position, the angle first reduced to [−π, π]: double sincos takes a slow
+// path for large arguments, which long contexts reach (the reduction's error is ~1e-12 rad at 1M).
+__device__ __forceinline__ void lrpe_sincos(double theta, double p, double* sn, double* cs) {
+  double a = theta * p;
+  a -= 6.283185307179586 * rint(a * 0.15915494309189535);
+  sincos(a, sn, cs);
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 template <typename T>
 __device__ __forceinline__ T blockSum(T v) {
@@ -227,7 +235,7 @@ __global__ void gla_dtheta(float* dth, const void* dq, const void* dk, const voi
       const float sq = xq * sigm(xq), sk = xk * sigm(xk);
       const double p = pos[t];
       double sn, cs;
-      sincos((double)theta[c] * p, &sn, &cs);
+      lrpe_sincos(theta[c], p, &sn, &cs);
       const i64 o = (i64)t * nh * dkk + (i64)h * dkk + cc;
       acc += p * (sq * (-LD(dq, o, BF(0)) * sn + LD(dq, o + dh, BF(0)) * cs) + sk * (-LD(dk, o, BF(1)) * sn + LD(dk, o + dh, BF(1)) * cs));
     }
@@ -307,8 +315,11 @@ __device__ __forceinline__ void gla_decode_body(void* o, const void* x, int nh, 
   // a few sequences: the state into registers before the wait; many (a grid of many waves): only into
   // L2 (measured: registers 1.56 → 2.01 ms a step at batch 64)
   const bool early = gridDim.z <= 8;
-  // the host's inputs (copied in before the graph's first kernel) before the wait too
-  const double pb = theta ? (double)pos[b] : 0.0;
+  // the host's inputs (copied in before the graph's first kernel) before the wait too, and LRPE's
+  // rotation of this thread's column (heads up to 256 wide: one column a thread)
+  const int c0 = threadIdx.y * 32 + threadIdx.x;
+  double sn0 = 0.0, cs0 = 1.0;
+  if (theta && c0 < dh) lrpe_sincos(theta[h * dh + c0], pos[b], &sn0, &cs0);
   const bool vOn = !vmask || vmask[b] != 0;
   if (early) decode_state_load(sv, S, c, DK, dh);
   else if (S && c < dh)
@@ -320,8 +331,8 @@ __device__ __forceinline__ void gla_decode_body(void* o, const void* x, int nh, 
     const float xq = LD(x, row + h * dh + cc, BF(4)), xk = LD(x, row + H + h * dh + cc, BF(4));
     const float sq = xq * sigm(xq), sk = xk * sigm(xk);
     if (theta) {
-      double sn, cs;
-      sincos((double)theta[h * dh + cc] * pb, &sn, &cs);
+      double sn = sn0, cs = cs0;
+      if (cc != c0) lrpe_sincos(theta[h * dh + cc], pos[b], &sn, &cs);
       qk[cc] = (float)(sq * cs); qk[dh + cc] = (float)(sq * sn);
       qk[DK + cc] = (float)(sk * cs); qk[DK + dh + cc] = (float)(sk * sn);
     } else { qk[cc] = sq; qk[DK + cc] = sk; }
@@ -519,7 +530,7 @@ __device__ __forceinline__ void gla_qkv_body(void* q, void* k, void* v, const vo
 #pragma unroll
       for (int e = 0; e < W; e++) {
         double sn, cs;
-        sincos((double)theta[c + e] * (double)pos[t], &sn, &cs);
+        lrpe_sincos(theta[c + e], pos[t], &sn, &cs);
         as[e] = (float)(a[e] * sn); a[e] = (float)(a[e] * cs); bs[e] = (float)(b[e] * sn); b[e] = (float)(b[e] * cs);
       }
       STV<W>(q, o + dh, as, BF(0)); STV<W>(k, o + dh, bs, BF(1));
@@ -549,7 +560,7 @@ __device__ __forceinline__ void gla_qkv_bwd_body(void* g, const void* dq, const 
 #pragma unroll
       for (int e = 0; e < W; e++) {
         double sn, cs;
-        sincos((double)theta[c + e] * (double)pos[t], &sn, &cs);
+        lrpe_sincos(theta[c + e], pos[t], &sn, &cs);
         gq[e] = (float)(gq[e] * cs + gqs[e] * sn); gk[e] = (float)(gk[e] * cs + gks[e] * sn);
       }
     }
@@ -875,11 +886,20 @@ __device__ __forceinline__ void gla_project_step_body(void* qkvu, void* o, const
   const int h = blockIdx.x / CS, H = nh * dh, DK = theta ? 2 * dh : dh, RP = DK / CS, seg = c / (CS / 4), part = c % (CS / 4);
   const int ty = threadIdx.x >> 5, tx = threadIdx.x & 31;
   float* S = decode_state(state, slots, 0, h, nh, DK, dh);
-  const double pb = theta ? (double)pos[0] : 0.0;  // host inputs before the wait (see gla_decode)
+  // host inputs before the wait (see gla_decode), and LRPE's factor for each of this thread's rows
   const bool vOn = !vmask || vmask[0] != 0;
   float4 sv[2];  // state rows c·RP + ty + RL·j (RP / RL = DK / 128 of them), columns 4·tx …
+  double rot[2] = {1.0, 1.0};  // cos for rows < dh, sin past them
 #pragma unroll
-  for (int j = 0; j < 2; j++) sv[j] = RL * j < RP ? *(const float4*)(S + (i64)(c * RP + ty + RL * j) * dh + 4 * tx) : make_float4(0, 0, 0, 0);
+  for (int j = 0; j < 2; j++) {
+    const int r = c * RP + ty + RL * j;
+    sv[j] = RL * j < RP ? *(const float4*)(S + (i64)r * dh + 4 * tx) : make_float4(0, 0, 0, 0);
+    if (theta && RL * j < RP) {
+      double sn, cs;
+      lrpe_sincos(theta[h * dh + r % dh], pos[0], &sn, &cs);
+      rot[j] = r < dh ? cs : sn;
+    }
+  }
   gemv_reg_body<1, true>(qkvu, x, W, nullptr, 1, 4 * H, D, 0, 1, eps, 1, pf, pfBytes, bf & 3, seg * H + h * dh + part * ROWS, mine);
   __syncthreads();
   cluster_wait();
@@ -899,12 +919,7 @@ __device__ __forceinline__ void gla_project_step_body(void* qkvu, void* o, const
     const float xq = qkv[i], xk = qkv[dh + i];
     const float sq = xq * sigm(xq), sk = xk * sigm(xk);
     float qr = sq, kr = sk;
-    if (theta) {
-      double sn, cs;
-      sincos((double)theta[h * dh + i] * pb, &sn, &cs);
-      const double f = r < dh ? cs : sn;
-      qr = (float)(sq * f); kr = (float)(sk * f);
-    }
+    if (theta) { qr = (float)(sq * rot[j]); kr = (float)(sk * rot[j]); }
     float4 s = sv[j];
     s.x = kr * v4.x + lam * s.x; s.y = kr * v4.y + lam * s.y; s.z = kr * v4.z + lam * s.z; s.w = kr * v4.w + lam * s.w;
     *(float4*)(S + (i64)r * dh + 4 * tx) = s;
@@ -942,6 +957,99 @@ __global__ void __launch_bounds__(256, 2) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_
 #define GLA_PROJECT_STEP_PASS qkvu, o, x, W, nh, D, eps, theta, pos, vmask, loglam, state, slots, pf, pfBytes, bf
 __global__ void __launch_bounds__(256, 2) gla_project_step16(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<16>(GLA_PROJECT_STEP_PASS); }
 __global__ void __launch_bounds__(512, 1) gla_project_step8(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<8>(GLA_PROJECT_STEP_PASS); }
+
+// ---- token selection inside the decode step (sampleTokens; src/backends/sampling.ts holds the same
+// hash and rule on the host) ----------------------------------------------------------------------------
+__device__ __forceinline__ u32 lowbias32(u32 x) {
+  x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+  return x;
+}
+// The better of two candidates: the larger score, the lower column on a tie (the host's first largest).
+__device__ __forceinline__ void pick_better(float& s, int& i, float s2, int i2) {
+  if (s2 > s || (s2 == s && i2 < i)) { s = s2; i = i2; }
+}
+// log Σ exp as (max, Σ exp(x − max)) pairs
+__device__ __forceinline__ void lse_merge(float& m, float& z, float m2, float z2) {
+  if (m2 == -TNL_INF) return;
+  if (m == -TNL_INF) { m = m2; z = z2; return; }
+  const float M = fmaxf(m, m2);
+  z = z * expf(m - M) + z2 * expf(m2 - M);
+  m = M;
+}
+// Each row b of logits [B, V] picks its next token: the first largest at temperature 0, else the
+// largest of x / T + G with Gumbel noise G = −log(−log u) (the Gumbel-max rule: a draw from
+// softmax(x / T) in one pass). Grid (NB, B): block j reduces its slice to (score, column, max, Σ exp)
+// in part[b·NB + j]; the row's last block to finish (a ticket) combines them and writes the pick
+// into ids[b], advances pos[b], stores the pick and its log-probability at temperature 1 in ring slot
+// steps[b] % slots (page-locked host memory: [slots·B] ids, then [slots·B] log-probabilities) and
+// counts the step. ctl = [tickets B | steps B], zero
+// at the ring's creation; the last block sets its ticket back to 0. ids and pos are the next step's
+// inputs, read first by its embedding, which is launched without early start (PDL): it begins after
+// this kernel has finished, and every kernel after it later still (some read pos before their wait).
+__global__ void __launch_bounds__(256) sample_tokens(const float* logits, int V, float T, u32 seed, int* ids, int* pos, int* ring, int slots,
+                                                     int* ctl, float4* part) {
+  __shared__ float4 red[8];
+  __shared__ int last;
+  pdl_trigger();
+  pdl_wait();
+  const int b = blockIdx.y, B = gridDim.y, NB = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float* x = logits + (i64)b * V;
+  const int per = (V + NB - 1) / NB, lo = blockIdx.x * per, hi = min(V, lo + per);
+  const u32 key = lowbias32(lowbias32(seed ^ ((u32)b * 0x9e3779b9u)) ^ (u32)pos[b]);
+  float best = -TNL_INF, mx = -TNL_INF, z = 0.f;
+  int bi = 0x7fffffff;
+  for (int i = lo + threadIdx.x; i < hi; i += 256) {
+    const float v = x[i];
+    lse_merge(mx, z, v, 1.f);
+    float sc = v;
+    if (T > 0.f) {
+      const float u = ((lowbias32(key ^ ((u32)i * 0x85ebca6bu)) >> 8) + 0.5f) * (1.f / 16777216.f);
+      sc = __fdiv_rn(v, T) - logf(-logf(u));
+    }
+    pick_better(best, bi, sc, i);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    pick_better(best, bi, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, bi, o));
+    lse_merge(mx, z, __shfl_xor_sync(0xffffffffu, mx, o), __shfl_xor_sync(0xffffffffu, z, o));
+  }
+  if (lane == 0) red[warp] = make_float4(best, __int_as_float(bi), mx, z);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < 8; w++) { pick_better(best, bi, red[w].x, __float_as_int(red[w].y)); lse_merge(mx, z, red[w].z, red[w].w); }
+    part[(i64)b * NB + blockIdx.x] = make_float4(best, __int_as_float(bi), mx, z);
+    __threadfence();
+    last = atomicAdd(&ctl[b], 1) == NB - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  best = -TNL_INF; bi = 0x7fffffff; mx = -TNL_INF; z = 0.f;
+  for (int j = threadIdx.x; j < NB; j += 256) {
+    const float4 q = __ldcg(&part[(i64)b * NB + j]);
+    pick_better(best, bi, q.x, __float_as_int(q.y));
+    lse_merge(mx, z, q.z, q.w);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    pick_better(best, bi, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, bi, o));
+    lse_merge(mx, z, __shfl_xor_sync(0xffffffffu, mx, o), __shfl_xor_sync(0xffffffffu, z, o));
+  }
+  __syncthreads();
+  if (lane == 0) red[warp] = make_float4(best, __int_as_float(bi), mx, z);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < 8; w++) { pick_better(best, bi, red[w].x, __float_as_int(red[w].y)); lse_merge(mx, z, red[w].z, red[w].w); }
+    const int step = ctl[B + b], slot = (step % slots) * B + b;
+    ids[b] = bi;
+    pos[b] += 1;
+    ring[slot] = bi;
+    ring[slots * B + slot] = __float_as_int(x[bi] - mx - logf(z));
+    ctl[B + b] = step + 1;
+    ctl[b] = 0;
+    __threadfence_system();
+  }
+}
 
 // One entry each: 8 columns a thread when the column count allows it and every tensor is 16-byte
 // aligned (vec8), else 1 (a uniform branch; both forms compiled in).

@@ -172,6 +172,29 @@ export interface Backend {
   /** One AdamW step (decoupled weight decay) on param with grad; m, v are f32 moments. */
   adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, opts: AdamWOptions): void;
 
+  // ---- token selection inside a decode step (decode loops that run ahead of the host) ----------
+  /**
+   * Picks the next token of each row of logits [B, V] (f32): the first largest at temperature 0,
+   * else a draw from softmax(x / T) by the Gumbel-max rule with noise hashed from (seed, row,
+   * positions[b], column) (src/backends/sampling.ts). Writes the pick into ids[b], advances
+   * positions[b] and appends (pick, log-probability at temperature 1) to the ring's next slot.
+   * On a device backend ids and positions should be bound (bindInts): the next step then reads the
+   * picks where they were written, and a recorded step can be replayed without the host.
+   */
+  sampleTokens?(logits: Tensor, ids: Int32Array, positions: Int32Array, ring: TokenRing, temperature: number, seed: number): void;
+  /** A ring for sampleTokens: `slots` steps of `rows` picks, readable on the host. */
+  tokenRing?(rows: number, slots: number): TokenRing;
+  /**
+   * Keeps `a` on the device from now on: kernels given `a` read (and sampleTokens writes) its device
+   * copy, uploaded from the array's contents here; nothing is copied per call or replay. (Backends
+   * without it compute on the host arrays themselves.)
+   */
+  bindInts?(a: Int32Array): void;
+  /** Copies a bound array's device contents back into it and stops keeping it (frees the copy). */
+  unbindInts?(a: Int32Array): void;
+  /** Marks how far the queued work has got: the returned function waits until it has run. */
+  mark?(): () => void;
+
   // ---- graphs (optional: device backends) -------------------------------------------------------
   /**
    * Records the calls `body` makes as one replayable graph (a decode step): replay() reruns them
@@ -179,6 +202,18 @@ export interface Backend {
    * tensors `body` returned.
    */
   capture?<T>(body: () => T, opts?: { hostCopy?: boolean }): CapturedGraph<T>;
+}
+
+/**
+ * Where sampleTokens leaves its picks: step s (counted from the ring's creation) in slot s % slots,
+ * row b at ids[slot·rows + b] and logprobs[slot·rows + b]; on the host once the step has run.
+ */
+export interface TokenRing {
+  readonly rows: number;
+  readonly slots: number;
+  readonly ids: Int32Array;
+  readonly logprobs: Float32Array;
+  free(): void;
 }
 
 export interface CapturedGraph<T> {

@@ -14,6 +14,7 @@ import { TnlModel } from '../model/transnormer.ts';
 import { allocParams, lrpeThetaInit, paramTensors } from '../model/params.ts';
 import { AdamW } from '../train/optimizer.ts';
 import { Decoder } from '../generate/decoder.ts';
+import { DeviceLoop } from '../generate/device-loop.ts';
 
 /** Anchors measured on the H100 machine (../shared/device/README.md), ms: forward / backward. */
 export const ANCHORS: Record<number, { reference: [number, number]; fla: [number, number]; sdpa: [number, number] }> = {
@@ -369,13 +370,21 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
   return rows;
 }
 
-export interface DecodeE2ERow { preset: string; batch: number; context: number; graphs: boolean; msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number; gpuMsPerStep?: number }
+export interface DecodeE2ERow {
+  preset: string; batch: number; context: number; graphs: boolean;
+  /** 'host': the logits downloaded every step (a host sampler's loop); 'device': greedy picks inside the step, steps queued ahead (DeviceLoop). */
+  sampling: 'host' | 'device';
+  msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number; gpuMsPerStep?: number;
+}
 /**
  * Decode steps (bf16 weights and activations) after a prefill of `context` tokens per sequence:
- * each step embeds, runs every layer's recurrent step and the head, and downloads the logits,
- * as a generation loop does. weightTBps: weight bytes read per step over the step time.
+ * each step embeds, runs every layer's recurrent step and the head, and either downloads the logits
+ * (as a loop sampling on the host does) or picks the tokens on the device and feeds them to the next
+ * step (generation's loop with greedy or temperature sampling). weightTBps: weight bytes read per
+ * step over the step time.
  */
-export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, contexts: number[], opts: { steps?: number; graphs?: boolean[]; model?: TnlModel; onProfile?: (p: KernelTime[]) => void } = {}): DecodeE2ERow[] {
+export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, contexts: number[],
+                               opts: { steps?: number; graphs?: boolean[]; sampling?: ('host' | 'device')[]; model?: TnlModel; onProfile?: (p: KernelTime[]) => void } = {}): DecodeE2ERow[] {
   const config = presetConfig(preset);
   const model = opts.model ?? deviceRandomModel(be, config).withDType('bf16', 'bf16');
   const weightBytes = paramTensors(model.params).reduce((s, t) => s + t.size * (t.dtype === 'bf16' ? 2 : 4), 0);
@@ -396,7 +405,7 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
       const ms = (performance.now() - t0) / steps;
       dec.dispose();
       if (opts.onProfile && !graphs) opts.onProfile(profileKernels(be, () => { dec.stepToHost(tok); }));
-      const row: DecodeE2ERow = { preset, batch, context, graphs, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 };
+      const row: DecodeE2ERow = { preset, batch, context, graphs, sampling: 'host', msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 };
       if (graphs) {
         // the step's GPU time alone: its graph replayed back to back (no uploads, downloads or host work between)
         const pos = Int32Array.from({ length: batch }, () => context);
@@ -405,6 +414,17 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
         g.destroy();
       }
       rows.push(row);
+    }
+    if (opts.sampling?.includes('device')) {
+      // greedy generation as generateTokens runs it: each step's picks feed the next, 4 steps queued
+      const loop = new DeviceLoop(model, state, { temperature: 0 });
+      const tok = benchIds(batch, config.vocab_size, 3);
+      for (const _ of loop.run(tok, 4));
+      const t0 = performance.now();
+      for (const _ of loop.run(tok, steps));
+      const ms = (performance.now() - t0) / steps;
+      loop.dispose();
+      rows.push({ preset, batch, context, graphs: true, sampling: 'device', msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 });
     }
     for (const t of state.layers) be.free(t);
   }
@@ -463,16 +483,18 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
     log(`\nTraining, tnl-385m, batch ${train.batch} × ${train.seq}, ${train.precision} (f32 master weights, gradients, AdamW; bf16 products): ` +
       `${train.msPerStep.toFixed(1)} ms/step, ${Math.round(train.tokensPerSec)} tokens/s = ${(train.tokensPerSec / REF_385M.trainTokensPerSec).toFixed(2)}× the reference PyTorch+Triton ` +
       `(${REF_385M.trainTokensPerSec}); peak ${train.peakGiB.toFixed(1)} GiB (reference ${REF_385M.trainPeakGiB})`);
+    const both = { sampling: ['host', 'device'] as ('host' | 'device')[] };
     const dec = [
-      ...benchDecodeE2E(be, 'tnl-385m', 1, [1024, 65536], { graphs: [true, false] }),
-      ...benchDecodeE2E(be, 'tnl-385m', 64, [1024]),
-      ...benchDecodeE2E(be, 'tnl-1b', 1, [1024, 65536]),
-      ...benchDecodeE2E(be, 'tnl-1b', 64, [1024]),
+      ...benchDecodeE2E(be, 'tnl-385m', 1, [1024, 65536], { graphs: [true, false], ...both }),
+      ...benchDecodeE2E(be, 'tnl-385m', 64, [1024], both),
+      ...benchDecodeE2E(be, 'tnl-1b', 1, [1024, 65536], both),
+      ...benchDecodeE2E(be, 'tnl-1b', 64, [1024], both),
     ];
     res.decode = dec;
-    log('\nDecode, bf16 weights and activations, logits downloaded every step (reference Python loop, 385M batch 1: 28.7 tokens/s)');
-    log(fmtTable(['model', 'batch', 'context', 'CUDA graphs', 'ms/step', 'tokens/s', 'weights GB', 'weight TB/s', 'GPU ms/step'],
-      dec.map((r) => [r.preset, r.batch, r.context, r.graphs ? 'yes' : 'no', r.msPerStep, Math.round(r.tokensPerSec), r.weightGB, r.weightTBps, r.gpuMsPerStep ?? '-'])));
+    log('\nDecode, bf16 weights and activations (reference Python loop, 385M batch 1: 28.7 tokens/s). Tokens: "host" = the logits downloaded every step;');
+    log('"device" = greedy picks inside the step fed to the next one, 4 steps queued ahead (generation\'s loop for greedy and temperature sampling)');
+    log(fmtTable(['model', 'batch', 'context', 'tokens', 'CUDA graphs', 'ms/step', 'tokens/s', 'weights GB', 'weight TB/s', 'GPU ms/step'],
+      dec.map((r) => [r.preset, r.batch, r.context, r.sampling, r.graphs ? 'yes' : 'no', r.msPerStep, Math.round(r.tokensPerSec), r.weightGB, r.weightTBps, r.gpuMsPerStep ?? '-'])));
   }
   return res;
 }

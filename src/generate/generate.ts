@@ -4,6 +4,7 @@ import type { TnlModel, ModelState } from '../model/transnormer.ts';
 import { UsageError } from '../errors.ts';
 import { Sampler, type Sampled, type SamplingOptions } from './sampling.ts';
 import { Decoder } from './decoder.ts';
+import { DeviceLoop, deviceSamplingApplies } from './device-loop.ts';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most new tokens to produce (default 128). */
@@ -45,6 +46,27 @@ export async function* generateTokens(model: TnlModel, promptIds: readonly numbe
   sampler.observe(promptIds);
   const state = model.newState(1);
   let logits = prefillChunked(model, promptIds, state, opts.prefillChunk);
+  if (maxTokens > 1 && deviceSamplingApplies(model.be, opts)) {
+    // the first token from the prompt's logits, the rest picked on the device, steps queued ahead
+    const s = sampler.sample(logits, 0);
+    if (opts.signal?.aborted) return 'abort';
+    if (stop.has(s.id)) return 'stop';
+    yield { ...s, index: 0 };
+    const loop = new DeviceLoop(model, state, { temperature: opts.temperature ?? 1, ...(opts.seed !== undefined ? { seed: opts.seed } : {}) });
+    try {
+      let index = 1;
+      for (const p of loop.run(Int32Array.of(s.id), maxTokens - 1)) {
+        if (opts.signal?.aborted) return 'abort';
+        const id = p.ids[0]!;
+        if (stop.has(id)) return 'stop';
+        yield { id, logprob: p.logprobs[0]!, index: index++ };
+        await new Promise((r) => setImmediate(r));
+      }
+      return 'length';
+    } finally {
+      loop.dispose();
+    }
+  }
   const decoder = new Decoder(model, state);
   try {
     for (let i = 0; i < maxTokens; i++) {

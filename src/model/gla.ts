@@ -38,13 +38,14 @@ export function glaForward(ctx: StepContext, p: LayerParams, s: GlaShape, x: Ten
  * larger launches: decode cost is mostly launches. Each call hints the weights of a later one into
  * cache (`prefetch`).
  */
-export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor, state: Tensor, slots: Int32Array | null): void {
+export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor, state: Tensor, slots: Int32Array | null,
+                        prefetch: [Tensor | null, Tensor | null] = [p.w12, p.w3]): void {
   const { be, B, act } = ctx;
   const qkvu = be.empty([B, 4 * s.H], act);
   const o = be.empty([B, 1, s.H], act);
-  if (!be.glaProjectStep?.(o, qkvu, x, p.qkvu, NORM_EPS, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, p.w12)) {
+  if (!be.glaProjectStep?.(o, qkvu, x, p.qkvu, NORM_EPS, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, prefetch[0])) {
     be.matmul(qkvu, x, p.qkvu, { transB: true, normA: NORM_EPS, prefetch: p.out });
-    if (be.glaStep) be.glaStep(o, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, p.w12);
+    if (be.glaStep) be.glaStep(o, qkvu, s.heads, p.theta, ctx.positions, ctx.vMask, s.decay, state, slots, prefetch[0]);
     else {
       const dk = p.theta ? 2 * s.dh : s.dh;
       const q = be.empty([B, 1, s.heads * dk], act), k = be.empty([B, 1, s.heads * dk], act), v = be.empty([B, 1, s.H], act);
@@ -53,7 +54,7 @@ export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor
       for (const t of [q, k, v]) be.free(t);
     }
   }
-  be.matmul(x, o, p.out, { transB: true, accumulate: true, normGate: { qkvu, eps: NORM_EPS }, prefetch: p.w3 });
+  be.matmul(x, o, p.out, { transB: true, accumulate: true, normGate: { qkvu, eps: NORM_EPS }, prefetch: prefetch[1] });
   be.free(qkvu); be.free(o);
 }
 

@@ -21,13 +21,13 @@ export function sgluForward(ctx: StepContext, p: LayerParams, x: Tensor): SgluAc
 
 /**
  * The recurrent step's channel mixer: the norm fused into the first projection, the gate into the
- * second; `next` (the next layer's fused projection, or the head) is hinted into cache.
+ * second; each projection hints the weights of a later kernel into cache (`prefetch`).
  */
-export function sgluStep(ctx: StepContext, p: LayerParams, x: Tensor, next: Tensor | null): void {
+export function sgluStep(ctx: StepContext, p: LayerParams, x: Tensor, prefetch: [Tensor | null, Tensor | null]): void {
   const { be, B, act } = ctx;
   const h12 = be.empty([B, p.w12.shape[0]!], act);
-  be.matmul(h12, x, p.w12, { transB: true, normA: NORM_EPS, prefetch: next });
-  be.matmul(x, h12, p.w3, { transB: true, accumulate: true, gluA: true });
+  be.matmul(h12, x, p.w12, { transB: true, normA: NORM_EPS, prefetch: prefetch[0] });
+  be.matmul(x, h12, p.w3, { transB: true, accumulate: true, gluA: true, prefetch: prefetch[1] });
   be.free(h12);
 }
 

@@ -15,6 +15,9 @@ import { headBackward, headForward, headLogits, shiftedTargets } from './head.ts
 import { embeddingBackward, embeddingForward } from './embedding.ts';
 import { Rng } from '../util/rng.ts';
 
+/** How many kernels ahead a decode step's kernels hint weights into L2 (benchmarks vary it). */
+export const decodePrefetch = { distance: 2 };
+
 export interface ModelOptions {
   /** Lightning Attention block length (default 64). */
   blockSize?: number;
@@ -102,11 +105,14 @@ export class TnlModel {
     const { be } = this;
     const x = be.empty([ctx.B * ctx.N, this.config.decoder_embed_dim]);
     embeddingForward(be, x, this.params.embed, ids, embedScale(this.config));
+    // a decode step's weights in the order its kernels read them: each kernel hints a later one's into L2
+    const decodeWeights = this.params.layers.flatMap((p) => [p.qkvu, p.out, p.w12, p.w3]);
     this.params.layers.forEach((lp, l) => {
       if (tape && checkpoint) { const keep = be.empty(x.shape); be.copy(keep, x); tape.push({ x: keep }); }
       if (!tape && states && ctx.N === 1) {
-        glaStep(ctx, lp, this.shapes[l]!, x, states[l]!, slots);
-        sgluStep(ctx, lp, x, this.params.layers[l + 1]?.qkvu ?? null);
+        const pf = (j: number) => decodeWeights[4 * l + j + decodePrefetch.distance] ?? null;
+        glaStep(ctx, lp, this.shapes[l]!, x, states[l]!, slots, [pf(0), pf(1)]);
+        sgluStep(ctx, lp, x, [pf(2), pf(3)]);
         return;
       }
       const gla = glaForward(ctx, lp, this.shapes[l]!, x, states ? states[l]! : null, slots);

@@ -4,43 +4,11 @@
 // the logits of eager decode steps, across batch sizes, slots and cleared rows.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Backend, CapturedGraph, Tensor } from '../../src/backends/backend.ts';
 import { ReferenceBackend } from '../../src/backends/reference/index.ts';
 import { presetConfig } from '../../src/config/index.ts';
 import { TnlModel } from '../../src/model/transnormer.ts';
 import { Decoder } from '../../src/generate/decoder.ts';
-
-const IMMEDIATE = new Set(['name', 'activationDTypes', 'describe', 'empty', 'rows', 'reshape']);
-/** `inner` plus capture(): while recording, allocation runs, free is deferred, compute is recorded. */
-function recordingBackend(inner: Backend): Backend & { replays: number } {
-  let calls: [string, unknown[]][] | null = null;
-  const self = {
-    replays: 0,
-    capture<T>(body: () => T): CapturedGraph<T> {
-      calls = [];
-      const rec = calls;
-      let result: T;
-      try { result = body(); } finally { calls = null; }
-      return { result, replay: () => { self.replays++; for (const [m, a] of rec) (inner as unknown as Record<string, (...x: unknown[]) => void>)[m]!(...a); }, destroy: () => {} };
-    },
-  };
-  return new Proxy(inner, {
-    get(target, prop, recv) {
-      if (prop === 'capture') return self.capture;
-      if (prop === 'replays') return self.replays;
-      const v = Reflect.get(target, prop, recv);
-      if (typeof v !== 'function') return v;
-      return (...args: unknown[]) => {
-        if (!calls || IMMEDIATE.has(String(prop))) return v.apply(target, args);
-        if (prop === 'free') return undefined;
-        if (prop === 'zeros') { const t = target.empty(args[0] as number[], args[1] as 'f32'); calls.push(['fill', [t, 0]]); return t; }
-        if (prop === 'download' || prop === 'sumSquares' || prop === 'crossEntropy') throw new Error(`${String(prop)} cannot be recorded`);
-        calls.push([String(prop), args]);
-        return undefined;
-      };
-    },
-  }) as Backend & { replays: number };
-}
+import { recordingBackend } from '../helpers/recording.ts';
 
 test('replayed decode steps equal eager ones (batch sizes, slots, cleared rows, LRPE positions)', () => {
   const be = recordingBackend(new ReferenceBackend());

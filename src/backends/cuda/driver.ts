@@ -43,6 +43,7 @@ const CU_FUNCS: [string, string, string[], boolean?][] = [
   ['cuMemFree_v2', 'int', ['uint64_t']],
   ['cuMemHostAlloc', 'int', ['_Out_ void **', 'size_t', 'uint32_t'], true],
   ['cuMemFreeHost', 'int', ['void *'], true],
+  ['cuMemHostGetDevicePointer_v2', 'int', ['void *', 'void *', 'uint32_t'], true],
   ['cuMemcpyHtoDAsync_v2', 'int', ['uint64_t', 'void *', 'size_t', 'uint64_t']],
   ['cuMemcpyDtoHAsync_v2', 'int', ['void *', 'uint64_t', 'size_t', 'uint64_t']],
   ['cuMemcpyDtoDAsync_v2', 'int', ['uint64_t', 'uint64_t', 'size_t', 'uint64_t']],
@@ -300,6 +301,20 @@ export class Driver {
     const ref = out[0];
     return { ref, buf: this.koffi.view(ref, Math.max(bytes, 16)), free: () => { this.sync(); this.check('cuMemFreeHost', this.cu.cuMemFreeHost!(ref)); } };
   }
+  /**
+   * Page-locked host memory that kernels can also write (CU_MEMHOSTALLOC_DEVICEMAP): `dptr` is its
+   * device address. What a kernel wrote there is visible on the host once that kernel has finished.
+   */
+  hostAllocMapped(bytes: number): { buf: ArrayBuffer; dptr: number; free: () => void } {
+    if (!this.cu.cuMemHostAlloc || !this.cu.cuMemFreeHost || !this.cu.cuMemHostGetDevicePointer_v2) throw new CudaError('this libcuda lacks mapped host memory');
+    const out: unknown[] = [null];
+    this.check('cuMemHostAlloc', this.cu.cuMemHostAlloc(out, Math.max(bytes, 16), 2 /* DEVICEMAP */));
+    const ref = out[0];
+    const free = () => { this.sync(); this.check('cuMemFreeHost', this.cu.cuMemFreeHost!(ref)); };
+    const r = this.cu.cuMemHostGetDevicePointer_v2(this.u64, ref, 0);
+    if (r !== 0) { free(); this.check('cuMemHostGetDevicePointer', r); }
+    return { buf: this.koffi.view(ref, Math.max(bytes, 16)), dptr: Number(this.u64[0]), free };
+  }
   /** Page-locked host → device, on the stream (recordable). */
   htodPinned(dst: number, ref: unknown, bytes: number): void {
     if (bytes) this.check('cuMemcpyHtoDAsync', this.cu.cuMemcpyHtoDAsync_v2!(dst, ref, bytes, this.stream));
@@ -437,6 +452,10 @@ export class Driver {
   }
   eventRecord(e: number): void {
     this.check('cuEventRecord', this.cu.cuEventRecord!(e, this.stream));
+  }
+  /** Waits until the stream has reached event e. */
+  eventSync(e: number): void {
+    this.check('cuEventSynchronize', this.cu.cuEventSynchronize!(e));
   }
   /** Milliseconds between two recorded events (waits for the second). */
   eventElapsed(a: number, b: number): number {

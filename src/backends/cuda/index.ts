@@ -8,7 +8,7 @@
 // Hopper for DK = 128, DV a multiple of 128, mma.sync otherwise; sequence-parallel when few
 // (sequence, head) blocks would leave SMs idle (plan.ts: lightningPlan). The backward is three
 // forward-shaped passes (see lightningBackward).
-import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor } from '../backend.ts';
+import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor, TokenRing } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
@@ -233,6 +233,8 @@ export class CudaBackend implements Backend {
    */
   private ints(a: Int32Array | null): number {
     if (!a) return 0;
+    const kept = this.bound.get(a);
+    if (kept) return kept.ptr;
     const cap = this.graphInputs;
     const bound = cap?.get(a);
     if (bound) return bound.ptr;
@@ -246,6 +248,62 @@ export class CudaBackend implements Backend {
     return r.ptr;
   }
   private graphInputs: Map<Int32Array, GraphInput> | null = null;
+  /** Arrays kept on the device (bindInts): their device copies. */
+  private readonly bound = new Map<Int32Array, { ptr: number; bytes: number }>();
+
+  bindInts(a: Int32Array): void {
+    if (this.graphInputs) throw new CudaError('bindInts: not while a graph is being captured');
+    let b = this.bound.get(a);
+    if (!b) { b = this.mem.allocRaw(Math.max(4, a.byteLength)); this.bound.set(a, b); }
+    this.drv.htod(b.ptr, a);
+  }
+  unbindInts(a: Int32Array): void {
+    const b = this.bound.get(a);
+    if (!b) return;
+    this.drv.dtoh(a, b.ptr, a.byteLength);
+    this.mem.release(b.ptr, b.bytes);
+    this.bound.delete(a);
+  }
+  private readonly markEvents: number[] = [];
+  mark(): () => void {
+    const e = this.markEvents.pop() ?? this.drv.eventCreate();
+    this.drv.eventRecord(e);
+    let waited = false;
+    return () => {
+      if (waited) return;
+      waited = true;
+      this.drv.eventSync(e);
+      this.markEvents.push(e);
+    };
+  }
+  /** Each ring's device side: the page-locked host buffer's device address and the kernel's counters. */
+  private readonly rings = new WeakMap<TokenRing, { dptr: number; ctl: { ptr: number; bytes: number } }>();
+  tokenRing(rows: number, slots: number): TokenRing {
+    need(Number.isInteger(rows) && rows >= 1 && Number.isInteger(slots) && slots >= 1, `tokenRing: rows and slots must be integers ≥ 1, got ${rows}, ${slots}`);
+    const n = rows * slots, host = this.drv.hostAllocMapped(2 * n * 4), ctl = this.mem.allocRaw(2 * rows * 4);
+    this.drv.memsetD32(ctl.ptr, 0, 2 * rows);
+    let live = true;
+    const ring: TokenRing = {
+      rows, slots, ids: new Int32Array(host.buf, 0, n), logprobs: new Float32Array(host.buf, n * 4, n),
+      free: () => { if (!live) return; live = false; host.free(); this.mem.release(ctl.ptr, ctl.bytes); },
+    };
+    this.rings.set(ring, { dptr: host.dptr, ctl });
+    return ring;
+  }
+  sampleTokens(logits: Tensor, ids: Int32Array, positions: Int32Array, ring: TokenRing, temperature: number, seed: number): void {
+    const L = devF32(logits, 'sampleTokens logits'), r = this.rings.get(ring);
+    const [B, V] = dims2(L);
+    need(r !== undefined, 'sampleTokens: the ring was not made by this backend (tokenRing)');
+    need(ids.length === B && positions.length === B && ring.rows === B, `sampleTokens: logits ${shp(L)}, ${ids.length} ids, ${positions.length} positions and a ring of ${ring.rows} rows do not agree`);
+    need(this.bound.has(ids) && this.bound.has(positions), 'sampleTokens: ids and positions must be bound to the device first (bindInts)');
+    need(temperature >= 0 && Number.isFinite(temperature), `sampleTokens: temperature must be ≥ 0, got ${temperature}`);
+    if (!B) return;
+    const NB = Math.max(1, Math.min(256, Math.ceil(V / 2048)));
+    const part = this.mem.allocRaw(B * NB * 16);
+    this.temps.push(part);
+    this.launch('sample_tokens', { grid: [NB, B, 1], block: [256, 1, 1], smem: 0 }, 'pifipppipp',
+      [L.ptr, V, temperature, seed | 0, this.ints(ids), this.ints(positions), r!.dptr, ring.slots, r!.ctl.ptr, part.ptr], 'kernels.cu', true);
+  }
 
   /**
    * Records what `body` enqueues into a CUDA graph (nothing runs during the capture). replay() copies
@@ -285,8 +343,10 @@ export class CudaBackend implements Backend {
       result: result as T,
       replay: () => {
         if (!live) throw new CudaError('replay of a destroyed graph');
-        this.drv.sync();  // the previous replay has read its inputs before they are refilled
-        for (const [host, b] of inputs) new Int32Array(b.pin.buf, 0, host.length).set(host);
+        if (inputs.size) {
+          this.drv.sync();  // the previous replay has read its inputs before they are refilled
+          for (const [host, b] of inputs) new Int32Array(b.pin.buf, 0, host.length).set(host);
+        }
         graph.launch();
       },
       ...(hostOut ? { hostResult: () => { this.drv.sync(); return new Float32Array(hostOut.buf, 0, hostOut.n); } } : {}),
@@ -577,6 +637,8 @@ export class CudaBackend implements Backend {
     need(O.size === ids.length * D, `embedding: output ${shp(O)} must be [${ids.length}, ${D}]`);
     for (const id of ids) need(id >= 0 && id < V, `embedding: token id ${id} outside the vocabulary [0, ${V})`);
     if (!ids.length) return;
+    // never an early (PDL) launch: in a decode loop the ids, and the positions that later kernels read
+    // before their wait, were written by the kernel before (sample_tokens)
     this.launch(E.dtype === 'f32' ? 'embedding_f32' : 'embedding_bf16', this.ew(O.size), 'pppiif', [O.ptr, E.ptr, this.ints(ids), ids.length, D, scale]);
   }
   embeddingBackward(dTable: Tensor, dOut: Tensor, ids: Int32Array, scale: number, paddingIdx: number): void {
