@@ -860,7 +860,7 @@ __device__ __forceinline__ void gemv_reg_body(void* C, const void* A, const u16*
 }
 // Batch-1 decode: the qkvu projection (x normalised) and GLA's recurrent step in one kernel, for heads
 // of dh = 128. A cluster of CS blocks a head (CS = 16: 256 threads, two blocks an SM; CS = 8: 512
-// threads, one an SM; the host takes the larger that fits every head's cluster on the GPU at once):
+// threads, one an SM; the host takes 8 where every head's cluster fits on the GPU at once, else 16):
 // block c computes 512/CS of the head's 512 projection rows (q, k, v, u: CS/4 blocks each) as
 // gemv_reg does, writes them to qkvu (the out projection reads u) and pushes its q, k or v values into
 // every block of the cluster. Once its copy of q, k, v is complete, each block updates DK/CS rows of
@@ -960,94 +960,81 @@ __global__ void __launch_bounds__(512, 1) gla_project_step8(GLA_PROJECT_STEP_ARG
 
 // ---- token selection inside the decode step (sampleTokens; src/backends/sampling.ts holds the same
 // hash and rule on the host) ----------------------------------------------------------------------------
+// Each row b of logits [B, V] picks its next token: the first largest at temperature 0, else the
+// largest of x / T + G with Gumbel noise G = −log(−log u) (the Gumbel-max rule: a draw from
+// softmax(x / T) in one pass), u hashed from (seed, b, pos[b], column). Two launches: blocks reduce
+// slices of the row to a Pick each (sample_tokens), then sample_finish combines a row's Picks, writes the pick into ids[b], advances pos[b], stores the pick
+// and its log-probability at temperature 1 in ring slot steps[b] % slots (page-locked host memory:
+// [slots·B] ids, then [slots·B] log-probabilities) and counts the step. ids and pos are the next
+// step's inputs, read first by its embedding, which is launched without early start (PDL): it begins
+// after sample_finish has finished, and every kernel after it later still (some read pos before their wait).
+struct Pick { float s; int i; float m, z; };  // best score and its column; log Σ exp as (max, Σ exp(x − max))
 __device__ __forceinline__ u32 lowbias32(u32 x) {
   x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
   return x;
 }
-// The better of two candidates: the larger score, the lower column on a tie (the host's first largest).
-__device__ __forceinline__ void pick_better(float& s, int& i, float s2, int i2) {
-  if (s2 > s || (s2 == s && i2 < i)) { s = s2; i = i2; }
+__device__ __forceinline__ Pick pick_none() { return {-TNL_INF, 0x7fffffff, -TNL_INF, 0.f}; }
+__device__ __forceinline__ u32 pick_key(u32 seed, int b, int pos) { return lowbias32(lowbias32(seed ^ ((u32)b * 0x9e3779b9u)) ^ (u32)pos); }
+__device__ __forceinline__ void pick_merge(Pick& p, const Pick& q) {
+  // the larger score, the lower column on a tie (the host's first largest)
+  if (q.s > p.s || (q.s == p.s && q.i < p.i)) { p.s = q.s; p.i = q.i; }
+  if (q.m == -TNL_INF) return;
+  if (p.m == -TNL_INF) { p.m = q.m; p.z = q.z; return; }
+  const float M = fmaxf(p.m, q.m);
+  p.z = p.z * expf(p.m - M) + q.z * expf(q.m - M);
+  p.m = M;
 }
-// log Σ exp as (max, Σ exp(x − max)) pairs
-__device__ __forceinline__ void lse_merge(float& m, float& z, float m2, float z2) {
-  if (m2 == -TNL_INF) return;
-  if (m == -TNL_INF) { m = m2; z = z2; return; }
-  const float M = fmaxf(m, m2);
-  z = z * expf(m - M) + z2 * expf(m2 - M);
-  m = M;
+// logit v of column i
+__device__ __forceinline__ void pick_add(Pick& p, float v, int i, float T, u32 key) {
+  float sc = v;
+  if (T > 0.f) {
+    const float u = ((lowbias32(key ^ ((u32)i * 0x85ebca6bu)) >> 8) + 0.5f) * (1.f / 16777216.f);
+    sc = __fdiv_rn(v, T) - logf(-logf(u));
+  }
+  pick_merge(p, {sc, i, v, 1.f});
 }
-// Each row b of logits [B, V] picks its next token: the first largest at temperature 0, else the
-// largest of x / T + G with Gumbel noise G = −log(−log u) (the Gumbel-max rule: a draw from
-// softmax(x / T) in one pass). Grid (NB, B): block j reduces its slice to (score, column, max, Σ exp)
-// in part[b·NB + j]; the row's last block to finish (a ticket) combines them and writes the pick
-// into ids[b], advances pos[b], stores the pick and its log-probability at temperature 1 in ring slot
-// steps[b] % slots (page-locked host memory: [slots·B] ids, then [slots·B] log-probabilities) and
-// counts the step. ctl = [tickets B | steps B], zero
-// at the ring's creation; the last block sets its ticket back to 0. ids and pos are the next step's
-// inputs, read first by its embedding, which is launched without early start (PDL): it begins after
-// this kernel has finished, and every kernel after it later still (some read pos before their wait).
-__global__ void __launch_bounds__(256) sample_tokens(const float* logits, int V, float T, u32 seed, int* ids, int* pos, int* ring, int slots,
-                                                     int* ctl, float4* part) {
-  __shared__ float4 red[8];
-  __shared__ int last;
+__device__ __forceinline__ Pick pick_warp(Pick p) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    pick_merge(p, {__shfl_xor_sync(0xffffffffu, p.s, o), __shfl_xor_sync(0xffffffffu, p.i, o), __shfl_xor_sync(0xffffffffu, p.m, o), __shfl_xor_sync(0xffffffffu, p.z, o)});
+  return p;
+}
+// the block's Pick (blockDim.x = 256), in thread 0
+__device__ __forceinline__ Pick pick_block(Pick p) {
+  __shared__ Pick red[8];
+  p = pick_warp(p);
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = p;
+  __syncthreads();
+  if (threadIdx.x == 0) for (int w = 1; w < 8; w++) pick_merge(p, red[w]);
+  return p;
+}
+// Grid (NB, B): block j reduces a slice of row b's columns into part[b·NB + j].
+__global__ void __launch_bounds__(256) sample_tokens(const float* logits, int V, float T, u32 seed, const int* pos, Pick* part) {
   pdl_trigger();
   pdl_wait();
-  const int b = blockIdx.y, B = gridDim.y, NB = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int b = blockIdx.y, NB = gridDim.x, per = (V + NB - 1) / NB, lo = blockIdx.x * per, hi = min(V, lo + per);
   const float* x = logits + (i64)b * V;
-  const int per = (V + NB - 1) / NB, lo = blockIdx.x * per, hi = min(V, lo + per);
-  const u32 key = lowbias32(lowbias32(seed ^ ((u32)b * 0x9e3779b9u)) ^ (u32)pos[b]);
-  float best = -TNL_INF, mx = -TNL_INF, z = 0.f;
-  int bi = 0x7fffffff;
-  for (int i = lo + threadIdx.x; i < hi; i += 256) {
-    const float v = x[i];
-    lse_merge(mx, z, v, 1.f);
-    float sc = v;
-    if (T > 0.f) {
-      const float u = ((lowbias32(key ^ ((u32)i * 0x85ebca6bu)) >> 8) + 0.5f) * (1.f / 16777216.f);
-      sc = __fdiv_rn(v, T) - logf(-logf(u));
-    }
-    pick_better(best, bi, sc, i);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    pick_better(best, bi, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, bi, o));
-    lse_merge(mx, z, __shfl_xor_sync(0xffffffffu, mx, o), __shfl_xor_sync(0xffffffffu, z, o));
-  }
-  if (lane == 0) red[warp] = make_float4(best, __int_as_float(bi), mx, z);
-  __syncthreads();
+  const u32 key = pick_key(seed, b, pos[b]);
+  Pick p = pick_none();
+  for (int i = lo + threadIdx.x; i < hi; i += 256) pick_add(p, x[i], i, T, key);
+  p = pick_block(p);
+  if (threadIdx.x == 0) part[(i64)b * NB + blockIdx.x] = p;
+}
+// Grid B: row b's NB Picks → the pick, its log-probability, the ring, ids[b], pos[b], steps[b].
+__global__ void __launch_bounds__(256) sample_finish(const float* logits, int V, int NB, const Pick* part, int* ids, int* pos, int* ring, int slots, int* steps) {
+  pdl_trigger();
+  pdl_wait();
+  const int b = blockIdx.x, B = gridDim.x;
+  Pick q = pick_none();
+  for (int k = threadIdx.x; k < NB; k += 256) pick_merge(q, part[(i64)b * NB + k]);
+  q = pick_block(q);
   if (threadIdx.x == 0) {
-    for (int w = 1; w < 8; w++) { pick_better(best, bi, red[w].x, __float_as_int(red[w].y)); lse_merge(mx, z, red[w].z, red[w].w); }
-    part[(i64)b * NB + blockIdx.x] = make_float4(best, __int_as_float(bi), mx, z);
-    __threadfence();
-    last = atomicAdd(&ctl[b], 1) == NB - 1;
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  best = -TNL_INF; bi = 0x7fffffff; mx = -TNL_INF; z = 0.f;
-  for (int j = threadIdx.x; j < NB; j += 256) {
-    const float4 q = __ldcg(&part[(i64)b * NB + j]);
-    pick_better(best, bi, q.x, __float_as_int(q.y));
-    lse_merge(mx, z, q.z, q.w);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    pick_better(best, bi, __shfl_xor_sync(0xffffffffu, best, o), __shfl_xor_sync(0xffffffffu, bi, o));
-    lse_merge(mx, z, __shfl_xor_sync(0xffffffffu, mx, o), __shfl_xor_sync(0xffffffffu, z, o));
-  }
-  __syncthreads();
-  if (lane == 0) red[warp] = make_float4(best, __int_as_float(bi), mx, z);
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < 8; w++) { pick_better(best, bi, red[w].x, __float_as_int(red[w].y)); lse_merge(mx, z, red[w].z, red[w].w); }
-    const int step = ctl[B + b], slot = (step % slots) * B + b;
-    ids[b] = bi;
+    const int step = steps[b], slot = (step % slots) * B + b;
+    ids[b] = q.i;
     pos[b] += 1;
-    ring[slot] = bi;
-    ring[slots * B + slot] = __float_as_int(x[bi] - mx - logf(z));
-    ctl[B + b] = step + 1;
-    ctl[b] = 0;
-    __threadfence_system();
+    ring[slot] = q.i;
+    ring[slots * B + slot] = __float_as_int(logits[(i64)b * V + q.i] - q.m - logf(q.z));
+    steps[b] = step + 1;
   }
 }
 

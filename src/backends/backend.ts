@@ -178,10 +178,10 @@ export interface Backend {
    * else a draw from softmax(x / T) by the Gumbel-max rule with noise hashed from (seed, row,
    * positions[b], column) (src/backends/sampling.ts). Writes the pick into ids[b], advances
    * positions[b] and appends (pick, log-probability at temperature 1) to the ring's next slot.
-   * On a device backend ids and positions should be bound (bindInts): the next step then reads the
+   * On a device backend ids and positions must be bound (bindInts): the next step then reads the
    * picks where they were written, and a recorded step can be replayed without the host.
    */
-  sampleTokens?(logits: Tensor, ids: Int32Array, positions: Int32Array, ring: TokenRing, temperature: number, seed: number): void;
+  sampleTokens?(logits: Tensor, pick: TokenPick): void;
   /** A ring for sampleTokens: `slots` steps of `rows` picks, readable on the host. */
   tokenRing?(rows: number, slots: number): TokenRing;
   /**
@@ -202,6 +202,16 @@ export interface Backend {
    * tensors `body` returned.
    */
   capture?<T>(body: () => T, opts?: { hostCopy?: boolean }): CapturedGraph<T>;
+}
+
+/** What sampleTokens needs besides the logits: B ids and positions (written), the ring, the rule. */
+export interface TokenPick {
+  ids: Int32Array;
+  positions: Int32Array;
+  ring: TokenRing;
+  /** 0 = greedy. */
+  temperature: number;
+  seed: number;
 }
 
 /**

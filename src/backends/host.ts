@@ -1,6 +1,6 @@
 // Tensors that live in host memory (reference and cpu backends): a typed array plus a shape.
 // f32 tensors hold a Float32Array; bf16 tensors hold the raw bits in a Uint16Array.
-import type { DType, Tensor, TokenRing } from './backend.ts';
+import type { DType, Tensor, TokenPick, TokenRing } from './backend.ts';
 import { numel } from './backend.ts';
 import { HostTokenRing, sampleRowsHost } from './sampling.ts';
 import { ShapeError } from '../errors.ts';
@@ -114,8 +114,8 @@ export abstract class HostMemory {
   uploadBF16(bits: Uint16Array, shape: readonly number[]): HostTensor {
     return new HostTensor([...shape], 'bf16', Uint16Array.from(bits));
   }
-  sampleTokens(logits: Tensor, ids: Int32Array, positions: Int32Array, ring: TokenRing, temperature: number, seed: number): void {
-    sampleRowsHost(f32(logits, 'sampleTokens logits'), logits.shape[logits.shape.length - 1]!, ids, positions, ring, temperature, seed);
+  sampleTokens(logits: Tensor, pick: TokenPick): void {
+    sampleRowsHost(f32(logits, 'sampleTokens logits'), logits.shape[logits.shape.length - 1]!, pick);
   }
   tokenRing(rows: number, slots: number): TokenRing { return new HostTokenRing(rows, slots); }
   download(t: Tensor): Float32Array {

@@ -4,7 +4,7 @@
 //   which draws i with probability softmax(x / T)_i (the Gumbel-max rule: one pass, no sort).
 // u_i comes from a counter-based hash of (seed, row, position, column), so a step's draw depends
 // only on those: reproducible, and the same on every replay of a recorded step.
-import type { TokenRing } from './backend.ts';
+import type { TokenPick, TokenRing } from './backend.ts';
 import { ShapeError } from '../errors.ts';
 
 function lowbias32(x: number): number {
@@ -41,7 +41,7 @@ export class HostTokenRing implements TokenRing {
  * sampleTokens on host logits [B·V]: row b's pick goes to ids[b] and the ring, positions[b] advances.
  * The log-probability is at temperature 1 (log-softmax of the row as given).
  */
-export function sampleRowsHost(x: Float32Array, V: number, ids: Int32Array, positions: Int32Array, ring: TokenRing, temperature: number, seed: number): void {
+export function sampleRowsHost(x: Float32Array, V: number, { ids, positions, ring, temperature, seed }: TokenPick): void {
   const B = ids.length;
   if (x.length !== B * V || positions.length !== B || ring.rows !== B || !(ring instanceof HostTokenRing))
     throw new ShapeError(`sampleTokens: logits of ${x.length} values, ${B} ids, ${positions.length} positions and a ring of ${ring.rows} rows do not agree`);

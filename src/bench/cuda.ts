@@ -365,6 +365,10 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
   be.free(wq);
   const a = be.empty([1, H], 'bf16'), r = be.empty([1]);
   time('normGate', () => be.normGate(a, r, o, qkvu, 1e-6));
+  const logits = mk([1, config.vocab_size], 'f32'), ids = new Int32Array(1), pos = new Int32Array(1), ring = be.tokenRing(1, 4);
+  be.bindInts(ids); be.bindInts(pos);
+  for (const T of [0, 1]) time(`sampleTokens 1×${config.vocab_size} (${T ? 'temperature 1' : 'greedy'})`, () => be.sampleTokens(logits, { ids, positions: pos, ring, temperature: T, seed: 1 }), config.vocab_size * 4);
+  be.unbindInts(ids); be.unbindInts(pos); ring.free(); be.free(logits);
   const one = be.empty([1]);
   time('tiny kernel (launch floor)', () => be.scaleInPlace(one, 1));
   return rows;
@@ -388,7 +392,8 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
   const config = presetConfig(preset);
   const model = opts.model ?? deviceRandomModel(be, config).withDType('bf16', 'bf16');
   const weightBytes = paramTensors(model.params).reduce((s, t) => s + t.size * (t.dtype === 'bf16' ? 2 : 4), 0);
-  const steps = opts.steps ?? 64, rows: DecodeE2ERow[] = [];
+  // batch 1 steps are short: more of them, past the after-effects of a long prefill (a few ms slower)
+  const steps = opts.steps ?? (batch === 1 ? 256 : 64), rows: DecodeE2ERow[] = [];
   for (const context of contexts) {
     const state = model.newState(batch);
     const chunk = Math.max(1, Math.min(context, Math.floor(65536 / batch)));

@@ -105,9 +105,8 @@ export class DeviceLoop {
   private launch(): void {
     const { model, state } = this, be = model.be;
     const step = () => {
-      const logits = model.stateStep(this.ids, state.batch, 1, this.positions, state, null, null, false);
-      be.sampleTokens!(logits, this.ids, this.positions, this.ring, this.temperature, this.seed);
-      be.free(logits);
+      be.free(model.stateStep(this.ids, state.batch, 1, this.positions, state, null, null, false,
+        { ids: this.ids, positions: this.positions, ring: this.ring, temperature: this.temperature, seed: this.seed }));
     };
     if (this.graphs && this.queued > 0 && !this.graph) {
       try {

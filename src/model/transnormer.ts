@@ -3,7 +3,7 @@
 //  - forward/backward: the parallel training form (Lightning blocks, zero initial state);
 //  - prefill: the block form with a carried recurrent state (any chunking);
 //  - decode: one token per sequence, the O(1) recurrent step.
-import type { Backend, DType, Tensor } from '../backends/backend.ts';
+import type { Backend, DType, Tensor, TokenPick } from '../backends/backend.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { dims, embedScale, layerDecay } from '../config/index.ts';
 import { UsageError } from '../errors.ts';
@@ -16,7 +16,7 @@ import { embeddingBackward, embeddingForward } from './embedding.ts';
 import { Rng } from '../util/rng.ts';
 
 /** How many kernels ahead a decode step's kernels hint weights into L2 (benchmarks vary it). */
-export const decodePrefetch = { distance: 2 };
+export const decodePrefetch = { distance: 3 };
 
 export interface ModelOptions {
   /** Lightning Attention block length (default 64). */
@@ -225,9 +225,11 @@ export class TnlModel {
   /**
    * The body of prefill and decode with every host input given (and nothing checked): the step a
    * decode graph records, so that replaying it reads the same `ids`, `positions` and `slots` arrays.
-   * state.positions is not advanced.
+   * state.positions is not advanced. With `pick`, the next tokens are picked from the logits inside
+   * the step (Backend.sampleTokens: written into pick.ids, pick.positions advanced).
    */
-  stateStep(ids: Int32Array, B: number, N: number, positions: Int32Array, state: ModelState, vMask: Int32Array | null, slots: Int32Array | null, allLogits: boolean): Tensor {
+  stateStep(ids: Int32Array, B: number, N: number, positions: Int32Array, state: ModelState, vMask: Int32Array | null, slots: Int32Array | null, allLogits: boolean,
+            pick: TokenPick | null = null): Tensor {
     const x = this.trunk(ids, this.ctx(B, N, positions, vMask), state.layers, null, false, slots);
     let last = x;
     if (!allLogits && N > 1) {
@@ -235,7 +237,7 @@ export class TnlModel {
       this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
       this.be.free(x);
     }
-    const logits = headLogits(this.be, last, this.headWeight);
+    const logits = headLogits(this.be, last, this.headWeight, pick);
     this.be.free(last);
     return logits;
   }

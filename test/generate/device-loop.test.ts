@@ -76,7 +76,7 @@ test('temperature draws are reproducible by seed and follow softmax(x / T)', () 
   // the rule itself, on fixed logits: each position is a fresh draw
   const x = Float32Array.of(1, 0.5, 0, -1, 2, 0.25), T = 0.7, n = 20000;
   const L = be.upload(x, [1, 6]), ids = new Int32Array(1), pos = new Int32Array(1), ring = new HostTokenRing(1, n);
-  for (let i = 0; i < n; i++) be.sampleTokens(L, ids, pos, ring, T, 99);
+  for (let i = 0; i < n; i++) be.sampleTokens(L, { ids, positions: pos, ring, temperature: T, seed: 99 });
   assert.equal(pos[0], n);
   const w = Array.from(x, (v) => Math.exp(v / T)), tot = w.reduce((a, b) => a + b, 0);
   for (let i = 0; i < 6; i++) {
@@ -85,7 +85,7 @@ test('temperature draws are reproducible by seed and follow softmax(x / T)', () 
   }
   // greedy takes the first of equal largest logits
   const tie = be.upload(Float32Array.of(0, 3, 1, 3), [1, 4]), r1 = new HostTokenRing(1, 1);
-  be.sampleTokens(tie, ids, pos, r1, 0, 1);
+  be.sampleTokens(tie, { ids, positions: pos, ring: r1, temperature: 0, seed: 1 });
   assert.equal(r1.ids[0], 1);
   assert.ok(Math.abs(r1.logprobs[0]! - logSoftmaxAt(Float32Array.of(0, 3, 1, 3), 1)) < 1e-6);
 });

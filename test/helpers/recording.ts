@@ -3,7 +3,7 @@
 // recorded calls, reading the host arrays' current contents. With `device`, it also keeps bound
 // integer arrays (bindInts) apart from the host ones, as a GPU does: kernels read and write the
 // bound copy, and the host array changes only when it is unbound.
-import type { Backend, CapturedGraph } from '../../src/backends/backend.ts';
+import type { Backend, CapturedGraph, TokenPick } from '../../src/backends/backend.ts';
 
 const IMMEDIATE = new Set(['name', 'activationDTypes', 'describe', 'empty', 'rows', 'reshape', 'tokenRing']);
 
@@ -32,7 +32,9 @@ export function recordingBackend(inner: Backend, opts: { device?: boolean } = {}
       const v = Reflect.get(target, prop, recv);
       if (typeof v !== 'function') return v;
       return (...given: unknown[]) => {
-        const args = given.map((a) => (a instanceof Int32Array ? bound.get(a) ?? a : a));
+        const dev = (a: unknown) => (a instanceof Int32Array ? bound.get(a) ?? a : a);
+        // integer arrays, also inside a TokenPick, are replaced by their bound copies
+        const args = given.map((a) => (a && typeof a === 'object' && 'ring' in a ? { ...a, ids: dev((a as TokenPick).ids), positions: dev((a as TokenPick).positions) } : dev(a)));
         if (!calls || IMMEDIATE.has(String(prop))) return v.apply(target, args);
         if (prop === 'free') return undefined;
         if (prop === 'zeros') { const t = target.empty(args[0] as number[], args[1] as 'f32'); calls.push(['fill', [t, 0]]); return t; }

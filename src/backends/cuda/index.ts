@@ -8,7 +8,7 @@
 // Hopper for DK = 128, DV a multiple of 128, mma.sync otherwise; sequence-parallel when few
 // (sequence, head) blocks would leave SMs idle (plan.ts: lightningPlan). The backward is three
 // forward-shaped passes (see lightningBackward).
-import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor, TokenRing } from '../backend.ts';
+import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor, TokenPick, TokenRing } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
 import { attnDims } from '../reference/index.ts';
@@ -276,12 +276,12 @@ export class CudaBackend implements Backend {
       this.markEvents.push(e);
     };
   }
-  /** Each ring's device side: the page-locked host buffer's device address and the kernel's counters. */
+  /** Each ring's device side: the page-locked host buffer's device address and each row's step count. */
   private readonly rings = new WeakMap<TokenRing, { dptr: number; ctl: { ptr: number; bytes: number } }>();
   tokenRing(rows: number, slots: number): TokenRing {
     need(Number.isInteger(rows) && rows >= 1 && Number.isInteger(slots) && slots >= 1, `tokenRing: rows and slots must be integers ≥ 1, got ${rows}, ${slots}`);
-    const n = rows * slots, host = this.drv.hostAllocMapped(2 * n * 4), ctl = this.mem.allocRaw(2 * rows * 4);
-    this.drv.memsetD32(ctl.ptr, 0, 2 * rows);
+    const n = rows * slots, host = this.drv.hostAllocMapped(2 * n * 4), ctl = this.mem.allocRaw(rows * 4);
+    this.drv.memsetD32(ctl.ptr, 0, rows);
     let live = true;
     const ring: TokenRing = {
       rows, slots, ids: new Int32Array(host.buf, 0, n), logprobs: new Float32Array(host.buf, n * 4, n),
@@ -290,19 +290,21 @@ export class CudaBackend implements Backend {
     this.rings.set(ring, { dptr: host.dptr, ctl });
     return ring;
   }
-  sampleTokens(logits: Tensor, ids: Int32Array, positions: Int32Array, ring: TokenRing, temperature: number, seed: number): void {
-    const L = devF32(logits, 'sampleTokens logits'), r = this.rings.get(ring);
-    const [B, V] = dims2(L);
+  sampleTokens(logits: Tensor, pick: TokenPick): void {
+    const L = devF32(logits, 'sampleTokens logits'), { ids, positions, ring, temperature, seed } = pick;
+    const [B, V] = dims2(L), r = this.rings.get(ring);
     need(r !== undefined, 'sampleTokens: the ring was not made by this backend (tokenRing)');
-    need(ids.length === B && positions.length === B && ring.rows === B, `sampleTokens: logits ${shp(L)}, ${ids.length} ids, ${positions.length} positions and a ring of ${ring.rows} rows do not agree`);
+    need(ids.length === B && positions.length === B && ring.rows === B, `sampleTokens: ${B} rows of logits, ${ids.length} ids, ${positions.length} positions and a ring of ${ring.rows} rows do not agree`);
     need(this.bound.has(ids) && this.bound.has(positions), 'sampleTokens: ids and positions must be bound to the device first (bindInts)');
     need(temperature >= 0 && Number.isFinite(temperature), `sampleTokens: temperature must be ≥ 0, got ${temperature}`);
     if (!B) return;
-    const NB = Math.max(1, Math.min(256, Math.ceil(V / 2048)));
+    // blocks of 512 columns (two a thread), then one block a row combines their Picks
+    const NB = Math.max(1, Math.min(256, Math.ceil(V / 512)));
     const part = this.mem.allocRaw(B * NB * 16);
-    this.temps.push(part);
-    this.launch('sample_tokens', { grid: [NB, B, 1], block: [256, 1, 1], smem: 0 }, 'pifipppipp',
-      [L.ptr, V, temperature, seed | 0, this.ints(ids), this.ints(positions), r!.dptr, ring.slots, r!.ctl.ptr, part.ptr], 'kernels.cu', true);
+    this.launch('sample_tokens', { grid: [NB, B, 1], block: [256, 1, 1], smem: 0 }, 'pifipp', [L.ptr, V, temperature, seed | 0, this.ints(positions), part.ptr], 'kernels.cu', true);
+    this.temps.push(part);  // released after the second launch
+    this.launch('sample_finish', { grid: [B, 1, 1], block: [256, 1, 1], smem: 0 }, 'piippppip',
+      [L.ptr, V, NB, part.ptr, this.ints(ids), this.ints(positions), r!.dptr, ring.slots, r!.ctl.ptr], 'kernels.cu', true);
   }
 
   /**
@@ -836,16 +838,17 @@ export class CudaBackend implements Backend {
   stepCluster = Number(process.env.TNL_CUDA_STEP_CLUSTER ?? 0);
   private readonly stepKernels = new Map<string, { cs: number; fits: number | null } | null>();
   /**
-   * gla_project_step's cluster size for `heads` heads: 16 blocks a head when every head's cluster fits
-   * on the GPU at once, else 8 (clusters that wait for a second wave cost more than the fusion saves);
-   * null when neither fits. `fits`: how many such clusters the GPU holds at once.
+   * gla_project_step's cluster size for `heads` heads: 8 blocks a head when every head's cluster fits
+   * on the GPU at once (measured 4.5–4.6 µs a kernel against 4.7–4.8 for 16), else 16 (clusters that
+   * wait for a second wave cost more than the fusion saves); null when neither fits. `fits`: how many
+   * such clusters the GPU holds at once.
    */
   projectStepKernel(heads: number): { cs: number; fits: number | null } | null {
     const forced = this.stepCluster, key = `${heads}:${forced}`;
     let k = this.stepKernels.get(key);
     if (k !== undefined) return k;
     k = null;
-    for (const cs of [16, 8]) {
+    for (const cs of [8, 16]) {
       if (forced && cs !== forced) continue;
       const fn = this.fn('kernels.cu', `gla_project_step${cs}`);
       if (cs > 8) this.drv.allowLargeClusters(fn);
