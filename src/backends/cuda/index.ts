@@ -376,13 +376,16 @@ export class CudaBackend implements Backend {
   /** Milliseconds `fn` takes on the stream: median of `reps` event-timed runs after `warm` runs. */
   timeMs(fn: () => void, reps = 10, warm = 2): { median: number; min: number; all: number[] } {
     for (let i = 0; i < warm; i++) fn();
-    const a = this.drv.eventCreate(), b = this.drv.eventCreate();
-    const all: number[] = [];
-    for (let i = 0; i < reps; i++) {
-      this.drv.eventRecord(a); fn(); this.drv.eventRecord(b);
-      all.push(this.drv.eventElapsed(a, b));
+    // every run queued before any is waited for (as triton's do_bench): while the GPU runs one, the
+    // host enqueues the next, so a run's time is the GPU's and not the host's launch gap before it
+    const ev = Array.from({ length: 2 * reps }, () => this.drv.eventCreate());
+    let all: number[];
+    try {
+      for (let i = 0; i < reps; i++) { this.drv.eventRecord(ev[2 * i]!); fn(); this.drv.eventRecord(ev[2 * i + 1]!); }
+      all = Array.from({ length: reps }, (_, i) => this.drv.eventElapsed(ev[2 * i]!, ev[2 * i + 1]!));
+    } finally {
+      for (const e of ev) this.drv.eventDestroy(e);
     }
-    this.drv.eventDestroy(a); this.drv.eventDestroy(b);
     const s = [...all].sort((x, y) => x - y);
     return { median: s[s.length >> 1]!, min: s[0]!, all };
   }
