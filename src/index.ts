@@ -8,6 +8,7 @@ export { TnlModel, type ModelState } from './model/transnormer.ts';
 export { loadModel, saveModel } from './model/pretrained.ts';
 export { generateTokens, prefillChunked, StopMatcher, type GenerateOptions } from './generate/generate.ts';
 export { Decoder, type DecoderOptions } from './generate/decoder.ts';
+export { DeviceLoop, deviceSamplingApplies, type DeviceLoopOptions, type StepPicks } from './generate/device-loop.ts';
 export { Sampler, type SamplingOptions } from './generate/sampling.ts';
 export { loadTokenizer, StreamDecoder } from './tokenizer/index.ts';
 export type { Tokenizer } from './tokenizer/types.ts';

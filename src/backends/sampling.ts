@@ -1,5 +1,6 @@
-// Token selection inside a decode step (Backend.sampleTokens): the host backends' implementation and
-// the noise that the CUDA kernel (sample_tokens in kernels.cu) computes bit for bit the same way.
+// Token selection inside a decode step (Backend.sampleTokens): the host backends' implementation, and
+// the noise of the CUDA kernels (sample_tokens in kernels.cu): the same uniform draws bit for bit,
+// their Gumbel transform in f32 there and f64 here (picks differ only at near-ties).
 //   temperature 0: the first largest logit;  T > 0: argmax_i (x_i / T + G_i), G_i = −log(−log u_i),
 //   which draws i with probability softmax(x / T)_i (the Gumbel-max rule: one pass, no sort).
 // u_i comes from a counter-based hash of (seed, row, position, column), so a step's draw depends
