@@ -16,11 +16,11 @@ import { SafetensorsFile } from '../src/io/safetensors.ts';
 import { loadConfig, presetConfig } from '../src/config/index.ts';
 import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
 import { TnlModel, decodePrefetch } from '../src/model/transnormer.ts';
-import { benchDecodeE2E, benchTrainE2E, decodePieces, deviceRandomModel, fmtProfile, fmtTable, runCudaBench } from '../src/bench/cuda.ts';
+import { benchDecodeE2E, benchTrainE2E, decodePieces, deviceRandomModel, fmtProfile, fmtTable, runCudaBench, type DecodeE2ERow } from '../src/bench/cuda.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 import { DeviceLoop } from '../src/generate/device-loop.ts';
 import { generateTokens } from '../src/generate/generate.ts';
-import { argmax } from '../src/generate/sampling.ts';
+import { Sampler, argmax } from '../src/generate/sampling.ts';
 
 const argv = process.argv.slice(2);
 const flag = (n: string) => argv.includes(n);
@@ -578,6 +578,29 @@ function mixedAndGraphChecks(be: CudaBackend, dir: string): void {
     const posOk = devState.positions.every((x, b) => x === hostState.positions[b]);
     rows.push({ check: `device loop ${label}: 16 greedy steps picked on the GPU vs the host's argmax (tokens differing)`, maxAbs: diff, rel: NaN, tol: 0, ok: diff === 0 && posOk, note: posOk ? '' : 'positions differ' });
     rows.push({ check: `device loop ${label}: log-probabilities vs the host's, max |Δ|`, maxAbs: lpErr, rel: NaN, tol: 1e-4, ok: lpErr <= 1e-4 });
+    // the server's path: a pool with slots, per-row temperatures and seeds, picks against the host
+    // implementation on the same step's logits (logitsRow)
+    const sp = m.newState(4), sdec = new Decoder(m, sp, { graphs: true }), ref = new ReferenceBackend();
+    const rule = { temperatures: Float32Array.of(0, 0.9, 1.3), seeds: Int32Array.of(7, -3, 123456), columns: V - 5 };
+    let spIds: Int32Array = Int32Array.of(3, 5, 7), spDiff = 0, spGreedy = 0, spLp = 0;
+    const spSlots = Int32Array.of(2, 0, 3);
+    for (let step = 0; step < 10; step++) {
+      const pos = Int32Array.from(spSlots, (x) => sp.positions[x]!);
+      const picks = sdec.stepPicks(spIds, spSlots, rule);
+      const lg = new Float32Array(3 * V);
+      for (let b = 0; b < 3; b++) lg.set(sdec.logitsRow(b)!, b * V);
+      const hostIds = new Int32Array(3), hring = ref.tokenRing(3, 1);
+      ref.sampleTokens(ref.upload(lg, [3, V]), { ids: hostIds, positions: pos, ring: hring, temperature: 0, seed: 0, temperatures: rule.temperatures, seeds: rule.seeds, columns: rule.columns });
+      for (let b = 0; b < 3; b++) {
+        if (picks.ids[b] !== hostIds[b]) { spDiff++; if (b === 0) spGreedy++; }
+        else spLp = Math.max(spLp, Math.abs(picks.logprobs[b]! - hring.logprobs[b]!));
+        if (!(picks.ids[b]! < rule.columns)) spDiff += 100;
+      }
+      spIds = picks.ids;
+    }
+    sdec.dispose();
+    rows.push({ check: `server picks ${label}: 10 steps × 3 rows (slots, per-row T 0 / 0.9 / 1.3, seeds, columns < V) vs the host implementation on those logits`, maxAbs: spDiff, rel: NaN, tol: 1, ok: spGreedy === 0 && spDiff <= 1, note: `greedy differing ${spGreedy}` });
+    rows.push({ check: `server picks ${label}: log-probabilities of the same picks, max |Δ|`, maxAbs: spLp, rel: NaN, tol: 1e-4, ok: spLp <= 1e-4 });
   });
   ex.close();
 }
@@ -759,8 +782,16 @@ if (flag('--train')) {
 }
 if (flag('--decode')) {
   // the decode rows alone (quick iteration on decode kernels)
-  const both = { sampling: ['host', 'device'] as ('host' | 'device')[] };
-  const rows = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024, 65536], both), ...benchDecodeE2E(g, 'tnl-385m', 64, [1024], both), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024], both)];
+  const both = { sampling: ['host', 'device'] as DecodeE2ERow['sampling'][] };
+  const rows = [...benchDecodeE2E(g, 'tnl-385m', 1, [1024, 65536], both), ...benchDecodeE2E(g, 'tnl-385m', 64, [1024], { sampling: ['host', 'device', 'server'] }), ...benchDecodeE2E(g, 'tnl-1b', 1, [1024], both)];
+  {
+    // what the host path adds on top of the download at batch 64: one Sampler per row, as the server runs them
+    const V = presetConfig('tnl-385m').vocab_size, lg = Float32Array.from({ length: 64 * V }, (_, i) => Math.sin(i * 0.37) * 4);
+    const samplers = Array.from({ length: 64 }, (_, b) => new Sampler({ temperature: 0.8, seed: b }));
+    const t0 = performance.now();
+    for (let rep = 0; rep < 5; rep++) for (let b = 0; b < 64; b++) samplers[b]!.sample(lg.subarray(b * V, (b + 1) * V), 0, false);
+    console.log(`host sampling, 64 rows of ${V} at temperature 0.8 (the server's host path per step): ${((performance.now() - t0) / 5).toFixed(2)} ms`);
+  }
   for (const r of rows) console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}, tokens ${r.sampling}: ${r.msPerStep.toFixed(3)} ms/step (GPU ${r.gpuMsPerStep?.toFixed(3)}), ${Math.round(r.tokensPerSec)} tokens/s`);
   for (const r of benchDecodeE2E(g, 'tnl-385m', 1, [65536, 1024], { sampling: ['device'], graphs: [] }))
     console.log(`decode ${r.preset} batch ${r.batch} context ${r.context}, tokens device (64K first): ${r.msPerStep.toFixed(3)} ms/step, ${Math.round(r.tokensPerSec)} tokens/s`);

@@ -960,9 +960,10 @@ __global__ void __launch_bounds__(512, 1) gla_project_step8(GLA_PROJECT_STEP_ARG
 
 // ---- token selection inside the decode step (sampleTokens; src/backends/sampling.ts holds the same
 // hash and rule on the host) ----------------------------------------------------------------------------
-// Each row b of logits [B, V] picks its next token: the first largest at temperature 0, else the
-// largest of x / T + G with Gumbel noise G = −log(−log u) (the Gumbel-max rule: a draw from
-// softmax(x / T) in one pass), u hashed from (seed, b, pos[b], column). Two launches: blocks reduce
+// Each row b of logits [B, ld] picks its next token among its first V columns: the first largest at
+// temperature 0, else the largest of x / T + G with Gumbel noise G = −log(−log u) (the Gumbel-max
+// rule: a draw from softmax(x / T) in one pass), u hashed from (the row's seed, pos[b], column).
+// T and the seed are per row when temps / seeds are given, else T and seed ^ b·0x9e3779b9. Two launches: blocks reduce
 // slices of the row to a Pick each (sample_tokens), then sample_finish combines a row's Picks, writes the pick into ids[b], advances pos[b], stores the pick
 // and its log-probability at temperature 1 in ring slot steps[b] % slots (page-locked host memory:
 // [slots·B] ids, then [slots·B] log-probabilities) and counts the step. ids and pos are the next
@@ -974,7 +975,8 @@ __device__ __forceinline__ u32 lowbias32(u32 x) {
   return x;
 }
 __device__ __forceinline__ Pick pick_none() { return {-TNL_INF, 0x7fffffff, -TNL_INF, 0.f}; }
-__device__ __forceinline__ u32 pick_key(u32 seed, int b, int pos) { return lowbias32(lowbias32(seed ^ ((u32)b * 0x9e3779b9u)) ^ (u32)pos); }
+__device__ __forceinline__ u32 pick_key(u32 rowSeed, int pos) { return lowbias32(lowbias32(rowSeed) ^ (u32)pos); }
+__device__ __forceinline__ u32 row_seed(const int* seeds, u32 seed, int b) { return seeds ? (u32)seeds[b] : seed ^ ((u32)b * 0x9e3779b9u); }
 __device__ __forceinline__ void pick_merge(Pick& p, const Pick& q) {
   // the larger score, the lower column on a tie (the host's first largest)
   if (q.s > p.s || (q.s == p.s && q.i < p.i)) { p.s = q.s; p.i = q.i; }
@@ -1009,19 +1011,21 @@ __device__ __forceinline__ Pick pick_block(Pick p) {
   return p;
 }
 // Grid (NB, B): block j reduces a slice of row b's columns into part[b·NB + j].
-__global__ void __launch_bounds__(256) sample_tokens(const float* logits, int V, float T, u32 seed, const int* pos, Pick* part) {
+__global__ void __launch_bounds__(256) sample_tokens(const float* logits, int V, int ld, float T, u32 seed, const float* temps, const int* seeds,
+                                                     const int* pos, Pick* part) {
   pdl_trigger();
   pdl_wait();
   const int b = blockIdx.y, NB = gridDim.x, per = (V + NB - 1) / NB, lo = blockIdx.x * per, hi = min(V, lo + per);
-  const float* x = logits + (i64)b * V;
-  const u32 key = pick_key(seed, b, pos[b]);
+  const float* x = logits + (i64)b * ld;
+  const u32 key = pick_key(row_seed(seeds, seed, b), pos[b]);
+  if (temps) T = temps[b];
   Pick p = pick_none();
   for (int i = lo + threadIdx.x; i < hi; i += 256) pick_add(p, x[i], i, T, key);
   p = pick_block(p);
   if (threadIdx.x == 0) part[(i64)b * NB + blockIdx.x] = p;
 }
 // Grid B: row b's NB Picks → the pick, its log-probability, the ring, ids[b], pos[b], steps[b].
-__global__ void __launch_bounds__(256) sample_finish(const float* logits, int V, int NB, const Pick* part, int* ids, int* pos, int* ring, int slots, int* steps) {
+__global__ void __launch_bounds__(256) sample_finish(const float* logits, int ld, int NB, const Pick* part, int* ids, int* pos, int* ring, int slots, int* steps) {
   pdl_trigger();
   pdl_wait();
   const int b = blockIdx.x, B = gridDim.x;
@@ -1033,7 +1037,7 @@ __global__ void __launch_bounds__(256) sample_finish(const float* logits, int V,
     ids[b] = q.i;
     pos[b] += 1;
     ring[slot] = q.i;
-    ring[slots * B + slot] = __float_as_int(logits[(i64)b * V + q.i] - q.m - logf(q.z));
+    ring[slots * B + slot] = __float_as_int(logits[(i64)b * ld + q.i] - q.m - logf(q.z));
     steps[b] = step + 1;
   }
 }

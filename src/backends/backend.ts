@@ -175,11 +175,12 @@ export interface Backend {
   // ---- token selection inside a decode step (decode loops that run ahead of the host) ----------
   /**
    * Picks the next token of each row of logits [B, V] (f32): the first largest at temperature 0,
-   * else a draw from softmax(x / T) by the Gumbel-max rule with noise hashed from (seed, row,
+   * else a draw from softmax(x / T) by the Gumbel-max rule with noise hashed from (the row's seed,
    * positions[b], column) (src/backends/sampling.ts). Writes the pick into ids[b], advances
    * positions[b] and appends (pick, log-probability at temperature 1) to the ring's next slot.
-   * On a device backend ids and positions must be bound (bindInts): the next step then reads the
-   * picks where they were written, and a recorded step can be replayed without the host.
+   * On a device backend the writes go to the arrays' device copies: bound ones (bindInts) feed the
+   * next step where they are, so a recorded step can be replayed without the host; unbound ones are
+   * this launch's copies, and the ring is then the only way the picks reach the host.
    */
   sampleTokens?(logits: Tensor, pick: TokenPick): void;
   /** A ring for sampleTokens: `slots` steps of `rows` picks, readable on the host. */
@@ -211,7 +212,13 @@ export interface TokenPick {
   ring: TokenRing;
   /** 0 = greedy. */
   temperature: number;
+  /** Row b's noise is seeded by seed ^ b·0x9e3779b9 (or seeds[b]). */
   seed: number;
+  /** Per-row temperatures and seeds, overriding `temperature` and `seed` (a server's batch of requests). */
+  temperatures?: Float32Array;
+  seeds?: Int32Array;
+  /** Pick among the first `columns` of each row (default: all of them). */
+  columns?: number;
 }
 
 /**

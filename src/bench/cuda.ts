@@ -376,8 +376,12 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
 
 export interface DecodeE2ERow {
   preset: string; batch: number; context: number; graphs: boolean;
-  /** 'host': the logits downloaded every step (a host sampler's loop); 'device': greedy picks inside the step, steps queued ahead (DeviceLoop). */
-  sampling: 'host' | 'device';
+  /**
+   * 'host': the logits downloaded every step (a host sampler's loop); 'device': greedy picks inside
+   * the step, steps queued ahead (DeviceLoop); 'server': picks at temperature 0.8 inside the step,
+   * each step waited for and its picks fed back by the host (Decoder.stepPicks, the server's batch).
+   */
+  sampling: 'host' | 'device' | 'server';
   msPerStep: number; tokensPerSec: number; weightGB: number; weightTBps: number; gpuMsPerStep?: number;
 }
 /**
@@ -388,7 +392,7 @@ export interface DecodeE2ERow {
  * step over the step time.
  */
 export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, contexts: number[],
-                               opts: { steps?: number; graphs?: boolean[]; sampling?: ('host' | 'device')[]; model?: TnlModel; onProfile?: (p: KernelTime[]) => void } = {}): DecodeE2ERow[] {
+                               opts: { steps?: number; graphs?: boolean[]; sampling?: DecodeE2ERow['sampling'][]; model?: TnlModel; onProfile?: (p: KernelTime[]) => void } = {}): DecodeE2ERow[] {
   const config = presetConfig(preset);
   const model = opts.model ?? deviceRandomModel(be, config).withDType('bf16', 'bf16');
   const weightBytes = paramTensors(model.params).reduce((s, t) => s + t.size * (t.dtype === 'bf16' ? 2 : 4), 0);
@@ -430,6 +434,18 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
       const ms = (performance.now() - t0) / steps;
       loop.dispose();
       rows.push({ preset, batch, context, graphs: true, sampling: 'device', msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 });
+    }
+    if (opts.sampling?.includes('server')) {
+      // the server's loop: each step waits for its picks (temperature 0.8, a seed a row) and feeds them back
+      const dec = new Decoder(model, state);
+      const rule = { temperatures: new Float32Array(batch).fill(0.8), seeds: Int32Array.from({ length: batch }, (_, b) => b + 1) };
+      let tok: Int32Array = benchIds(batch, config.vocab_size, 3);
+      for (let i = 0; i < 4; i++) tok = dec.stepPicks(tok, null, rule).ids;
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) tok = dec.stepPicks(tok, null, rule).ids;
+      const ms = (performance.now() - t0) / steps;
+      dec.dispose();
+      rows.push({ preset, batch, context, graphs: true, sampling: 'server', msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 });
     }
     for (const t of state.layers) be.free(t);
   }
@@ -488,16 +504,17 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
     log(`\nTraining, tnl-385m, batch ${train.batch} × ${train.seq}, ${train.precision} (f32 master weights, gradients, AdamW; bf16 products): ` +
       `${train.msPerStep.toFixed(1)} ms/step, ${Math.round(train.tokensPerSec)} tokens/s = ${(train.tokensPerSec / REF_385M.trainTokensPerSec).toFixed(2)}× the reference PyTorch+Triton ` +
       `(${REF_385M.trainTokensPerSec}); peak ${train.peakGiB.toFixed(1)} GiB (reference ${REF_385M.trainPeakGiB})`);
-    const both = { sampling: ['host', 'device'] as ('host' | 'device')[] };
+    const both = { sampling: ['host', 'device'] as DecodeE2ERow['sampling'][] }, all = { sampling: ['host', 'device', 'server'] as DecodeE2ERow['sampling'][] };
     const dec = [
       ...benchDecodeE2E(be, 'tnl-385m', 1, [1024, 65536], { graphs: [true, false], ...both }),
-      ...benchDecodeE2E(be, 'tnl-385m', 64, [1024], both),
+      ...benchDecodeE2E(be, 'tnl-385m', 64, [1024], all),
       ...benchDecodeE2E(be, 'tnl-1b', 1, [1024, 65536], both),
-      ...benchDecodeE2E(be, 'tnl-1b', 64, [1024], both),
+      ...benchDecodeE2E(be, 'tnl-1b', 64, [1024], all),
     ];
     res.decode = dec;
     log('\nDecode, bf16 weights and activations (reference Python loop, 385M batch 1: 28.7 tokens/s). Tokens: "host" = the logits downloaded every step;');
-    log('"device" = greedy picks inside the step fed to the next one, 4 steps queued ahead (generation\'s loop for greedy and temperature sampling)');
+    log('"device" = greedy picks inside the step fed to the next one, 4 steps queued ahead (generation\'s loop for greedy and temperature sampling);');
+    log('"server" = picks at temperature 0.8 inside the step, each step waited for and its picks fed back by the host (the server\'s batch)');
     log(fmtTable(['model', 'batch', 'context', 'tokens', 'CUDA graphs', 'ms/step', 'tokens/s', 'weights GB', 'weight TB/s', 'GPU ms/step'],
       dec.map((r) => [r.preset, r.batch, r.context, r.sampling, r.graphs ? 'yes' : 'no', r.msPerStep, Math.round(r.tokensPerSec), r.weightGB, r.weightTBps, r.gpuMsPerStep ?? '-'])));
   }

@@ -32,6 +32,7 @@ import type { ModelState, TnlModel } from '../model/transnormer.ts';
 import { TnlError } from '../errors.ts';
 import { Sampler, type Sampled, type SamplingOptions } from '../generate/sampling.ts';
 import { Decoder } from '../generate/decoder.ts';
+import { deviceSamplingApplies } from '../generate/device-loop.ts';
 import { ServerMetrics } from './metrics.ts';
 
 export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
@@ -116,8 +117,11 @@ interface Seq {
   pending: number;
   lastAt: number;
   finished: boolean;
-  /** The logits row the last token was sampled from (valid during the step that produced it). */
-  row: Float32Array | null;
+  /** The logits row the last token was sampled from (valid during the step that produced it; a
+   * function where it stayed on the device, which gives null once a later step has run). */
+  row: Float32Array | (() => Float32Array | null) | null;
+  /** Picked inside the decode step (the request's options allow it on this backend): its temperature and seed. */
+  readonly device: { temperature: number; seed: number } | null;
 }
 
 export class Job {
@@ -481,11 +485,13 @@ export class Engine {
     for (let s = 1; s < job.slots.length; s++) copyRow(this.model.be, this.pool, job.slots[s]!, this.pool, slot0);
     job.state = 'running';
     const now = performance.now();
+    const device = deviceSamplingApplies(this.model.be, { ...req.sampling, topLogprobs: req.topLogprobs ?? 0 });
     for (let s = 0; s < req.n; s++) {
       const seed = req.sampling.seed === undefined ? undefined : req.sampling.seed + s;
       const seq: Seq = {
         job, index: s, slot: job.slots[s]!, sampler: new Sampler({ ...req.sampling, seed }),
         tokens: [], pending: -1, lastAt: now, finished: false, row: logits,
+        device: device ? { temperature: req.sampling.temperature ?? 1, seed: seed ?? (Math.random() * 2 ** 32) | 0 } : null,
       };
       job.seqs.push(seq);
     }
@@ -505,19 +511,31 @@ export class Engine {
     const ids = new Int32Array(Bp), slots = new Int32Array(Bp);
     for (let b = 0; b < B; b++) { ids[b] = seqs[b]!.pending; slots[b] = seqs[b]!.slot; }
     for (let b = B; b < Bp; b++) slots[b] = this.scratch[b - B]!; // padding rows (token 0)
-    let logits: Float32Array;
+    // every sequence's tokens picked inside the step where all of them allow it: only the picks come
+    // to the host, not B rows of logits, and no row is sampled in JavaScript
+    const device = seqs.every((s) => s.device);
+    let logits: Float32Array | null = null, picks: { ids: Int32Array; logprobs: Float32Array } | null = null;
     try {
       this.decoder ??= new Decoder(this.model, this.pool);
-      logits = this.decoder.stepToHost(ids, slots);
+      if (device) {
+        const temperatures = new Float32Array(Bp), seeds = new Int32Array(Bp);
+        for (let b = 0; b < B; b++) { temperatures[b] = seqs[b]!.device!.temperature; seeds[b] = seqs[b]!.device!.seed; }
+        picks = this.decoder.stepPicks(ids, slots, { temperatures, seeds, columns: this.sampleV });
+      } else logits = this.decoder.stepToHost(ids, slots);
     } catch (e) {
       this.log(`tnl serve: decode step failed: ${(e as Error).message}`);
       for (const job of new Set(seqs.map((s) => s.job))) this.failJob(job, e as Error);
       return;
     }
+    const decoder = this.decoder, step = decoder.stepCount;
     for (let b = 0; b < B; b++) {
       const seq = seqs[b]!;
       if (seq.finished || seq.job.cancelRequested) continue;
-      const row = logits.subarray(b * V, b * V + this.sampleV);
+      if (picks) {
+        this.accept(seq, { id: picks.ids[b]!, logprob: picks.logprobs[b]! }, () => decoder.logitsRow(b, step)?.subarray(0, this.sampleV) ?? null);
+        continue;
+      }
+      const row = logits!.subarray(b * V, b * V + this.sampleV);
       const s = this.sampleSeq(seq, row);
       if (s) this.accept(seq, s, row);
     }
@@ -535,7 +553,7 @@ export class Engine {
   }
 
   /** A sampled token: eos ends the sequence; otherwise emit it and check the limits. */
-  private accept(seq: Seq, s: Sampled, row: Float32Array): void {
+  private accept(seq: Seq, s: Sampled, row: Seq['row']): void {
     const job = seq.job, req = job.req;
     const now = performance.now();
     seq.row = row;
@@ -565,14 +583,15 @@ export class Engine {
     seq.finished = true;
     const job = seq.job;
     // Keep the state after prompt + generated text: a following chat turn starts with it.
-    if (cacheable && seq.row && this.cache.pool) {
+    const row = typeof seq.row === 'function' ? (cacheable ? seq.row() : null) : seq.row;
+    if (cacheable && row && this.cache.pool) {
       const ids = job.ids;
       const fed = reason === 'length' ? seq.tokens.length - 1 : seq.tokens.length;
       if (fed > 0) {
         const key = new Int32Array(ids.length + fed);
         key.set(ids);
         for (let i = 0; i < fed; i++) key[ids.length + i] = seq.tokens[i]!;
-        this.cache.store(key, prefixHashes(key)[key.length]!, this.pool, seq.slot, seq.row, null);
+        this.cache.store(key, prefixHashes(key)[key.length]!, this.pool, seq.slot, row, null);
       }
     }
     seq.row = null;

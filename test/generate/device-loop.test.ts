@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ReferenceBackend } from '../../src/backends/reference/index.ts';
-import { HostTokenRing, noiseKey, noiseUniform } from '../../src/backends/sampling.ts';
+import { HostTokenRing, noiseKey, noiseUniform, rowSeed } from '../../src/backends/sampling.ts';
 import { presetConfig } from '../../src/config/index.ts';
 import { TnlModel } from '../../src/model/transnormer.ts';
 import { Decoder } from '../../src/generate/decoder.ts';
@@ -91,13 +91,14 @@ test('temperature draws are reproducible by seed and follow softmax(x / T)', () 
 });
 
 test('the noise: uniform on (0, 1), different per row, position and column', () => {
-  const k = noiseKey(1, 0, 0);
+  const k = noiseKey(rowSeed(1, 0), 0);
   let sum = 0, lo = 1, hi = 0;
   for (let i = 0; i < 100000; i++) { const u = noiseUniform(k, i); sum += u; lo = Math.min(lo, u); hi = Math.max(hi, u); }
   assert.ok(Math.abs(sum / 100000 - 0.5) < 0.005 && lo > 0 && hi < 1);
-  assert.notEqual(noiseKey(1, 0, 0), noiseKey(1, 1, 0));
-  assert.notEqual(noiseKey(1, 0, 0), noiseKey(1, 0, 1));
-  assert.notEqual(noiseKey(1, 0, 0), noiseKey(2, 0, 0));
+  assert.notEqual(noiseKey(rowSeed(1, 0), 0), noiseKey(rowSeed(1, 1), 0));
+  assert.notEqual(noiseKey(rowSeed(1, 0), 0), noiseKey(rowSeed(1, 0), 1));
+  assert.notEqual(noiseKey(rowSeed(1, 0), 0), noiseKey(rowSeed(2, 0), 0));
+  assert.equal(rowSeed(1, 3, Int32Array.of(5, 6, 7, -8)), (-8) >>> 0, 'per-row seeds');
 });
 
 test('generation picks on the device only where it can honour the options', () => {

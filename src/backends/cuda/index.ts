@@ -11,6 +11,7 @@
 import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor, TokenPick, TokenRing } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
+import { checkPick } from '../sampling.ts';
 import { attnDims } from '../reference/index.ts';
 import { ShapeError } from '../../errors.ts';
 import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
@@ -248,6 +249,14 @@ export class CudaBackend implements Backend {
     return r.ptr;
   }
   private graphInputs: Map<Int32Array, GraphInput> | null = null;
+  /** A Float32Array's bits as the Int32Array that ints() uploads: the same view each time, so a graph keeps reading the array. */
+  private readonly floatViews = new WeakMap<Float32Array, Int32Array>();
+  private floats(a: Float32Array | undefined): number {
+    if (!a) return 0;
+    let v = this.floatViews.get(a);
+    if (!v) { v = new Int32Array(a.buffer, a.byteOffset, a.length); this.floatViews.set(a, v); }
+    return this.ints(v);
+  }
   /** Arrays kept on the device (bindInts): their device copies. */
   private readonly bound = new Map<Int32Array, { ptr: number; bytes: number }>();
 
@@ -291,20 +300,19 @@ export class CudaBackend implements Backend {
     return ring;
   }
   sampleTokens(logits: Tensor, pick: TokenPick): void {
-    const L = devF32(logits, 'sampleTokens logits'), { ids, positions, ring, temperature, seed } = pick;
-    const [B, V] = dims2(L), r = this.rings.get(ring);
+    const L = devF32(logits, 'sampleTokens logits'), r = this.rings.get(pick.ring);
+    const [B, ld] = dims2(L), V = pick.columns ?? ld;
     need(r !== undefined, 'sampleTokens: the ring was not made by this backend (tokenRing)');
-    need(ids.length === B && positions.length === B && ring.rows === B, `sampleTokens: ${B} rows of logits, ${ids.length} ids, ${positions.length} positions and a ring of ${ring.rows} rows do not agree`);
-    need(this.bound.has(ids) && this.bound.has(positions), 'sampleTokens: ids and positions must be bound to the device first (bindInts)');
-    need(temperature >= 0 && Number.isFinite(temperature), `sampleTokens: temperature must be ≥ 0, got ${temperature}`);
+    checkPick(pick, B, ld, L.size);
     if (!B) return;
     // blocks of 512 columns (two a thread), then one block a row combines their Picks
     const NB = Math.max(1, Math.min(256, Math.ceil(V / 512)));
-    const part = this.mem.allocRaw(B * NB * 16);
-    this.launch('sample_tokens', { grid: [NB, B, 1], block: [256, 1, 1], smem: 0 }, 'pifipp', [L.ptr, V, temperature, seed | 0, this.ints(positions), part.ptr], 'kernels.cu', true);
+    const part = this.mem.allocRaw(B * NB * 16), pos = this.ints(pick.positions);
+    this.launch('sample_tokens', { grid: [NB, B, 1], block: [256, 1, 1], smem: 0 }, 'piifipppp',
+      [L.ptr, V, ld, pick.temperature, pick.seed | 0, this.floats(pick.temperatures), this.ints(pick.seeds ?? null), pos, part.ptr], 'kernels.cu', true);
     this.temps.push(part);  // released after the second launch
     this.launch('sample_finish', { grid: [B, 1, 1], block: [256, 1, 1], smem: 0 }, 'piippppip',
-      [L.ptr, V, NB, part.ptr, this.ints(ids), this.ints(positions), r!.dptr, ring.slots, r!.ctl.ptr], 'kernels.cu', true);
+      [L.ptr, ld, NB, part.ptr, this.ints(pick.ids), pos, r!.dptr, pick.ring.slots, r!.ctl.ptr], 'kernels.cu', true);
   }
 
   /**
