@@ -20,6 +20,7 @@ import { benchDecodeE2E, benchTrainE2E, decodePieces, deviceRandomModel, fmtProf
 import { Decoder } from '../src/generate/decoder.ts';
 import { DeviceLoop } from '../src/generate/device-loop.ts';
 import { generateTokens } from '../src/generate/generate.ts';
+import { Engine } from '../src/serve/scheduler.ts';
 import { Sampler, argmax } from '../src/generate/sampling.ts';
 
 const argv = process.argv.slice(2);
@@ -625,6 +626,30 @@ async function generateChecks(be: CudaBackend, dir: string): Promise<void> {
   const [a, b] = [await collect(true), await collect(false)];
   const diff = a.filter((x, i) => x !== b[i]).length + Math.abs(a.length - b.length);
   rows.push({ check: 'generateTokens f32: 12 greedy tokens picked on the GPU vs on the host (tokens differing)', maxAbs: diff, rel: NaN, tol: 0, ok: diff === 0, note: a.join(' ') });
+  // the server's engine: the same requests, submitted together, with the batch picked on the GPU and on the host
+  const serve = async (device: boolean) => {
+    const prev = process.env.TNL_DEVICE_SAMPLING;
+    process.env.TNL_DEVICE_SAMPLING = device ? '1' : '0';
+    try {
+      const engine = new Engine(model, { maxSeqs: 4, prefillChunk: 8, prefixCache: 0, log: () => {} });
+      const outs = [[5, 10], [17, 7], [3, 12], [9, 9], [12, 6]].map(([len, max], i) => {
+        const toks: number[] = [];
+        const job = engine.submit({
+          promptIds: Array.from({ length: len! }, (_, j) => (j * 31 + i * 7 + 3) % config.vocab_size), n: 1, maxTokens: max!,
+          sampling: i === 4 ? { temperature: 0.9, seed: 11 } : { temperature: 0 }, stopIds: [],
+          onToken: (_, t) => { toks.push(t.id); }, onFinish: () => {},
+        });
+        return { toks, done: job.done };
+      });
+      await Promise.all(outs.map((o) => o.done));
+      return outs.map((o) => o.toks);
+    } finally { if (prev === undefined) delete process.env.TNL_DEVICE_SAMPLING; else process.env.TNL_DEVICE_SAMPLING = prev; }
+  };
+  const [d1, h1, d2] = [await serve(true), await serve(false), await serve(true)];
+  const greedyDiff = d1.slice(0, 4).reduce((n, t, i) => n + t.filter((x, j) => x !== h1[i]![j]).length + Math.abs(t.length - h1[i]!.length), 0);
+  rows.push({ check: 'engine f32: 4 greedy requests batched, picked on the GPU vs on the host (tokens differing)', maxAbs: greedyDiff, rel: NaN, tol: 0, ok: greedyDiff === 0 });
+  const again = JSON.stringify(d1) === JSON.stringify(d2);
+  rows.push({ check: 'engine f32: a seeded request (T = 0.9) picked on the GPU draws the same tokens on a second run', maxAbs: again ? 0 : 1, rel: NaN, tol: 0, ok: again, note: d1[4]!.join(' ') });
 }
 
 /** sampleTokens against the host backends' implementation (the same hash and rule) on fresh logits. */
