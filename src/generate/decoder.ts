@@ -2,8 +2,9 @@
 // A decode step is a few small kernels per layer (five on CUDA) whose launches, one by one from
 // JavaScript, cost more than the kernels; recorded once per batch size and replayed, a step is one
 // graph launch plus the copies of ids, positions and slots. The first step of each batch size runs eagerly (it compiles
-// kernels and fills caches), the second is recorded, every later one is replayed.
-import type { CapturedGraph, Tensor, TokenPick, TokenRing } from '../backends/backend.ts';
+// kernels and fills caches), the second is recorded, every later one is replayed. stepPicks ends the
+// step with each row's token picked on the device (Backend.sampleTokens): only B picks come back.
+import type { CapturedGraph, Tensor, TokenPick } from '../backends/backend.ts';
 import type { ModelState, TnlModel } from '../model/transnormer.ts';
 import type { StepPicks } from './device-loop.ts';
 import { UsageError } from '../errors.ts';
@@ -11,8 +12,8 @@ import { UsageError } from '../errors.ts';
 /** How stepPicks chooses: per-row temperatures (0 = greedy) and seeds, among the first `columns` logits. */
 export interface PickRule { temperatures: Float32Array; seeds: Int32Array; columns?: number }
 
-/** A step's pick inputs and outputs: arrays the recorded step reads (refilled per step) and its ring. */
-interface PickBuffers { pick: TokenPick; ring: TokenRing }
+/** A step's pick arrays (refilled before each step: a recorded step reads them) and its ring. */
+type PickBuffers = TokenPick & { temperatures: Float32Array; seeds: Int32Array };
 
 interface Recorded { graph: CapturedGraph<Tensor>; ids: Int32Array; positions: Int32Array; slots: Int32Array | null; picks: PickBuffers | null }
 
@@ -81,16 +82,14 @@ export class Decoder {
   /** The pick arrays of a step of B rows, filled for this step (positions: the rows' positions before it). */
   private pickBuffers(B: number, rule: PickRule, slots: Int32Array | null, into?: PickBuffers): PickBuffers {
     const be = this.model.be;
-    const p = into ?? {
-      ring: be.tokenRing!(B, 1),
-      pick: { ids: new Int32Array(B), positions: new Int32Array(B), ring: null as unknown as TokenRing, temperature: 0, seed: 0,
-        temperatures: new Float32Array(B), seeds: new Int32Array(B), ...(rule.columns !== undefined ? { columns: rule.columns } : {}) },
-    };
-    p.pick.ring = p.ring;
     if (rule.temperatures.length !== B || rule.seeds.length !== B) throw new UsageError(`stepPicks: ${rule.temperatures.length} temperatures and ${rule.seeds.length} seeds for ${B} rows`);
-    p.pick.temperatures!.set(rule.temperatures);
-    p.pick.seeds!.set(rule.seeds);
-    for (let b = 0; b < B; b++) p.pick.positions[b] = this.state.positions[slots ? slots[b]! : b]!;
+    const p: PickBuffers = into ?? {
+      ids: new Int32Array(B), positions: new Int32Array(B), ring: be.tokenRing!(B, 1), temperature: 0, seed: 0,
+      temperatures: new Float32Array(B), seeds: new Int32Array(B), ...(rule.columns !== undefined ? { columns: rule.columns } : {}),
+    };
+    p.temperatures.set(rule.temperatures);
+    p.seeds.set(rule.seeds);
+    for (let b = 0; b < B; b++) p.positions[b] = this.state.positions[slots ? slots[b]! : b]!;
     return p;
   }
 
@@ -105,11 +104,11 @@ export class Decoder {
       if (rule) {
         model.checkStateStep(ids, B, 1, state, slots);
         const old = this.eagerPicks.get(B);
-        picks = this.pickBuffers(B, rule, slots, old && old.pick.columns === rule.columns ? old : undefined);
+        picks = this.pickBuffers(B, rule, slots, old && old.columns === rule.columns ? old : undefined);
         if (picks !== old) { old?.ring.free(); this.eagerPicks.set(B, picks); }
       }
       this.eager = model.decode(ids, state, slots);
-      if (picks) model.be.sampleTokens!(this.eager, picks.pick);
+      if (picks) model.be.sampleTokens!(this.eager, picks);
       this.last = this.eager;
       this.seen.add(key);  // after a step that ran: kernels compiled, caches filled
       return { tensor: this.eager, ...(picks ? { picks } : {}) };
@@ -124,7 +123,7 @@ export class Decoder {
       try {
         graph = model.be.capture!(() => {
           const logits = model.stateStep(buf.ids, B, 1, buf.positions, state, null, buf.slots, false);
-          if (buf.picks) model.be.sampleTokens!(logits, buf.picks.pick);
+          if (buf.picks) model.be.sampleTokens!(logits, buf.picks);
           return logits;
         }, { hostCopy: !rule });
       } catch (e) {
