@@ -614,37 +614,35 @@ async function generateChecks(be: CudaBackend, dir: string): Promise<void> {
   try { loadParams(be, p, config, f, f.path); } finally { f.close(); }
   const model = new TnlModel(config, be, p);
   const prompt = [1, 15, 27, 3, 99, 4];
-  const collect = async (device: boolean) => {
+  // runs fn with the device picks allowed or not (TNL_DEVICE_SAMPLING=0 forces the host's)
+  const picking = async <T>(device: boolean, fn: () => Promise<T>): Promise<T> => {
     const prev = process.env.TNL_DEVICE_SAMPLING;
     process.env.TNL_DEVICE_SAMPLING = device ? '1' : '0';
-    try {
-      const out: number[] = [];
-      for await (const t of generateTokens(model, prompt, { maxTokens: 12, temperature: 0, stopIds: [] })) out.push(t.id);
-      return out;
-    } finally { if (prev === undefined) delete process.env.TNL_DEVICE_SAMPLING; else process.env.TNL_DEVICE_SAMPLING = prev; }
+    try { return await fn(); } finally { if (prev === undefined) delete process.env.TNL_DEVICE_SAMPLING; else process.env.TNL_DEVICE_SAMPLING = prev; }
   };
+  const collect = (device: boolean) => picking(device, async () => {
+    const out: number[] = [];
+    for await (const t of generateTokens(model, prompt, { maxTokens: 12, temperature: 0, stopIds: [] })) out.push(t.id);
+    return out;
+  });
   const [a, b] = [await collect(true), await collect(false)];
   const diff = a.filter((x, i) => x !== b[i]).length + Math.abs(a.length - b.length);
   rows.push({ check: 'generateTokens f32: 12 greedy tokens picked on the GPU vs on the host (tokens differing)', maxAbs: diff, rel: NaN, tol: 0, ok: diff === 0, note: a.join(' ') });
   // the server's engine: the same requests, submitted together, with the batch picked on the GPU and on the host
-  const serve = async (device: boolean) => {
-    const prev = process.env.TNL_DEVICE_SAMPLING;
-    process.env.TNL_DEVICE_SAMPLING = device ? '1' : '0';
-    try {
-      const engine = new Engine(model, { maxSeqs: 4, prefillChunk: 8, prefixCache: 0, log: () => {} });
-      const outs = [[5, 10], [17, 7], [3, 12], [9, 9], [12, 6]].map(([len, max], i) => {
-        const toks: number[] = [];
-        const job = engine.submit({
-          promptIds: Array.from({ length: len! }, (_, j) => (j * 31 + i * 7 + 3) % config.vocab_size), n: 1, maxTokens: max!,
-          sampling: i === 4 ? { temperature: 0.9, seed: 11 } : { temperature: 0 }, stopIds: [],
-          onToken: (_, t) => { toks.push(t.id); }, onFinish: () => {},
-        });
-        return { toks, done: job.done };
+  const serve = (device: boolean) => picking(device, async () => {
+    const engine = new Engine(model, { maxSeqs: 4, prefillChunk: 8, prefixCache: 0, log: () => {} });
+    const outs = [[5, 10], [17, 7], [3, 12], [9, 9], [12, 6]].map(([len, max], i) => {
+      const toks: number[] = [];
+      const job = engine.submit({
+        promptIds: Array.from({ length: len! }, (_, j) => (j * 31 + i * 7 + 3) % config.vocab_size), n: 1, maxTokens: max!,
+        sampling: i === 4 ? { temperature: 0.9, seed: 11 } : { temperature: 0 }, stopIds: [],
+        onToken: (_, t) => { toks.push(t.id); }, onFinish: () => {},
       });
-      await Promise.all(outs.map((o) => o.done));
-      return outs.map((o) => o.toks);
-    } finally { if (prev === undefined) delete process.env.TNL_DEVICE_SAMPLING; else process.env.TNL_DEVICE_SAMPLING = prev; }
-  };
+      return { toks, done: job.done };
+    });
+    await Promise.all(outs.map((o) => o.done));
+    return outs.map((o) => o.toks);
+  });
   const [d1, h1, d2] = [await serve(true), await serve(false), await serve(true)];
   const greedyDiff = d1.slice(0, 4).reduce((n, t, i) => n + t.filter((x, j) => x !== h1[i]![j]).length + Math.abs(t.length - h1[i]!.length), 0);
   rows.push({ check: 'engine f32: 4 greedy requests batched, picked on the GPU vs on the host (tokens differing)', maxAbs: greedyDiff, rel: NaN, tol: 0, ok: greedyDiff === 0 });

@@ -958,7 +958,7 @@ __global__ void __launch_bounds__(256, 2) gemv_reg_m2(GEMV_REG_ARGS) { gemv_reg_
 __global__ void __launch_bounds__(256, 2) gla_project_step16(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<16>(GLA_PROJECT_STEP_PASS); }
 __global__ void __launch_bounds__(512, 1) gla_project_step8(GLA_PROJECT_STEP_ARGS) { gla_project_step_body<8>(GLA_PROJECT_STEP_PASS); }
 
-// ---- token selection inside the decode step (sampleTokens; src/backends/sampling.ts holds the same
+// ---- token selection inside the decode step (sampleTokens; src/backends/token-pick.ts holds the same
 // hash and rule on the host) ----------------------------------------------------------------------------
 // Each row b of logits [B, ld] picks its next token among its first V columns: the first largest at
 // temperature 0, else the largest of x / T + G with Gumbel noise G = −log(−log u) (the Gumbel-max

@@ -176,7 +176,7 @@ export interface Backend {
   /**
    * Picks the next token of each row of logits [B, V] (f32): the first largest at temperature 0,
    * else a draw from softmax(x / T) by the Gumbel-max rule with noise hashed from (the row's seed,
-   * positions[b], column) (src/backends/sampling.ts). Writes the pick into ids[b], advances
+   * positions[b], column) (src/backends/token-pick.ts). Writes the pick into ids[b], advances
    * positions[b] and appends (pick, log-probability at temperature 1) to the ring's next slot.
    * On a device backend the writes go to the arrays' device copies: bound ones (bindInts) feed the
    * next step where they are, so a recorded step can be replayed without the host; unbound ones are

@@ -2,7 +2,7 @@
 // f32 tensors hold a Float32Array; bf16 tensors hold the raw bits in a Uint16Array.
 import type { DType, Tensor, TokenPick, TokenRing } from './backend.ts';
 import { numel } from './backend.ts';
-import { HostTokenRing, sampleRowsHost } from './sampling.ts';
+import { HostTokenRing, sampleRowsHost } from './token-pick.ts';
 import { ShapeError } from '../errors.ts';
 
 export class HostTensor implements Tensor {

@@ -398,6 +398,14 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
   const weightBytes = paramTensors(model.params).reduce((s, t) => s + t.size * (t.dtype === 'bf16' ? 2 : 4), 0);
   // batch 1 steps are short: more of them, past the after-effects of a long prefill (a few ms slower)
   const steps = opts.steps ?? (batch === 1 ? 256 : 64), rows: DecodeE2ERow[] = [];
+  /** Per-step wall time of `run(steps)` after `run(4)` to warm up, as a row. */
+  const timed = (context: number, sampling: DecodeE2ERow['sampling'], graphs: boolean, run: (n: number) => void): DecodeE2ERow => {
+    run(4);
+    const t0 = performance.now();
+    run(steps);
+    const ms = (performance.now() - t0) / steps;
+    return { preset, batch, context, graphs, sampling, msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 };
+  };
   for (const context of contexts) {
     const state = model.newState(batch);
     const chunk = Math.max(1, Math.min(context, Math.floor(65536 / batch)));
@@ -405,16 +413,12 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
       const n = Math.min(chunk, context - s);
       be.free(model.prefill(benchIds(batch * n, config.vocab_size, s + 7), batch, n, state));
     }
+    const tok = benchIds(batch, config.vocab_size, 3);
     for (const graphs of opts.graphs ?? [true]) {
       const dec = new Decoder(model, state, { graphs });
-      const tok = benchIds(batch, config.vocab_size, 3);
-      for (let i = 0; i < 4; i++) dec.stepToHost(tok);
-      const t0 = performance.now();
-      for (let i = 0; i < steps; i++) dec.stepToHost(tok);
-      const ms = (performance.now() - t0) / steps;
+      const row = timed(context, 'host', graphs, (n) => { for (let i = 0; i < n; i++) dec.stepToHost(tok); });
       dec.dispose();
       if (opts.onProfile && !graphs) opts.onProfile(profileKernels(be, () => { dec.stepToHost(tok); }));
-      const row: DecodeE2ERow = { preset, batch, context, graphs, sampling: 'host', msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 };
       if (graphs) {
         // the step's GPU time alone: its graph replayed back to back (no uploads, downloads or host work between)
         const pos = Int32Array.from({ length: batch }, () => context);
@@ -427,25 +431,16 @@ export function benchDecodeE2E(be: CudaBackend, preset: string, batch: number, c
     if (opts.sampling?.includes('device')) {
       // greedy generation as generateTokens runs it: each step's picks feed the next, 4 steps queued
       const loop = new DeviceLoop(model, state, { temperature: 0 });
-      const tok = benchIds(batch, config.vocab_size, 3);
-      for (const _ of loop.run(tok, 4));
-      const t0 = performance.now();
-      for (const _ of loop.run(tok, steps));
-      const ms = (performance.now() - t0) / steps;
+      rows.push(timed(context, 'device', true, (n) => { for (const _ of loop.run(tok, n)); }));
       loop.dispose();
-      rows.push({ preset, batch, context, graphs: true, sampling: 'device', msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 });
     }
     if (opts.sampling?.includes('server')) {
       // the server's loop: each step waits for its picks (temperature 0.8, a seed a row) and feeds them back
       const dec = new Decoder(model, state);
       const rule = { temperatures: new Float32Array(batch).fill(0.8), seeds: Int32Array.from({ length: batch }, (_, b) => b + 1) };
-      let tok: Int32Array = benchIds(batch, config.vocab_size, 3);
-      for (let i = 0; i < 4; i++) tok = dec.stepPicks(tok, null, rule).ids;
-      const t0 = performance.now();
-      for (let i = 0; i < steps; i++) tok = dec.stepPicks(tok, null, rule).ids;
-      const ms = (performance.now() - t0) / steps;
+      let next: Int32Array = tok;
+      rows.push(timed(context, 'server', true, (n) => { for (let i = 0; i < n; i++) next = dec.stepPicks(next, null, rule).ids; }));
       dec.dispose();
-      rows.push({ preset, batch, context, graphs: true, sampling: 'server', msPerStep: ms, tokensPerSec: batch / ms * 1e3, weightGB: weightBytes / 1e9, weightTBps: weightBytes / (ms * 1e-3) / 1e12 });
     }
     for (const t of state.layers) be.free(t);
   }

@@ -105,8 +105,9 @@ export class DeviceLoop {
   private launch(): void {
     const { model, state } = this, be = model.be;
     const step = () => {
-      be.free(model.stateStep(this.ids, state.batch, 1, this.positions, state, null, null, false,
-        { ids: this.ids, positions: this.positions, ring: this.ring, temperature: this.temperature, seed: this.seed }));
+      const logits = model.stateStep(this.ids, state.batch, 1, this.positions, state, null, null, false);
+      be.sampleTokens!(logits, { ids: this.ids, positions: this.positions, ring: this.ring, temperature: this.temperature, seed: this.seed });
+      be.free(logits);
     };
     if (this.graphs && this.queued > 0 && !this.graph) {
       try {

@@ -39,7 +39,7 @@ export function glaForward(ctx: StepContext, p: LayerParams, s: GlaShape, x: Ten
  * cache (`prefetch`).
  */
 export function glaStep(ctx: StepContext, p: LayerParams, s: GlaShape, x: Tensor, state: Tensor, slots: Int32Array | null,
-                        prefetch: [Tensor | null, Tensor | null] = [p.w12, p.w3]): void {
+                        prefetch: [Tensor | null, Tensor | null]): void {
   const { be, B, act } = ctx;
   const qkvu = be.empty([B, 4 * s.H], act);
   const o = be.empty([B, 1, s.H], act);

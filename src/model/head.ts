@@ -1,17 +1,13 @@
 // Final SRMSNorm, the output head (the embedding matrix when tied) and the next-token loss.
-import type { Backend, DType, Tensor, TokenPick } from '../backends/backend.ts';
+import type { Backend, DType, Tensor } from '../backends/backend.ts';
 import { NORM_EPS } from './context.ts';
 
 export interface HeadActs { y: Tensor; r: Tensor }
 
-/**
- * f32 logits only (inference): the final norm fused into the head's product. With `pick`, the next
- * tokens are also picked from them (sampleTokens).
- */
-export function headLogits(be: Backend, x: Tensor, w: Tensor, pick: TokenPick | null = null): Tensor {
+/** f32 logits only (inference): the final norm fused into the head's product. */
+export function headLogits(be: Backend, x: Tensor, w: Tensor): Tensor {
   const logits = be.empty([x.size / x.shape[x.shape.length - 1]!, w.shape[0]!]);
   be.matmul(logits, x, w, { transB: true, normA: NORM_EPS });
-  if (pick) be.sampleTokens!(logits, pick);
   return logits;
 }
 

@@ -3,7 +3,7 @@
 //  - forward/backward: the parallel training form (Lightning blocks, zero initial state);
 //  - prefill: the block form with a carried recurrent state (any chunking);
 //  - decode: one token per sequence, the O(1) recurrent step.
-import type { Backend, DType, Tensor, TokenPick } from '../backends/backend.ts';
+import type { Backend, DType, Tensor } from '../backends/backend.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { dims, embedScale, layerDecay } from '../config/index.ts';
 import { UsageError } from '../errors.ts';
@@ -105,11 +105,12 @@ export class TnlModel {
     const { be } = this;
     const x = be.empty([ctx.B * ctx.N, this.config.decoder_embed_dim]);
     embeddingForward(be, x, this.params.embed, ids, embedScale(this.config));
+    const decode = !tape && states && ctx.N === 1;
     // a decode step's weights in the order its kernels read them: each kernel hints a later one's into L2
-    const decodeWeights = this.params.layers.flatMap((p) => [p.qkvu, p.out, p.w12, p.w3]);
+    const decodeWeights = decode ? this.params.layers.flatMap((p) => [p.qkvu, p.out, p.w12, p.w3]) : [];
     this.params.layers.forEach((lp, l) => {
       if (tape && checkpoint) { const keep = be.empty(x.shape); be.copy(keep, x); tape.push({ x: keep }); }
-      if (!tape && states && ctx.N === 1) {
+      if (decode) {
         const pf = (j: number) => decodeWeights[4 * l + j + decodePrefetch.distance] ?? null;
         glaStep(ctx, lp, this.shapes[l]!, x, states[l]!, slots, [pf(0), pf(1)]);
         sgluStep(ctx, lp, x, [pf(2), pf(3)]);
@@ -225,11 +226,9 @@ export class TnlModel {
   /**
    * The body of prefill and decode with every host input given (and nothing checked): the step a
    * decode graph records, so that replaying it reads the same `ids`, `positions` and `slots` arrays.
-   * state.positions is not advanced. With `pick`, the next tokens are picked from the logits inside
-   * the step (Backend.sampleTokens: written into pick.ids, pick.positions advanced).
+   * state.positions is not advanced.
    */
-  stateStep(ids: Int32Array, B: number, N: number, positions: Int32Array, state: ModelState, vMask: Int32Array | null, slots: Int32Array | null, allLogits: boolean,
-            pick: TokenPick | null = null): Tensor {
+  stateStep(ids: Int32Array, B: number, N: number, positions: Int32Array, state: ModelState, vMask: Int32Array | null, slots: Int32Array | null, allLogits: boolean): Tensor {
     const x = this.trunk(ids, this.ctx(B, N, positions, vMask), state.layers, null, false, slots);
     let last = x;
     if (!allLogits && N > 1) {
@@ -237,7 +236,7 @@ export class TnlModel {
       this.be.gatherRows(last, x, Int32Array.from({ length: B }, (_, b) => b * N + N - 1));
       this.be.free(x);
     }
-    const logits = headLogits(this.be, last, this.headWeight, pick);
+    const logits = headLogits(this.be, last, this.headWeight);
     this.be.free(last);
     return logits;
   }

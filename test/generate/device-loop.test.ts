@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ReferenceBackend } from '../../src/backends/reference/index.ts';
-import { HostTokenRing, noiseKey, noiseUniform, rowSeed } from '../../src/backends/sampling.ts';
+import { HostTokenRing, noiseKey, noiseUniform, rowSeed } from '../../src/backends/token-pick.ts';
 import { presetConfig } from '../../src/config/index.ts';
 import { TnlModel } from '../../src/model/transnormer.ts';
 import { Decoder } from '../../src/generate/decoder.ts';

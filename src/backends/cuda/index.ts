@@ -11,7 +11,7 @@
 import type { AdamWOptions, Backend, CapturedGraph, DType, MatmulOptions, Tensor, TokenPick, TokenRing } from '../backend.ts';
 import { dims2, numel } from '../backend.ts';
 import { f32ToBF16Bits, fromBF16, toBF16 } from '../host.ts';
-import { checkPick } from '../sampling.ts';
+import { checkPick } from '../token-pick.ts';
 import { attnDims } from '../reference/index.ts';
 import { ShapeError } from '../../errors.ts';
 import { CudaError, Driver, cudaLoadError, loadCudaLibs } from './driver.ts';
@@ -230,15 +230,16 @@ export class CudaBackend implements Backend {
   /**
    * Upload a small host array into a pooled buffer, valid for the next launch. Under graph capture
    * the array becomes an input of the graph (one per distinct array object): a page-locked mirror
-   * whose copy to the device is part of the graph, refilled from the array before each replay.
+   * whose copy to the device is part of the graph, refilled from the array before each replay. A
+   * bound array (bindInts) is its device copy, never uploaded.
    */
   private ints(a: Int32Array | null): number {
     if (!a) return 0;
     const kept = this.bound.get(a);
     if (kept) return kept.ptr;
     const cap = this.graphInputs;
-    const bound = cap?.get(a);
-    if (bound) return bound.ptr;
+    const input = cap?.get(a);
+    if (input) return input.ptr;
     const r = this.mem.allocRaw(Math.max(4, a.byteLength));
     if (cap) {
       const pin = this.drv.hostAlloc(a.byteLength);
