@@ -150,9 +150,9 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
       if (dth) record(`glaQKVBackward dθ ${tag}`, ...dl(dth), 1e-5);
     }
   });
-  const lightningCase = (be: CudaBackend, label: string, B: number, N: number, nh: number, dk: number, dv: number, withState: boolean, slots: Int32Array | null, tol: number, scale = 0.5) => {
+  const lightningCase = (be: CudaBackend, label: string, B: number, N: number, nh: number, dk: number, dv: number, withState: boolean, slots: Int32Array | null, tol: number, scale = 0.5,
+    decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))))) => {
     const r = R();
-    const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
     const q = both(r.arr(B * N * nh * dk, scale), [B, N, nh * dk]), k = both(r.arr(B * N * nh * dk, scale), [B, N, nh * dk]), v = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
     const pool = slots ? Math.max(...slots) + 2 : B;
     const S = withState ? both(r.arr(pool * nh * dk * dv), [pool, nh, dk, dv]) : null;
@@ -188,7 +188,7 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
   // tensor cores (bf16 operands, fp32 state): ~1e-2 expected
   for (const [B, N, nh, dk, dv, st] of [[2, 150, 2, 128, 64, false], [1, 130, 2, 64, 128, true], [1, 1000, 2, 128, 128, false], [2, 64, 1, 128, 64, true]] as const)
     guarded(`lightningForward tc ${B},${N}`, () => lightningCase(gtc, 'tc', B, N, nh, dk, dv, st, null, 2e-2));
-  for (const [B, N, nh, dk, dv] of [[2, 150, 2, 128, 64], [1, 97, 2, 64, 64]] as const)
+  for (const [B, N, nh, dk, dv] of [[2, 150, 2, 128, 64], [1, 97, 2, 64, 64], [1, 300, 2, 128, 128]] as const)
     guarded(`lightningBackward tc ${B},${N}`, () => lightningBwdCase(gtc, 'tc', B, N, nh, dk, dv, 2e-2));
   // the sequence-parallel form (segments in rounds of G blocks, states exchanged between blocks),
   // forced onto short sequences: several rounds, a partial last round, initial and final states
@@ -199,15 +199,21 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
   };
   for (const [B, N, nh, dk, dv, st, seg, G] of [[1, 1000, 2, 128, 128, true, 128, 3], [2, 777, 1, 64, 128, true, 64, 4], [1, 300, 3, 128, 64, false, 64, 2], [1, 2000, 1, 128, 256, true, 256, 8]] as const)
     guarded(`lightningForward tc seq ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc seq L=${seg} G≤${G}`, B, N, nh, dk, dv, st, null, 2e-2)));
+  // strongly decaying heads (λ = 0.5, 0.9, 0.99: state-only passes of 1, 4 and all 8 chunks of a 512-token segment)
+  guarded('lightningForward tc seq short state passes', () => seqCase(512, 4, () =>
+    lightningCase(gtc, 'tc seq L=512 G≤4 λ=0.5,0.9,0.99', 1, 3000, 3, 128, 128, true, null, 2e-2, 0.5, Float64Array.of(0.5, 0.9, 0.99))));
   // the last block's segment as long as the others' (no longer than them: the old form), and 4× as long
   for (const lastSeg of [128, 512])
     guarded(`lightningForward tc seq LG=${lastSeg}`, () => seqCase(128, 4, () => lightningCase(gtc, `tc seq L=128 LG=${lastSeg} G≤4`, 1, 1500, 2, 128, 128, true, null, 2e-2), { lastSeg }));
   for (const [B, N, nh, dk, dv, seg, G] of [[1, 700, 2, 128, 128, 128, 2], [1, 500, 1, 64, 64, 64, 3]] as const)
     guarded(`lightningBackward tc seq ${B},${N}`, () => seqCase(seg, G, () => lightningBwdCase(gtc, `tc seq L=${seg} G≤${G}`, B, N, nh, dk, dv, 2e-2)));
-  // DK = DV = 128 runs the wgmma kernel on Hopper; the mma.sync kernel of the same widths, forced
+  // DK = DV = 128 runs the warp-specialised wgmma kernel on Hopper; the mma.sync kernel of the same widths, forced
   for (const [B, N, nh, st, seg, G] of [[2, 300, 2, true, 512, 1], [1, 900, 2, true, 128, 3]] as const)
     guarded(`lightningForward tc mma.sync ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc mma.sync L=${seg} G≤${G}`, B, N, nh, 128, 128, st, null, 2e-2), { wgmma: false }));
   guarded('lightningBackward tc mma.sync', () => seqCase(512, 1, () => lightningBwdCase(gtc, 'tc mma.sync', 1, 200, 2, 128, 128, 2e-2), { wgmma: false }));
+  // … and the two-warpgroup wgmma kernel (one block-wide barrier a chunk), forced
+  for (const [B, N, nh, st, seg, G] of [[2, 300, 2, true, 512, 1], [1, 900, 2, true, 128, 3]] as const)
+    guarded(`lightningForward tc wg ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc wg L=${seg} G≤${G}`, B, N, nh, 128, 128, st, null, 2e-2), { ws: false }));
   for (const H of [37, 40]) guarded(`normGate H=${H}`, () => {
     const r = R(), T = 19;
     const o = both(r.arr(T * H, 2), [T, H]), X = both(r.arr(T * 4 * H), [T, 4 * H]), a = poisoned([T, H]), rs = poisoned([T]);

@@ -15,3 +15,18 @@ __device__ __forceinline__ float ldf(const float* p, i64 i) { return p[i]; }
 __device__ __forceinline__ float ldf(const u16* p, i64 i) { return bf2f(p[i]); }
 __device__ __forceinline__ void stf(float* p, i64 i, float v) { p[i] = v; }
 __device__ __forceinline__ void stf(u16* p, i64 i, float v) { p[i] = f2bf(v); }
+
+// Shared-memory addresses and mbarrier waits (the decode cluster kernels and Lightning's warp-specialised
+// kernel). try_wait.parity returns once the phase of that parity has completed.
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 a;
+  asm("{ .reg .u64 g; cvta.to.shared.u64 g, %1; cvt.u32.u64 %0, g; }" : "=r"(a) : "l"(p));
+  return a;
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+#if __CUDA_ARCH__ >= 900
+  u32 done = 0;
+  while (!done)
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+#endif
+}

@@ -76,24 +76,12 @@ __device__ __forceinline__ u32 cluster_rank() {
 }
 SM90_OP(cluster_arrive_relaxed, "barrier.cluster.arrive.relaxed.aligned;")
 SM90_OP(cluster_wait, "barrier.cluster.wait.acquire.aligned;")
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 a;
-  asm("{ .reg .u64 g; cvta.to.shared.u64 g, %1; cvt.u32.u64 %0, g; }" : "=r"(a) : "l"(p));
-  return a;
-}
 // An mbarrier whose one arrival is made here, expecting `bytes` of stores; made visible to the cluster.
 __device__ __forceinline__ void mbar_init_expect(unsigned long long* bar, u32 bytes) {
 #if __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(smem_addr(bar)) : "memory");
   asm volatile("{ .reg .b64 st; mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1; }" :: "r"(smem_addr(bar)), "r"(bytes) : "memory");
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_wait(unsigned long long* bar, u32 parity) {
-#if __CUDA_ARCH__ >= 900
-  u32 done = 0;
-  while (!done)
-    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }" : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
 #endif
 }
 // 16 bytes into block `rank`'s copy of dst, counted on its copy of bar
@@ -909,7 +897,7 @@ __device__ __forceinline__ void gla_project_step_body(void* qkvu, void* o, const
       st_async4(&qkv[seg * dh + part * ROWS + j], &bars[0], to, *(const float4*)&mine[j]);
     }
   const float lam = expf(loglam[h]);
-  mbar_wait(&bars[0], 0);
+  mbar_wait(smem_addr(&bars[0]), 0);
   const float4 v4 = vOn ? *(const float4*)(qkv + 2 * dh + 4 * tx) : make_float4(0, 0, 0, 0);
   float4 acc = make_float4(0, 0, 0, 0);
 #pragma unroll
@@ -933,7 +921,7 @@ __device__ __forceinline__ void gla_project_step_body(void* qkvu, void* o, const
     for (int y = 0; y < RL; y++) { const float4 t = *(const float4*)&red[y][4 * threadIdx.x]; p.x += t.x; p.y += t.y; p.z += t.z; p.w += t.w; }
     st_async4(&opart[c][(4 * threadIdx.x) % OWN], &bars[1], 4 * threadIdx.x / OWN, p);
   }
-  mbar_wait(&bars[1], 0);
+  mbar_wait(smem_addr(&bars[1]), 0);
   if (threadIdx.x < OWN) {
     float p = 0.f;
 #pragma unroll

@@ -115,11 +115,24 @@ __device__ void lightning_chunk(TO* o, const T* q, const T* k, const T* v, int B
 // r of R, its NS state-only chunks, then its NF full ones, over its segment. Segments are L tokens but
 // the round's last, LG: that block runs no state-only pass (nobody reads its ΔS), so a longer segment
 // lets it end the round with the others, whose rounds include those passes.
+// The state-only pass covers only the segment's last T = ln(2³⁰)/(−ln λ) tokens (whole chunks): an
+// earlier token enters ΔS with weight λ^{L−1−t} < 2⁻³⁰ of a kept one's, below fp32 resolution. With TNL's
+// slopes that skips most of the pass for the strongly decaying heads (slope 2^−0.25: T = 25 tokens) and
+// none of it for the slowest (2^−8 at layer 0: T ≈ 5,300; the last layers barely decay at all). The
+// last block's extra length LG − L shrinks in proportion.
 struct Jobs {
-  int G, g, N, L, LG, NS, NF, RL, R, NJ;
-  __device__ Jobs(int N_, int G_, int g_, int L_, int LG_) : G(G_), g(g_), N(N_), L(L_), LG(LG_) {
+  int G, g, N, L, LG, NS, NF, RL, R, NJ, SK;  // SK: chunks at a segment's start the state-only pass skips
+  __device__ Jobs(int N_, int G_, int g_, int L_, int LG_, float ll) : G(G_), g(g_), N(N_), L(L_), LG(LG_) {
+    SK = 0;
     if (G == 1) { NS = 0; NF = 0; RL = 0; R = 1; NJ = (N + LT_C - 1) / LT_C; return; }
-    NS = g == G - 1 ? 0 : L / LT_C;
+    int ns = L / LT_C;
+    if (ll < 0.f) {
+      const float T = 20.8f / -ll;  // ln 2³⁰ ≈ 20.79
+      if (T < (float)L) ns = max(1, (int)ceilf(T / LT_C));
+    }
+    NS = g == G - 1 ? 0 : ns;
+    SK = L / LT_C - ns;
+    LG = L + (LG - L) / LT_C * ns / (L / LT_C) * LT_C;  // the last block's extra length, as the passes it balances
     NF = segLen() / LT_C;
     RL = (G - 1) * L + LG;
     R = (N + RL - 1) / RL;
@@ -129,16 +142,11 @@ struct Jobs {
   __device__ int segStart(int r) const { return r * RL + g * L; }
   __device__ void at(int J, int& s0, int& m, int& full, int& r, int& c) const {
     if (G == 1) { r = 0; c = J; full = 1; s0 = LT_C * J; }
-    else { r = J / (NS + NF); const int x = J - r * (NS + NF); full = x >= NS; c = full ? x - NS : x; s0 = segStart(r) + LT_C * c; }
+    else { r = J / (NS + NF); const int x = J - r * (NS + NF); full = x >= NS; c = full ? x - NS : x; s0 = segStart(r) + LT_C * (full ? c : SK + c); }
     m = min(LT_C, N - s0);
   }
 };
 
-__device__ __forceinline__ u32 smem_u32(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-  return r;
-}
 // byte offset of element (row, col) in a [rows][W] bf16 array with 16-byte units XOR-swizzled by row
 __device__ __forceinline__ u32 swz(int row, int col, int W) {
   return (u32)((row * W + ((((col >> 3) ^ row) & 7) | ((col >> 3) & ~7)) * 8 + (col & 7)) * 2);
@@ -196,7 +204,7 @@ __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, 
   constexpr int KS = DK / 16;
   constexpr int SE = DK * DVT;                      // state elements
   extern __shared__ __align__(128) unsigned char smraw[];
-  const u32 sbase = smem_u32(smraw);
+  const u32 sbase = smem_addr(smraw);
   const u32 sb0 = sbase + 3 * STAGE;
   float* pwz = (float*)(smraw + 3 * STAGE + 2 * SBB);  // pwz[64 + d] = λ^d (d ≥ 0), 0 (d < 0)
 
@@ -246,7 +254,7 @@ __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, 
     }
   };
 
-  const Jobs jobs(N, G, g, L, LG);
+  const Jobs jobs(N, G, g, L, LG, ll);
   const int R = jobs.R, NJ = jobs.NJ;
   auto issue = [&](int J) {
     if (J < NJ) {
@@ -494,6 +502,13 @@ __device__ __forceinline__ void wg_rs_n128(float* d, const u32* a, unsigned long
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1), "n"(TB));
 }
+template <int TB>
+__device__ __forceinline__ void wg_ss_n128(float* d, unsigned long long da, unsigned long long db, int acc) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, %67;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(da), "l"(db), "r"(acc), "n"(TB));
+}
 #endif
 
 // byte offset of (row, col) in [rows][64]-blocks with the 128-byte swizzle; `rows` rows per block
@@ -511,7 +526,7 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
   constexpr int SBB = 32768;                         // bf16 state [2][128][64]
   constexpr int SE = DK * DVT;
   extern __shared__ __align__(1024) unsigned char smwg[];
-  const u32 sraw = smem_u32(smwg);
+  const u32 sraw = smem_addr(smwg);
   const u32 sbase = (sraw + 1023u) & ~1023u;
   unsigned char* sgen = smwg + (sbase - sraw);
   const u32 sb0 = sbase + 3 * STAGE;
@@ -557,7 +572,7 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
     fence_async_smem();
   };
 
-  const Jobs jobs(N, G, g, L, LG);
+  const Jobs jobs(N, G, g, L, LG, ll);
   const int R = jobs.R, NJ = jobs.NJ;
   auto issue = [&](int J) {
     if (J < NJ) {
@@ -741,6 +756,318 @@ __device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, 
 #endif
 }
 
+// ------------------------------------------------------------------------------------------------
+// Warp-specialised Hopper kernel (sm_90a), DK = DVT = 128: the blocks, jobs and exchange of lightning_wg,
+// with the state chain and the outputs in different warpgroups (384 threads) that meet at mbarriers
+// instead of a block-wide barrier a chunk, so that one chunk's output products run beside the next
+// chunk's state update, and the scores are formed once (lightning_wg forms them in both warpgroups).
+//   warpgroup 0 (loads and outputs): loads q, k, v; P = (Q·Kᵀ) ⊙ λ^{i−j} (m64n64), O = λ^{i+1}·Q·S + P·V
+//     (m64n128 each, S the bf16 copy of the state before the chunk, P from registers); stores o.
+//   warpgroups 1, 2 (state rows 0‥63, 64‥127): write their half of the bf16 copy of S, then
+//     S = λ^m·S + (K ⊙ λ^{m−1−j})ᵀ·V (m64n128, the accumulator is the state); alone they run the
+//     state-only passes and the exchange of the sequence-parallel form. (One warpgroup holding all 128
+//     rows needs 128 accumulator registers a thread and spills; so do state warpgroups that also load.)
+// mbarriers: full[s] (warpgroup 0's loads of stage s landed), empty[s] (the state warpgroups done with
+// stage s), sready[b] / sfree[b] (bf16 state copy b written / read).
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory"); }
+__device__ __forceinline__ void mbar_arrive(u32 bar) { asm volatile("{ .reg .b64 st; mbarrier.arrive.shared::cta.b64 st, [%0]; }" :: "r"(bar) : "memory"); }
+// an arrival on bar once every cp.async this thread has issued so far has landed
+__device__ __forceinline__ void cp_arrive(u32 bar) { asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" :: "r"(bar) : "memory"); }
+__device__ __forceinline__ void bar_state() { asm volatile("bar.sync 1, 256;" ::: "memory"); }  // warpgroups 1 and 2
+
+template <typename TO>
+__device__ __forceinline__ void lightning_ws(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
+                                             const float* loglam, float* state, const int* slots, int reverse,
+                                             int G, int L, int LG, float* ws, unsigned* cnt) {
+#ifdef LT_HAVE_WGMMA
+  constexpr int STAGE = 49152;                       // Q [2][64][64], K [2][64][64], V [2][64][64] bf16
+  constexpr int SBB = 32768;                         // bf16 state [2][128][64]
+  constexpr int SE = 128 * 128;
+  extern __shared__ __align__(1024) unsigned char smws[];
+  const u32 sraw = smem_addr(smws);
+  const u32 sbase = (sraw + 1023u) & ~1023u;
+  unsigned char* sgen = smws + (sbase - sraw);
+  const u32 sb0 = sbase + 3 * STAGE;
+  float* pwz = (float*)(sgen + 3 * STAGE + 2 * SBB);  // pwz[64 + d] = λ^d (d ≥ 0), 0 (d < 0)
+  const u32 bars = sbase + 3 * STAGE + 2 * SBB + 520;
+  auto full_bar = [&](int s) { return bars + 8 * s; };
+  auto empty_bar = [&](int s) { return bars + 24 + 8 * s; };
+  auto sready_bar = [&](int b) { return bars + 48 + 8 * b; };
+  auto sfree_bar = [&](int b) { return bars + 64 + 8 * b; };
+
+  const int tid = threadIdx.x, t = tid & 127, lane = tid & 31, wq = (tid >> 5) & 3, g8 = lane >> 2, t4 = lane & 3;
+  const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);  // warp-uniform to the compiler: no wgmma serialisation
+  const int ct = blockIdx.x / G, g = blockIdx.x % G, h = blockIdx.y, b = blockIdx.z;
+  const int c0 = ct * 128, ntiles = DV / 128;
+  const int unit = (b * nh + h) * ntiles + ct;
+  const float ll = loglam[h];
+  for (int i = tid; i <= 128; i += 384) pwz[i] = i >= 64 ? expf(ll * (float)(i - 64)) : 0.f;
+  if (tid == 0) {
+    for (int i = 0; i < 3; i++) { mbar_init(full_bar(i), 128); mbar_init(empty_bar(i), 8); }
+    for (int i = 0; i < 2; i++) { mbar_init(sready_bar(i), 256); mbar_init(sfree_bar(i), 128); }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  const i64 qrow = (i64)nh * 128, vrow = (i64)nh * DV;
+  const Jobs jobs(N, G, g, L, LG, ll);
+  const int R = jobs.R, NJ = jobs.NJ;
+  auto release = [&](int J) { __syncwarp(); if (lane == 0) mbar_arrive(empty_bar(J % 3)); };
+
+  if (wg == 0) {
+    // ---- loads and outputs ----
+    // job J's q (full jobs), k and v into its stage once the state warpgroups are done with the stage's
+    // previous job, then an arrival on full[stage] for when they have landed
+    auto issue = [&](int J) {
+      if (J >= NJ) return;
+      int s0, m, full, r, c;
+      jobs.at(J, s0, m, full, r, c);
+      const u32 stg = sbase + (J % 3) * STAGE;
+      if (J >= 3) mbar_wait(empty_bar(J % 3), ((J / 3) - 1) & 1);
+      if (m > 0) {
+#pragma unroll
+        for (int it = 0; it < 8; it++) {
+          const int idx = t + it * 128, i = idx >> 4, cc = (idx & 15) * 8;
+          const int pos = s0 + i, ok = i < m;
+          const int tok = ok ? (reverse ? N - 1 - pos : pos) : 0;
+          const i64 gq = ((i64)b * N + tok) * qrow + (i64)h * 128 + cc;
+          const u32 off = blk(i, cc, 64);
+          if (full) cp16(stg + off, q + gq, ok ? 16 : 0);
+          cp16(stg + 16384 + off, k + gq, ok ? 16 : 0);
+          cp16(stg + 32768 + off, v + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + cc, ok ? 16 : 0);
+        }
+      }
+      cp_arrive(full_bar(J % 3));
+    };
+    // a state-only job's k, v rows into L2 two jobs before their loads are issued: those chunks are short,
+    // so with two jobs in flight the loads' latency shows (a 128-byte line a thread and tensor)
+    auto warm = [&](int J) {
+      if (J >= NJ) return;
+      int s0, m, full, r, c;
+      jobs.at(J, s0, m, full, r, c);
+      const int i = t >> 1;
+      if (full || i >= m) return;
+      const i64 row = (i64)b * N + (reverse ? N - 1 - (s0 + i) : s0 + i);
+      const int half = (t & 1) * 64;
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(k + row * qrow + (i64)h * 128 + half));
+      asm volatile("prefetch.global.L2 [%0];" :: "l"(v + row * vrow + (i64)h * DV + c0 + half));
+    };
+    issue(0);
+    issue(1);
+    int F = 0;  // full jobs so far: the bf16 state copy F & 1
+    for (int J = 0; J < NJ; J++) {
+      int s0, m, full, r, c;
+      jobs.at(J, s0, m, full, r, c);
+      issue(J + 2);  // into the stage of job J − 1, which this warpgroup is done with
+      warm(J + 4);
+      mbar_wait(full_bar(J % 3), (J / 3) & 1);
+      if (!full) continue;
+      const u32 stg = sbase + (J % 3) * STAGE;
+      const u32 QS = stg, KSa = stg + 16384, VSa = stg + 32768, SB = sb0 + (F & 1) * SBB;
+      if (m <= 0) {  // past the end (the last round's tail): the state copy is still handed over
+        mbar_wait(sready_bar(F & 1), (F >> 1) & 1);
+        mbar_arrive(sfree_bar(F & 1));
+        F++;
+        continue;
+      }
+      float sc[32], oc[64];
+      u32 pa[4][4];
+      fence_async_smem();
+      wg_fence();
+#pragma unroll
+      for (int ks = 0; ks < 8; ks++) {
+        const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
+        wg_ss_n64<0>(sc, wg_desc(QS + ko, 16, 1024), wg_desc(KSa + ko, 16, 1024), ks);
+      }
+      wg_commit();
+      mbar_wait(sready_bar(F & 1), (F >> 1) & 1);
+      wg_fence();
+#pragma unroll
+      for (int ks = 0; ks < 8; ks++) {
+        const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
+        wg_ss_n128<1>(oc, wg_desc(QS + ko, 16, 1024), wg_desc(SB + ks * 2048, 16384, 1024), ks);
+      }
+      wg_commit();
+      wg_wait1();
+      {
+        const float* pz = pwz + 64 + 16 * wq + g8 - 2 * t4;  // λ^{i−j} at i = 16·wq + g8, j = 2·t4
+#pragma unroll
+        for (int kj = 0; kj < 4; kj++)
+#pragma unroll
+          for (int hh = 0; hh < 2; hh++) {   // n-tile 2·kj + hh: j = 16·kj + 8·hh + 2·t4
+            const float* p = pz - 16 * kj - 8 * hh;
+            const float* x = sc + 4 * (2 * kj + hh);
+            pa[kj][2 * hh] = pack2(x[0] * p[0], x[1] * p[-1]);
+            pa[kj][2 * hh + 1] = pack2(x[2] * p[8], x[3] * p[7]);
+          }
+      }
+      wg_wait0();
+      mbar_arrive(sfree_bar(F & 1));
+      F++;
+      {
+        const float f0 = pwz[64 + 16 * wq + g8 + 1], f1 = pwz[64 + 16 * wq + g8 + 9];
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++) { oc[4 * nt] *= f0; oc[4 * nt + 1] *= f0; oc[4 * nt + 2] *= f1; oc[4 * nt + 3] *= f1; }
+      }
+      wg_fence();
+#pragma unroll
+      for (int kj = 0; kj < 4; kj++) wg_rs_n128<1>(oc, pa[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int hf = 0; hf < 2; hf++) {
+        const int i = 16 * wq + g8 + 8 * hf;
+        if (i < m) {
+          const int pos = s0 + i, tok = reverse ? N - 1 - pos : pos;
+          TO* orow = o + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + 2 * t4;
+#pragma unroll
+          for (int nt = 0; nt < 16; nt++) st2(orow + 8 * nt, oc[4 * nt + 2 * hf], oc[4 * nt + 2 * hf + 1]);
+        }
+      }
+    }
+    return;
+  }
+
+  // ---- state (warpgroups 1, 2): rows 64·hh + 16·wq + (g8, g8 + 8), columns 8·nt + 2·t4 (+1): s[4·nt + 2·hf + e] ----
+  const int hh = wg - 1, ts = tid - 128;
+  const int slot = slots ? slots[b] : b;
+  float* st = state ? state + ((i64)slot * nh + h) * 128 * DV + c0 : nullptr;
+  float s[64];
+  auto zero = [&]() {
+#pragma unroll
+    for (int i = 0; i < 64; i++) s[i] = 0.f;
+  };
+  // this thread's two rows of the state (two base pointers and constant offsets: nothing to keep live)
+  auto st_row = [&](int hf) { return st + (i64)(64 * hh + 16 * wq + g8 + 8 * hf) * DV + 2 * t4; };
+  auto load_strided = [&]() {
+    if (!st) { zero(); return; }
+    const float *r0 = st_row(0), *r1 = st_row(1);
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++) {
+      const float2 a = *(const float2*)(r0 + 8 * nt), c = *(const float2*)(r1 + 8 * nt);
+      s[4 * nt] = a.x; s[4 * nt + 1] = a.y; s[4 * nt + 2] = c.x; s[4 * nt + 3] = c.y;
+    }
+  };
+  auto store_strided = [&]() {
+    float *r0 = st_row(0), *r1 = st_row(1);
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++) {
+      *(float2*)(r0 + 8 * nt) = make_float2(s[4 * nt], s[4 * nt + 1]);
+      *(float2*)(r1 + 8 * nt) = make_float2(s[4 * nt + 2], s[4 * nt + 3]);
+    }
+  };
+  // the workspace in fragment order (coalesced 16-byte accesses)
+  auto frag_idx = [&](int nt) { return (((hh * 4 + wq) * 16 + nt) * 32 + lane) * 4; };
+  auto put = [&](float* d) {
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++) *(float4*)(d + frag_idx(nt)) = make_float4(s[4 * nt], s[4 * nt + 1], s[4 * nt + 2], s[4 * nt + 3]);
+  };
+  // s = f·s + d, a few loads in flight at a time (all sixteen at once need 64 more registers, which the
+  // allocator then takes from the chunk loop): the empty asm makes each group's sums due before the next loads
+  auto axpy = [&](const float* d, float f) {
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++) {
+      const float4 x = ldcg4(d + frag_idx(nt));
+      float* y = s + 4 * nt;
+      y[0] = y[0] * f + x.x; y[1] = y[1] * f + x.y; y[2] = y[2] * f + x.z; y[3] = y[3] * f + x.w;
+      if ((nt & 3) == 3) asm volatile("" : "+f"(s[4 * nt - 12]), "+f"(s[4 * nt - 11]), "+f"(s[4 * nt - 10]), "+f"(s[4 * nt - 9]), "+f"(s[4 * nt - 8]), "+f"(s[4 * nt - 7]), "+f"(s[4 * nt - 6]), "+f"(s[4 * nt - 5]),
+                                          "+f"(s[4 * nt - 4]), "+f"(s[4 * nt - 3]), "+f"(s[4 * nt - 2]), "+f"(s[4 * nt - 1]), "+f"(y[0]), "+f"(y[1]), "+f"(y[2]), "+f"(y[3]));
+    }
+  };
+  // Shared addresses spelled out so that no per-fragment offsets stay live across the loop (the state
+  // warpgroups have few registers to spare). The bf16 state, blk(row, 8·nt + 2·t4, 128): row & 7 = g8
+  // for both rows a thread owns, so the 16-byte unit is (nt & 7) ^ g8, an XOR on bits 4‥6 of a base whose
+  // bits 4‥6 are g8.
+  const u32 sbrow = (u32)((64 * hh + 16 * wq + g8) * 128 + 4 * t4 + (g8 << 4));
+  // Kᵀ fragments, blk(16·kj + r, 64·hh + 16·wq + 8·x, 64) with r = (lane & 7) + 8·(lane >> 4 & 1), x = lane >> 3 & 1:
+  // (16·kj + r) & 7 = lane & 7, so the offset is one value plus 2048·kj
+  const u32 kaoff = (u32)(hh * 8192 + ((lane & 7) + ((lane >> 4) & 1) * 8) * 128 + ((((2 * wq + ((lane >> 3) & 1)) & 7) ^ (lane & 7)) << 4));
+  auto write_sb = [&](int buf) {
+    const u32 base = sb0 + buf * SBB + sbrow;
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++) {
+      const u32 a = (base ^ (u32)((nt & 7) << 4)) + (nt >> 3) * 16384;
+      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(a), "r"(pack2(s[4 * nt], s[4 * nt + 1])));
+      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(a + 1024), "r"(pack2(s[4 * nt + 2], s[4 * nt + 3])));
+    }
+    fence_async_smem();
+  };
+  float* wsd = ws ? ws + (i64)unit * 2 * G * SE : nullptr;                               // ΔS [2][G][SE]
+  float* wsr = ws ? ws + (i64)B * nh * ntiles * 2 * G * SE + (i64)unit * 2 * SE : nullptr;  // S_round [2][SE]
+
+  if (G == 1) load_strided(); else zero();
+  int F = 0;
+  for (int J = 0; J < NJ; J++) {
+    int s0, m, full, r, c;
+    jobs.at(J, s0, m, full, r, c);
+    if (G > 1 && full && c == 0) {
+      // ---- exchange: publish ΔS_g, meet the round, form S_in ----
+      put(wsd + (i64)((r & 1) * G + g) * SE);
+      __threadfence();
+      bar_state();
+      if (ts == 0) {
+        atomicAdd(cnt + 2 * unit, 1u);
+        const unsigned want = (unsigned)(G * (r + 1));
+        while (ld_acquire(cnt + 2 * unit) < want) asm volatile("nanosleep.u32 64;\n");
+        __threadfence();
+      }
+      bar_state();
+      if (r == 0) load_strided(); else { zero(); axpy(wsr + (i64)(r & 1) * SE, 0.f); }
+      if (r == 0 && st) {  // the initial state has been read: the block that writes the final state may go on
+        bar_state();
+        if (ts == 0) atomicAdd(cnt + 2 * unit + 1, 1u);
+      }
+      const float fL = expf(ll * (float)L);
+      for (int gp = 0; gp < g; gp++) axpy(wsd + (i64)((r & 1) * G + gp) * SE, fL);
+    }
+    mbar_wait(full_bar(J % 3), (J / 3) & 1);
+    if (full) {
+      if (F >= 2) mbar_wait(sfree_bar(F & 1), ((F >> 1) - 1) & 1);
+      write_sb(F & 1);
+      mbar_arrive(sready_bar(F & 1));
+      F++;
+    }
+    if (m > 0) {
+      // ---- S = λ^m·S + (K ⊙ λ^{m−1−j})ᵀ·V ----
+      const u32 KSa = sbase + (J % 3) * STAGE + 16384, VSa = KSa + 16384;
+      fence_async_smem();
+      u32 ka[4][4];  // decayed Kᵀ fragments: state rows 64·hh + 16·wq, tokens 16·kj
+#pragma unroll
+      for (int kj = 0; kj < 4; kj++) {
+        ldsm4t(ka[kj], KSa + kaoff + 2048 * kj);
+        const float* pz = pwz + 64 + m - 1 - 16 * kj - 2 * t4;
+        const float fa = pz[0], fb = pz[-1], fc = pz[-8], fd = pz[-9];
+        ka[kj][0] = scale2(ka[kj][0], fa, fb); ka[kj][1] = scale2(ka[kj][1], fa, fb);
+        ka[kj][2] = scale2(ka[kj][2], fc, fd); ka[kj][3] = scale2(ka[kj][3], fc, fd);
+      }
+      const float lm = pwz[64 + m];
+#pragma unroll
+      for (int i = 0; i < 64; i++) s[i] *= lm;
+      wg_fence();
+#pragma unroll
+      for (int kj = 0; kj < 4; kj++) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
+      wg_commit();
+      wg_wait0();
+    }
+    release(J);
+
+    if (G > 1 && full && c == jobs.NF - 1) {
+      // ---- end of a round ----
+      if (g == G - 1 && r + 1 < R) put(wsr + (i64)((r + 1) & 1) * SE);
+      const int a0 = jobs.segStart(r);
+      if (st && a0 <= N - 1 && N - 1 < a0 + jobs.segLen()) {
+        if (ts == 0) { while (ld_acquire(cnt + 2 * unit + 1) < (unsigned)G) asm volatile("nanosleep.u32 64;\n"); }
+        bar_state();
+        store_strided();
+      }
+      zero();
+    }
+  }
+  if (G == 1 && st) store_strided();
+#else
+  asm volatile("trap;");
+#endif
+}
+
 extern "C" {
 #define CHUNK_ARGS int B, int N, int nh, int DK, int DV, const float* loglam, float* state, const int* slots, int reverse, int C, int DVT
 #define CHUNK_PASS B, N, nh, DK, DV, loglam, state, slots, reverse, C, DVT
@@ -770,4 +1097,7 @@ TC_KERNEL(64, 64, u16, bf16)
 TC_KERNEL(64, 64, float, f32)
 __global__ void __launch_bounds__(256, 1) lightning_wg_k128_v128_bf16(u16* o, TC_ARGS) { lightning_wg<u16>(o, TC_PASS); }
 __global__ void __launch_bounds__(256, 1) lightning_wg_k128_v128_f32(float* o, TC_ARGS) { lightning_wg<float>(o, TC_PASS); }
+#define WS_PASS q, k, v, B, N, nh, DV, loglam, state, slots, reverse, G, L, LG, ws, cnt
+__global__ void __launch_bounds__(384, 1) lightning_ws_k128_v128_bf16(u16* o, TC_ARGS) { lightning_ws<u16>(o, WS_PASS); }
+__global__ void __launch_bounds__(384, 1) lightning_ws_k128_v128_f32(float* o, TC_ARGS) { lightning_ws<float>(o, WS_PASS); }
 }

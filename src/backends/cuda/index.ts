@@ -739,7 +739,7 @@ export class CudaBackend implements Backend {
     const bf16In = q.dtype === 'bf16';
     const aligned = [o, q, k, v].every((t) => t.ptr % 16 === 0);
     const plan = lightningPlan({ B, N, nh, DK, DV, smemLimit: this.drv.smemOptin, tensorCores: tensorCores && bf16In && aligned, bf16In, smCount: this.drv.smCount, hopper: this.drv.cc[0] === 9 && this.drv.cc[1] === 0, tuning: this.lightningTuning });
-    if (plan.kernel.startsWith('lightning_tc') || plan.kernel.startsWith('lightning_wg')) {
+    if (plan.kernel !== 'lightning_f32' && plan.kernel !== 'lightning_bf16in') {
       const name = `${plan.kernel}_${o.dtype === 'bf16' ? 'bf16' : 'f32'}`;
       let ws = 0, cnt = 0;
       if (plan.G > 1) {

@@ -126,7 +126,7 @@ export function alignmentOf(addr: number): number {
 }
 
 // ---- Lightning Attention ---------------------------------------------------------------------------------
-export type TcKernel = 'lightning_wg_k128_v128' | 'lightning_tc_k128_v128' | 'lightning_tc_k128_v64' | 'lightning_tc_k64_v128' | 'lightning_tc_k64_v64';
+export type TcKernel = 'lightning_ws_k128_v128' | 'lightning_wg_k128_v128' | 'lightning_tc_k128_v128' | 'lightning_tc_k128_v64' | 'lightning_tc_k64_v128' | 'lightning_tc_k64_v64';
 export interface LightningPlan extends Launch {
   kernel: 'lightning_f32' | 'lightning_bf16in' | TcKernel;
   /** Chunk length and value-column tile (DVT: 64 or 128 for the tensor-core kernel). */
@@ -149,14 +149,16 @@ export interface LightningPlan extends Launch {
 export interface LightningTuning {
   /** Segment length of the sequence-parallel form (a multiple of 64; default 2048: fewer rounds beat L2 reuse of k, v). */
   seg?: number;
-  /** Segment of each round's last block, tokens (a multiple of 64; default: lastSegment(seg)). */
+  /** Segment of each round's last block, tokens (a multiple of 64; default: lastSegment(seg, 1.25, N, G)). */
   lastSeg?: number;
   /** Upper bound on blocks per (sequence, head, tile) (1: never sequence-parallel). */
   maxG?: number;
   /** L2 evict-first hints on streamed loads (default on). */
   hint?: boolean;
-  /** The wgmma kernel where the GPU has it (Hopper, DK = 128, DV a multiple of 128; default on). */
+  /** The wgmma kernels where the GPU has them (Hopper, DK = 128, DV a multiple of 128; default on). */
   wgmma?: boolean;
+  /** Of those, the warp-specialised one (state and outputs in different warpgroups; default on). */
+  ws?: boolean;
 }
 
 /** Dynamic shared memory of the exact chunked kernel, bytes. */
@@ -171,6 +173,10 @@ export function tcSmem(DK: number, DVT = 128): number {
 /** Dynamic shared memory of the Hopper (wgmma) kernel: as tcSmem(128, 128) plus 1 KiB to align the tiles to 1024 bytes. */
 export function wgSmem(): number {
   return tcSmem(128, 128) + 1024;
+}
+/** Dynamic shared memory of the warp-specialised Hopper kernel: wgSmem() plus its ten mbarriers. */
+export function wsSmem(): number {
+  return wgSmem() + 128;
 }
 
 /**
@@ -188,8 +194,9 @@ export function lightningPlan(p: { B: number; N: number; nh: number; DK: number;
   if (p.tensorCores && (DK === 64 || DK === 128) && DV % 64 === 0) {
     const DVT = DV % 128 === 0 ? 128 : 64;
     const t = p.tuning ?? {};
-    const wg = !!p.hopper && t.wgmma !== false && DK === 128 && DVT === 128 && wgSmem() <= smemLimit;
-    const smem = wg ? wgSmem() : tcSmem(DK, DVT);
+    const hopper = !!p.hopper && t.wgmma !== false && DK === 128 && DVT === 128;
+    const ws = hopper && t.ws !== false && wsSmem() <= smemLimit, wg = hopper && !ws && wgSmem() <= smemLimit;
+    const smem = ws ? wsSmem() : wg ? wgSmem() : tcSmem(DK, DVT);
     if (smem <= smemLimit) {
       const tiles = DV / DVT, units = B * nh * tiles;
       const L = t.seg ?? 2048;
@@ -197,11 +204,12 @@ export function lightningPlan(p: { B: number; N: number; nh: number; DK: number;
       const sms = p.smCount ?? 0;
       let G = Math.min(Math.floor(sms / units), Math.ceil(N / L), t.maxG ?? Infinity);
       if (!(G >= 2)) G = 1;
-      const LG = t.lastSeg ?? lastSegment(L);
+      const LG = t.lastSeg ?? lastSegment(L, 1.25, N, G);
       if (!(Number.isInteger(LG) && LG >= 64 && LG % 64 === 0)) throw new ShapeError(`lightning: last segment length ${LG} must be a positive multiple of 64`);
       const wsBytes = G > 1 ? units * (2 * G + 2) * DK * DVT * 4 : 0;
-      return { kernel: (wg ? 'lightning_wg_k128_v128' : `lightning_tc_k${DK}_v${DVT}`) as TcKernel, C: 64, DVT, G, L: G > 1 ? L : 0, LG: G > 1 ? LG : 0, wsBytes, counters: G > 1 ? 2 * units : 0,
-        grid: [tiles * G, nh, B], block: [256, 1, 1], smem };
+      const kernel = (ws ? 'lightning_ws_k128_v128' : wg ? 'lightning_wg_k128_v128' : `lightning_tc_k${DK}_v${DVT}`) as TcKernel;
+      return { kernel, C: 64, DVT, G, L: G > 1 ? L : 0, LG: G > 1 ? LG : 0, wsBytes, counters: G > 1 ? 2 * units : 0,
+        grid: [tiles * G, nh, B], block: [ws ? 384 : 256, 1, 1], smem };
     }
   }
   const DVT = Math.min(64, DV);
@@ -213,13 +221,18 @@ export function lightningPlan(p: { B: number; N: number; nh: number; DK: number;
 }
 
 /**
- * The last block's segment for segments of L tokens (f·L, whole chunks of 64): a round costs the other
- * blocks a state-only pass and a full pass over L, the last block a full pass only, so it can take more
- * tokens. f = 1.25 measured best (b=1, h=32, n=128K on an H100: 2.45 ms against 2.55 at L, 2.54 at
- * 1.5·L, 2.90 at 2·L).
+ * The last block's segment for segments of L tokens (whole chunks of 64): about f·L, since a round costs
+ * the other blocks a state-only pass and a full pass over L, the last block a full pass only (f = 1.25
+ * measured best: b=1, h=32, n=128K on an H100, 2.45 ms against 2.55 at L, 2.54 at 1.5·L, 2.90 at 2·L).
+ * Given the sequence (N tokens, G blocks), it is then stretched or shrunk, within [L, 2·L], so that whole
+ * rounds cover the sequence: a last round holding a few tokens still costs every block its passes'
+ * latency (n=128K, L=2048: 2,624 tokens, 15 rounds, instead of 2,560 and a 16th round of 512 tokens).
  */
-export function lastSegment(L: number, f = 1.25): number {
-  return Math.round(L * f / 64) * 64;
+export function lastSegment(L: number, f = 1.25, N?: number, G?: number): number {
+  const LG = Math.round(L * f / 64) * 64;
+  if (N === undefined || G === undefined || G < 2) return LG;
+  const R = Math.max(1, Math.round(N / ((G - 1) * L + LG)));
+  return Math.min(2 * L, Math.max(L, Math.ceil((N / R - (G - 1) * L) / 64) * 64));
 }
 
 /** log λ per head, as the kernels take it (λ ∈ (0, 1]). */
