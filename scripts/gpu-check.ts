@@ -211,9 +211,6 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
   for (const [B, N, nh, st, seg, G] of [[2, 300, 2, true, 512, 1], [1, 900, 2, true, 128, 3]] as const)
     guarded(`lightningForward tc mma.sync ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc mma.sync L=${seg} G≤${G}`, B, N, nh, 128, 128, st, null, 2e-2), { wgmma: false }));
   guarded('lightningBackward tc mma.sync', () => seqCase(512, 1, () => lightningBwdCase(gtc, 'tc mma.sync', 1, 200, 2, 128, 128, 2e-2), { wgmma: false }));
-  // … and the two-warpgroup wgmma kernel (one block-wide barrier a chunk), forced
-  for (const [B, N, nh, st, seg, G] of [[2, 300, 2, true, 512, 1], [1, 900, 2, true, 128, 3]] as const)
-    guarded(`lightningForward tc wg ${B},${N}`, () => seqCase(seg, G, () => lightningCase(gtc, `tc wg L=${seg} G≤${G}`, B, N, nh, 128, 128, st, null, 2e-2), { ws: false }));
   for (const H of [37, 40]) guarded(`normGate H=${H}`, () => {
     const r = R(), T = 19;
     const o = both(r.arr(T * H, 2), [T, H]), X = both(r.arr(T * 4 * H), [T, 4 * H]), a = poisoned([T, H]), rs = poisoned([T]);

@@ -11,6 +11,8 @@
 // lightning_tc_k{DK}_v{DVT}_*: tensor cores (mma.sync m16n8k16 bf16, fp32 accumulation), chunk 64,
 // DK ∈ {64, 128}, DV a multiple of 64 (DVT = 128 or 64 columns per block); the fp32 state lives in
 // registers, a bf16 copy in shared memory feeds q·S; optionally sequence-parallel (see below).
+// lightning_ws_k128_v128_*: Hopper (sm_90a), DK = DVT = 128, the same jobs on wgmma with warp-specialised
+// warpgroups (the last section).
 // (u16, u32, i64, bf2f, f2bf, ldf, stf: common.cuh, put in front of this file by the loader)
 
 // ------------------------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ __device__ void lightning_chunk(TO* o, const T* q, const T* k, const T* v, int B
 // block g (1) runs the state update alone over its segment from zero (ΔS_g; not the last block),
 // (2) publishes ΔS_g, meets the round's other blocks at a counter in global memory, and forms its
 // incoming state S_in = λ^L(…(λ^L·S_round + ΔS_0)…) + ΔS_{g−1},
-// (3) runs the full chunk loop over its segment from S_in (k, v mostly from L2 now). Block G−1 leaves
+// (3) runs the full chunk loop over its segment from S_in (reading k, v a second time). Block G−1 leaves
 // its final state as the next round's S_round. The loads run ahead across the phases.
 #define LT_C 64
 
@@ -456,16 +458,10 @@ __device__ __forceinline__ void lightning_tc(TO* o, const u16* q, const u16* k, 
 }
 
 // ------------------------------------------------------------------------------------------------
-// Hopper kernel (sm_90a): the same blocks, jobs, pipeline and exchange as lightning_tc, DK = DVT = 128,
-// with the products on wgmma (warpgroup matrix multiply, operands read from shared memory by the
-// tensor cores instead of through registers by every warp). Warpgroup wg ∈ {0, 1} (warps 4·wg‥4·wg+3):
-//   scores  P = (Q·Kᵀ) ⊙ λ^{i−j}       m64n64, both warpgroups (each needs all of P as its A operand)
-//   output  O = λ^{i+1}·Q·S + P·V       m64n64, value columns 64·wg‥64·wg+63, P from registers
-//   state   S = λ^m·S + (K ⊙ λ^{m−1−j})ᵀ·V   m64n128, state rows 64·wg‥64·wg+63 (the accumulator IS the
-//           state: the same registers as lightning_tc's), the decayed Kᵀ fragments from registers
-// Shared tiles are [rows][64] bf16 blocks with the 128-byte swizzle (16-byte unit ^= row & 7), 1024-byte
-// aligned: q, k as two 64-column blocks (K-major operands), v and the bf16 state as two 64-column
-// blocks read MN-major (transposed B).
+// Hopper (sm_90a) helpers: wgmma (warpgroup matrix multiply, operands read from shared memory by the
+// tensor cores instead of through registers by every warp). Shared tiles are [rows][64] bf16 blocks with
+// the 128-byte swizzle (16-byte unit ^= row & 7), 1024-byte aligned: q, k as two 64-column blocks
+// (K-major operands), v and the bf16 state as two 64-column blocks read MN-major (transposed B).
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ == 900) && (defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(TNL_SM90A))
 #define LT_HAVE_WGMMA 1
 #endif
@@ -489,13 +485,6 @@ __device__ __forceinline__ void wg_ss_n64(float* d, unsigned long long da, unsig
                : "l"(da), "l"(db), "r"(acc), "n"(TB));
 }
 template <int TB>
-__device__ __forceinline__ void wg_rs_n64(float* d, const u32* a, unsigned long long db) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1), "n"(TB));
-}
-template <int TB>
 __device__ __forceinline__ void wg_rs_n128(float* d, const u32* a, unsigned long long db) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"
@@ -516,251 +505,12 @@ __device__ __forceinline__ u32 blk(int row, int col, int rows) {
   return (u32)((col >> 6) * rows * 128 + row * 128 + ((((col >> 3) & 7) ^ (row & 7)) << 4) + (col & 7) * 2);
 }
 
-template <typename TO>
-__device__ __forceinline__ void lightning_wg(TO* o, const u16* q, const u16* k, const u16* v, int B, int N, int nh, int DV,
-                                             const float* loglam, float* state, const int* slots, int reverse,
-                                             int G, int L, int LG, float* ws, unsigned* cnt, int hint) {
-#ifdef LT_HAVE_WGMMA
-  constexpr int DK = 128, DVT = 128;
-  constexpr int STAGE = 49152;                       // Q [2][64][64], K [2][64][64], V [2][64][64] bf16
-  constexpr int SBB = 32768;                         // bf16 state [2][128][64]
-  constexpr int SE = DK * DVT;
-  extern __shared__ __align__(1024) unsigned char smwg[];
-  const u32 sraw = smem_addr(smwg);
-  const u32 sbase = (sraw + 1023u) & ~1023u;
-  unsigned char* sgen = smwg + (sbase - sraw);
-  const u32 sb0 = sbase + 3 * STAGE;
-  float* pwz = (float*)(sgen + 3 * STAGE + 2 * SBB);  // pwz[64 + d] = λ^d (d ≥ 0), 0 (d < 0)
-
-  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g8 = lane >> 2, t4 = lane & 3;
-  const int wg = w >> 2, wq = w & 3;
-  const int ct = blockIdx.x / G, g = blockIdx.x % G, h = blockIdx.y, b = blockIdx.z;
-  const int c0 = ct * DVT, ntiles = DV / DVT;
-  const int unit = (b * nh + h) * ntiles + ct;
-  const float ll = loglam[h];
-  for (int i = tid; i <= 128; i += 256) pwz[i] = i >= 64 ? expf(ll * (float)(i - 64)) : 0.f;
-  const int slot = slots ? slots[b] : b;
-  float* st = state ? state + ((i64)slot * nh + h) * DK * DV + c0 : nullptr;
-  const i64 qrow = (i64)nh * DK, vrow = (i64)nh * DV;
-  (void)hint;  // L2 hints: cp.async with a cache policy raised "illegal instruction" in this kernel (sm_90a, CUDA 13.0)
-
-  // state: warp w owns rows 16·w + (g8, g8 + 8), columns 8·nt + 2·t4 (+1): s[4·nt + 2·hf + e]
-  float s[64];
-  auto load_strided = [&]() {
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-      const int kk = 16 * w + g8 + ((i >> 1) & 1) * 8, c = 8 * (i >> 2) + 2 * t4 + (i & 1);
-      s[i] = st ? st[(i64)kk * DV + c] : 0.f;
-    }
-  };
-  auto store_strided = [&]() {
-#pragma unroll
-    for (int i = 0; i < 64; i += 2) {
-      const int kk = 16 * w + g8 + ((i >> 1) & 1) * 8, c = 8 * (i >> 2) + 2 * t4;
-      *(float2*)(st + (i64)kk * DV + c) = make_float2(s[i], s[i + 1]);
-    }
-  };
-  auto frag_idx = [&](int nt) { return ((w * 16 + nt) * 32 + lane) * 4; };
-  auto write_sb = [&](int buf) {
-    const u32 base = sb0 + buf * SBB;
-#pragma unroll
-    for (int nt = 0; nt < 16; nt++) {
-      const int kk = 16 * w + g8, c = 8 * nt + 2 * t4;
-      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(base + blk(kk, c, DK)), "r"(pack2(s[4 * nt], s[4 * nt + 1])));
-      asm volatile("st.shared.u32 [%0], %1;\n" :: "r"(base + blk(kk + 8, c, DK)), "r"(pack2(s[4 * nt + 2], s[4 * nt + 3])));
-    }
-    fence_async_smem();
-  };
-
-  const Jobs jobs(N, G, g, L, LG, ll);
-  const int R = jobs.R, NJ = jobs.NJ;
-  auto issue = [&](int J) {
-    if (J < NJ) {
-      int s0, m, full, r, c;
-      jobs.at(J, s0, m, full, r, c);
-      if (m > 0) {
-        const u32 stg = sbase + (J % 3) * STAGE;
-#pragma unroll
-        for (int it = 0; it < 4; it++) {
-          const int idx = tid + it * 256, i = idx >> 4, cc = (idx & 15) * 8;
-          const int pos = s0 + i, ok = i < m;
-          const int tok = ok ? (reverse ? N - 1 - pos : pos) : 0;
-          const i64 gq = ((i64)b * N + tok) * qrow + (i64)h * DK + cc;
-          const i64 gv = ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + cc;
-          const u32 off = blk(i, cc, 64);
-          if (full) cp16(stg + off, q + gq, ok ? 16 : 0);
-          cp16(stg + 16384 + off, k + gq, ok ? 16 : 0);
-          cp16(stg + 32768 + off, v + gv, ok ? 16 : 0);
-        }
-      }
-    }
-    cp_commit();
-  };
-
-  float* wsd = ws ? ws + (i64)unit * 2 * G * SE : nullptr;
-  float* wsr = ws ? ws + (i64)B * nh * ntiles * 2 * G * SE + (i64)unit * 2 * SE : nullptr;
-
-  issue(0);
-  issue(1);
-  int sbuf = 0;
-  if (G == 1) { load_strided(); write_sb(0); }
-  else {
-#pragma unroll
-    for (int i = 0; i < 64; i++) s[i] = 0.f;
-  }
-
-  for (int J = 0; J < NJ; J++) {
-    int s0, m, full, r, c;
-    jobs.at(J, s0, m, full, r, c);
-    if (G > 1 && full && c == 0) {
-      float* d = wsd + (i64)((r & 1) * G + g) * SE;
-#pragma unroll
-      for (int nt = 0; nt < 16; nt++) *(float4*)(d + frag_idx(nt)) = make_float4(s[4 * nt], s[4 * nt + 1], s[4 * nt + 2], s[4 * nt + 3]);
-      __threadfence();
-      __syncthreads();
-      if (tid == 0) {
-        atomicAdd(cnt + 2 * unit, 1u);
-        const unsigned want = (unsigned)(G * (r + 1));
-        while (ld_acquire(cnt + 2 * unit) < want) asm volatile("nanosleep.u32 64;\n");
-        __threadfence();
-      }
-      __syncthreads();
-      if (r == 0) load_strided();
-      else {
-        const float* sr = wsr + (i64)(r & 1) * SE;
-#pragma unroll
-        for (int nt = 0; nt < 16; nt++) { const float4 x = ldcg4(sr + frag_idx(nt)); s[4 * nt] = x.x; s[4 * nt + 1] = x.y; s[4 * nt + 2] = x.z; s[4 * nt + 3] = x.w; }
-      }
-      if (r == 0 && st) {
-        __syncthreads();
-        if (tid == 0) atomicAdd(cnt + 2 * unit + 1, 1u);
-      }
-      const float fL = expf(ll * (float)L);
-      for (int gp = 0; gp < g; gp++) {
-        const float* dp = wsd + (i64)((r & 1) * G + gp) * SE;
-#pragma unroll
-        for (int nt = 0; nt < 16; nt++) {
-          const float4 x = ldcg4(dp + frag_idx(nt));
-          s[4 * nt] = s[4 * nt] * fL + x.x; s[4 * nt + 1] = s[4 * nt + 1] * fL + x.y;
-          s[4 * nt + 2] = s[4 * nt + 2] * fL + x.z; s[4 * nt + 3] = s[4 * nt + 3] * fL + x.w;
-        }
-      }
-      write_sb(sbuf);
-    }
-
-    cp_wait1();
-    fence_async_smem();
-    __syncthreads();
-    issue(J + 2);
-
-    if (m > 0) {
-      const u32 stg = sbase + (J % 3) * STAGE;
-      const u32 QS = stg, KSa = stg + 16384, VSa = stg + 32768;
-      // decayed Kᵀ fragments (A of the state update): rows 16·w, tokens 16·kj
-      u32 ka[4][4];
-#pragma unroll
-      for (int kj = 0; kj < 4; kj++) {
-        ldsm4t(ka[kj], KSa + blk(16 * kj + (lane & 7) + ((lane >> 4) & 1) * 8, 16 * w + ((lane >> 3) & 1) * 8, 64));
-        const float* pz = pwz + 64 + m - 1 - 16 * kj - 2 * t4;
-        const float fa = pz[0], fb = pz[-1], fc = pz[-8], fd = pz[-9];
-        ka[kj][0] = scale2(ka[kj][0], fa, fb); ka[kj][1] = scale2(ka[kj][1], fa, fb);
-        ka[kj][2] = scale2(ka[kj][2], fc, fd); ka[kj][3] = scale2(ka[kj][3], fc, fd);
-      }
-      const float lm = pwz[64 + m];
-#pragma unroll
-      for (int i = 0; i < 64; i++) s[i] *= lm;
-      if (full) {
-        // group A: scores; group B: q·S and the state update; P is formed while B runs, then p·v runs
-        // while the new bf16 state is written
-        float sc[32], oc[32];
-        wg_fence();
-#pragma unroll
-        for (int ks = 0; ks < 8; ks++) {
-          const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
-          wg_ss_n64<0>(sc, wg_desc(QS + ko, 16, 1024), wg_desc(KSa + ko, 16, 1024), ks);
-        }
-        wg_commit();
-#pragma unroll
-        for (int ks = 0; ks < 8; ks++) {
-          const u32 ko = (ks >> 2) * 8192 + (ks & 3) * 32;
-          wg_ss_n64<1>(oc, wg_desc(QS + ko, 16, 1024), wg_desc(sb0 + sbuf * SBB + wg * 16384 + ks * 2048, 16384, 1024), ks);
-        }
-#pragma unroll
-        for (int kj = 0; kj < 4; kj++) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
-        wg_commit();
-        wg_wait1();
-        u32 pa[4][4];
-        {
-          const float* pz = pwz + 64 + 16 * wq + g8 - 2 * t4;  // λ^{i−j} at i = 16·wq + g8, j = 2·t4
-#pragma unroll
-          for (int kj = 0; kj < 4; kj++)
-#pragma unroll
-            for (int hh = 0; hh < 2; hh++) {   // n-tile 2·kj + hh: j = 16·kj + 8·hh + 2·t4
-              const float* p = pz - 16 * kj - 8 * hh;
-              const float* x = sc + 4 * (2 * kj + hh);
-              pa[kj][2 * hh] = pack2(x[0] * p[0], x[1] * p[-1]);
-              pa[kj][2 * hh + 1] = pack2(x[2] * p[8], x[3] * p[7]);
-            }
-        }
-        wg_wait0();
-        {
-          const float f0 = pwz[64 + 16 * wq + g8 + 1], f1 = pwz[64 + 16 * wq + g8 + 9];
-#pragma unroll
-          for (int nt = 0; nt < 8; nt++) { oc[4 * nt] *= f0; oc[4 * nt + 1] *= f0; oc[4 * nt + 2] *= f1; oc[4 * nt + 3] *= f1; }
-        }
-        wg_fence();
-#pragma unroll
-        for (int kj = 0; kj < 4; kj++) wg_rs_n64<1>(oc, pa[kj], wg_desc(VSa + wg * 8192 + kj * 2048, 8192, 1024));
-        wg_commit();
-        write_sb(sbuf ^ 1);
-        sbuf ^= 1;
-        wg_wait0();
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-          const int i = 16 * wq + g8 + 8 * hf;
-          if (i < m) {
-            const int pos = s0 + i, tok = reverse ? N - 1 - pos : pos;
-            TO* orow = o + ((i64)b * N + tok) * vrow + (i64)h * DV + c0 + 64 * wg + 2 * t4;
-#pragma unroll
-            for (int nt = 0; nt < 8; nt++) st2(orow + 8 * nt, oc[4 * nt + 2 * hf], oc[4 * nt + 2 * hf + 1]);
-          }
-        }
-      } else {
-        wg_fence();
-#pragma unroll
-        for (int kj = 0; kj < 4; kj++) wg_rs_n128<1>(s, ka[kj], wg_desc(VSa + kj * 2048, 8192, 1024));
-        wg_commit();
-        wg_wait0();
-      }
-    }
-
-    if (G > 1 && full && c == jobs.NF - 1) {
-      if (g == G - 1 && r + 1 < R) {
-        float* sr = wsr + (i64)((r + 1) & 1) * SE;
-#pragma unroll
-        for (int nt = 0; nt < 16; nt++) *(float4*)(sr + frag_idx(nt)) = make_float4(s[4 * nt], s[4 * nt + 1], s[4 * nt + 2], s[4 * nt + 3]);
-      }
-      const int a0 = jobs.segStart(r);
-      if (st && a0 <= N - 1 && N - 1 < a0 + jobs.segLen()) {
-        if (tid == 0) { while (ld_acquire(cnt + 2 * unit + 1) < (unsigned)G) asm volatile("nanosleep.u32 64;\n"); }
-        __syncthreads();
-        store_strided();
-      }
-#pragma unroll
-      for (int i = 0; i < 64; i++) s[i] = 0.f;
-    }
-  }
-  if (G == 1 && st) store_strided();
-#else
-  asm volatile("trap;");
-#endif
-}
-
 // ------------------------------------------------------------------------------------------------
-// Warp-specialised Hopper kernel (sm_90a), DK = DVT = 128: the blocks, jobs and exchange of lightning_wg,
-// with the state chain and the outputs in different warpgroups (384 threads) that meet at mbarriers
-// instead of a block-wide barrier a chunk, so that one chunk's output products run beside the next
-// chunk's state update, and the scores are formed once (lightning_wg forms them in both warpgroups).
+// Warp-specialised Hopper kernel (sm_90a), DK = DVT = 128: the blocks, jobs, stages and exchange of
+// lightning_tc, with the state chain and the outputs in different warpgroups (384 threads) that meet at
+// mbarriers instead of a block-wide barrier a chunk, so that one chunk's output products run beside the
+// next chunk's state update. (Its predecessor, two warpgroups each forming the scores and a half of
+// everything else between block-wide barriers, took 1.56–1.72 ms at b=4 n=32K against 1.48: NOTES.md.)
 //   warpgroup 0 (loads and outputs): loads q, k, v; P = (Q·Kᵀ) ⊙ λ^{i−j} (m64n64), O = λ^{i+1}·Q·S + P·V
 //     (m64n128 each, S the bf16 copy of the state before the chunk, P from registers); stores o.
 //   warpgroups 1, 2 (state rows 0‥63, 64‥127): write their half of the bf16 copy of S, then
@@ -1095,8 +845,6 @@ TC_KERNEL(64, 128, u16, bf16)
 TC_KERNEL(64, 128, float, f32)
 TC_KERNEL(64, 64, u16, bf16)
 TC_KERNEL(64, 64, float, f32)
-__global__ void __launch_bounds__(256, 1) lightning_wg_k128_v128_bf16(u16* o, TC_ARGS) { lightning_wg<u16>(o, TC_PASS); }
-__global__ void __launch_bounds__(256, 1) lightning_wg_k128_v128_f32(float* o, TC_ARGS) { lightning_wg<float>(o, TC_PASS); }
 #define WS_PASS q, k, v, B, N, nh, DV, loglam, state, slots, reverse, G, L, LG, ws, cnt
 __global__ void __launch_bounds__(384, 1) lightning_ws_k128_v128_bf16(u16* o, TC_ARGS) { lightning_ws<u16>(o, WS_PASS); }
 __global__ void __launch_bounds__(384, 1) lightning_ws_k128_v128_f32(float* o, TC_ARGS) { lightning_ws<float>(o, WS_PASS); }

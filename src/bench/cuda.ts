@@ -42,8 +42,6 @@ export interface LightningRow {
   fwdMs: number; bwdMs: number; fwdBwdMs: number;
   /** Forward through the mma.sync kernel (wgmma off), for comparison. */
   mmaSyncFwdMs?: number;
-  /** Forward and backward through the two-warpgroup wgmma kernel (ws off), for comparison. */
-  wgFwdMs?: number; wgBwdMs?: number;
   /** Forward bytes (q, k, v read, o written, bf16) over the copy rate. */
   floorMs: number; fwdTBps: number;
   /** Matrix work per second: forward 4·d·(64 + d) per token and head (chunk 64), backward 3× that. */
@@ -88,12 +86,9 @@ export function benchLightning(be: CudaBackend, opts: { B?: number; H?: number; 
     const prevT = be.lightningTuning;
     be.lightningTuning = { ...prevT, wgmma: false };
     const mmaFwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
-    be.lightningTuning = { ...prevT, ws: false };
-    const wgFwd = be.timeMs(() => be.lightningForwardBF16(o, q, k, v, decay), reps);
-    const wgBwd = be.timeMs(() => be.lightningBackwardBF16(dq, dk, dv, dO, q, k, v, decay), reps);
     be.lightningTuning = prevT;
     const flops = 4 * B * n * H * D * (64 + D);
-    const row: LightningRow = { n, mmaSyncFwdMs: mmaFwd.median, wgFwdMs: wgFwd.median, wgBwdMs: wgBwd.median, fwdMs: fwd.median, bwdMs: bwd.median, fwdBwdMs: both.median, floorMs: bytes / (opts.copyTBps * 1e12) * 1e3, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12,
+    const row: LightningRow = { n, mmaSyncFwdMs: mmaFwd.median, fwdMs: fwd.median, bwdMs: bwd.median, fwdBwdMs: both.median, floorMs: bytes / (opts.copyTBps * 1e12) * 1e3, fwdTBps: bytes / (fwd.median * 1e-3) / 1e12,
       fwdTflops: flops / (fwd.median * 1e-3) / 1e12, bwdTflops: (3 * flops) / (bwd.median * 1e-3) / 1e12, peakMiB: be.mem.peakBytes / 2 ** 20 };
     if (n <= (opts.checkUpTo ?? 32768)) {
       // the same bf16 inputs through the exact fp32 kernel (fp32 arithmetic and state): the float32 reference
@@ -144,7 +139,7 @@ function sweepVariants(): [string, LightningTuning][] {
  */
 export function benchLong(be: CudaBackend, opts: { B?: number; H?: number; D?: number; n?: number; reps?: number; variants?: [string, LightningTuning][] } = {}): LongRow[] {
   const B = opts.B ?? 1, H = opts.H ?? 32, D = opts.D ?? 128, n = opts.n ?? 131072, reps = opts.reps ?? 10;
-  const variants = opts.variants ?? (process.env.TNL_BENCH_LONG_SWEEP ? sweepVariants() : [['seq L=2048', {}], ['seq L=1024', { seg: 1024 }], ['seq L=2048, last segment L', { lastSeg: 2048 }], ['seq L=2048 wg', { ws: false }], ['seq L=2048 G≤2', { maxG: 2 }], ['seq L=4096', { seg: 4096 }], ['seq L=2048 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]]);
+  const variants = opts.variants ?? (process.env.TNL_BENCH_LONG_SWEEP ? sweepVariants() : [['seq L=2048', {}], ['seq L=1024', { seg: 1024 }], ['seq L=2048, last segment L', { lastSeg: 2048 }], ['seq L=2048 G≤2', { maxG: 2 }], ['seq L=4096', { seg: 4096 }], ['seq L=2048 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]]);
   // layer 0's decay (TNL's slopes; the state-only passes of the fast-decaying heads are short) and the
   // last layer's (slopes × 1e-5: no head decays enough to shorten them)
   const decays: [string, Float64Array][] = [['', benchDecay(H)], [", last layer's decay", benchDecay(H, 1e-5)]];
@@ -481,10 +476,10 @@ export async function runCudaBench(be: CudaBackend, opts: { lengths?: number[]; 
   for (const r of (anchors.rows as Record<string, number>[] | undefined) ?? []) measured.set(r.n!, r);
   const f2 = (a?: number, b?: number) => (a === undefined ? '-' : `${a.toFixed(3)} / ${b === undefined ? '-' : b.toFixed(3)}`);
   log('\nLightning Attention, b=4 h=32 d=128 bf16, median ms (fwd / bwd); ours: tensor cores, fp32 state');
-  log(fmtTable(['n', 'ours fwd', 'ours bwd', 'ours f+b', 'mma.sync fwd', 'wg fwd', 'wg bwd', 'floor fwd', 'TB/s fwd', 'TFLOP/s fwd', 'TFLOP/s bwd', 'peak MiB', 'err vs fp32', 'exact fp32 fwd', 'fla (README)', 'fla (now)', 'SDPA (now)', 'ref lightning (README)'],
+  log(fmtTable(['n', 'ours fwd', 'ours bwd', 'ours f+b', 'mma.sync fwd', 'floor fwd', 'TB/s fwd', 'TFLOP/s fwd', 'TFLOP/s bwd', 'peak MiB', 'err vs fp32', 'exact fp32 fwd', 'fla (README)', 'fla (now)', 'SDPA (now)', 'ref lightning (README)'],
     rows.map((r) => {
       const a = ANCHORS[r.n], m = measured.get(r.n);
-      return [r.n, r.fwdMs, r.bwdMs, r.fwdBwdMs, r.mmaSyncFwdMs ?? '-', r.wgFwdMs ?? '-', r.wgBwdMs ?? '-', r.floorMs, r.fwdTBps, r.fwdTflops, r.bwdTflops, Math.round(r.peakMiB), r.relErr ?? '-', r.exactFwdMs ?? '-', a ? f2(...a.fla) : '-', m?.fla_fwd !== undefined ? f2(m.fla_fwd, m.fla_bwd) : '-',
+      return [r.n, r.fwdMs, r.bwdMs, r.fwdBwdMs, r.mmaSyncFwdMs ?? '-', r.floorMs, r.fwdTBps, r.fwdTflops, r.bwdTflops, Math.round(r.peakMiB), r.relErr ?? '-', r.exactFwdMs ?? '-', a ? f2(...a.fla) : '-', m?.fla_fwd !== undefined ? f2(m.fla_fwd, m.fla_bwd) : '-',
         m ? f2(m.sdpa_fwd, m.sdpa_bwd) : '-', a ? f2(...a.reference) : '-'];
     })));
   if (opts.long !== false) {

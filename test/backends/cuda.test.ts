@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { ShapeError } from '../../src/errors.ts';
 import {
   alignmentOf, bucketBytes, cacheDir, cacheKey, chunkSmem, elementwiseLaunch, gemmShape, gpuArch, lightningPlan, logDecay,
-  ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem, wgSmem, wsSmem, lastSegment, gemvSplit,
+  ltProblem, nvrtcOptions, reductionBlocks, rowLaunch, tcSmem, wsSmem, lastSegment, gemvSplit,
 } from '../../src/backends/cuda/plan.ts';
 import { cuErrorMessage, librarySonames } from '../../src/backends/cuda/driver.ts';
 import { moduleSource } from '../../src/backends/cuda/modules.ts';
@@ -131,17 +131,14 @@ test('cuda plan: the Lightning kernel choice', () => {
   const s2 = lightningPlan({ ...base, B: 1, nh: 2, N: 1000, DK: 128, DV: 256, tensorCores: true, smCount: 132, tuning: { seg: 128, maxG: 3 } });
   assert.deepEqual([s2.G, s2.L, ...s2.grid], [3, 128, 6, 2, 1]);
   assert.throws(() => lightningPlan({ ...base, DK: 128, DV: 128, tensorCores: true, tuning: { seg: 100 } }), /multiple of 64/);
-  // Hopper: the warp-specialised wgmma kernel (384 threads) for DK = 128, DV a multiple of 128, the
-  // two-warpgroup one when that is turned off; mma.sync otherwise
+  // Hopper: the warp-specialised wgmma kernel (384 threads) for DK = 128, DV a multiple of 128 (unless
+  // turned off); mma.sync otherwise
   const hw = lightningPlan({ ...base, DK: 128, DV: 256, tensorCores: true, smCount: 132, hopper: true });
   assert.equal(hw.kernel, 'lightning_ws_k128_v128');
   assert.equal(hw.smem, wsSmem());
+  assert.ok(hw.smem <= 227 * 1024);
   assert.deepEqual(hw.grid, [2, 32, 4]);
   assert.deepEqual(hw.block, [384, 1, 1]);
-  const wg = lightningPlan({ ...base, DK: 128, DV: 256, tensorCores: true, smCount: 132, hopper: true, tuning: { ws: false } });
-  assert.equal(wg.kernel, 'lightning_wg_k128_v128');
-  assert.equal(wg.smem, wgSmem());
-  assert.deepEqual(wg.block, [256, 1, 1]);
   assert.equal(lightningPlan({ ...base, DK: 128, DV: 128, tensorCores: true, hopper: true, tuning: { wgmma: false } }).kernel, 'lightning_tc_k128_v128');
   assert.equal(lightningPlan({ ...base, DK: 64, DV: 128, tensorCores: true, hopper: true }).kernel, 'lightning_tc_k64_v128');
   assert.equal(lightningPlan({ ...base, DK: 128, DV: 192, tensorCores: true, hopper: true }).kernel, 'lightning_tc_k128_v64');
@@ -188,7 +185,7 @@ test('cuda sources: every kernel the backend launches is defined, extern "C", wi
   for (const n of names) assert.match(kernels, new RegExp(`__global__ void (__launch_bounds__\\([^)]*\\) )?${n}\\(`), `kernel ${n} missing from kernels.cu`);
   for (const n of ['lightning_f32', 'lightning_bf16in'])
     assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) ${n}\\(`), `kernel ${n} missing from lightning.cu`);
-  for (const k of ['ws', 'wg']) for (const t of ['bf16', 'f32']) assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) lightning_${k}_k128_v128_${t}\\(`));
+  for (const t of ['bf16', 'f32']) assert.match(lightning, new RegExp(`__global__ void __launch_bounds__\\([^)]*\\) lightning_ws_k128_v128_${t}\\(`));
   for (const k of [128, 64]) for (const v of [128, 64]) for (const t of ['bf16', 'f32'])
     assert.match(lightning, new RegExp(`TC_KERNEL\\(${k}, ${v}, \\w+, ${t}\\)`), `kernel lightning_tc_k${k}_v${v}_${t} missing from lightning.cu`);
 });

@@ -126,7 +126,7 @@ export function alignmentOf(addr: number): number {
 }
 
 // ---- Lightning Attention ---------------------------------------------------------------------------------
-export type TcKernel = 'lightning_ws_k128_v128' | 'lightning_wg_k128_v128' | 'lightning_tc_k128_v128' | 'lightning_tc_k128_v64' | 'lightning_tc_k64_v128' | 'lightning_tc_k64_v64';
+export type TcKernel = 'lightning_ws_k128_v128' | 'lightning_tc_k128_v128' | 'lightning_tc_k128_v64' | 'lightning_tc_k64_v128' | 'lightning_tc_k64_v64';
 export interface LightningPlan extends Launch {
   kernel: 'lightning_f32' | 'lightning_bf16in' | TcKernel;
   /** Chunk length and value-column tile (DVT: 64 or 128 for the tensor-core kernel). */
@@ -155,10 +155,8 @@ export interface LightningTuning {
   maxG?: number;
   /** L2 evict-first hints on streamed loads (default on). */
   hint?: boolean;
-  /** The wgmma kernels where the GPU has them (Hopper, DK = 128, DV a multiple of 128; default on). */
+  /** The wgmma kernel where the GPU has it (Hopper, DK = 128, DV a multiple of 128; default on). */
   wgmma?: boolean;
-  /** Of those, the warp-specialised one (state and outputs in different warpgroups; default on). */
-  ws?: boolean;
 }
 
 /** Dynamic shared memory of the exact chunked kernel, bytes. */
@@ -170,13 +168,9 @@ export function tcSmem(DK: number, DVT = 128): number {
   return 3 * 64 * (2 * DK + DVT) * 2 + 2 * DK * DVT * 2 + 129 * 4;
 }
 
-/** Dynamic shared memory of the Hopper (wgmma) kernel: as tcSmem(128, 128) plus 1 KiB to align the tiles to 1024 bytes. */
-export function wgSmem(): number {
-  return tcSmem(128, 128) + 1024;
-}
-/** Dynamic shared memory of the warp-specialised Hopper kernel: wgSmem() plus its ten mbarriers. */
+/** Dynamic shared memory of the Hopper (wgmma) kernel: as tcSmem(128, 128), plus 1 KiB to align the tiles to 1024 bytes and its ten mbarriers. */
 export function wsSmem(): number {
-  return wgSmem() + 128;
+  return tcSmem(128, 128) + 1024 + 128;
 }
 
 /**
@@ -194,9 +188,8 @@ export function lightningPlan(p: { B: number; N: number; nh: number; DK: number;
   if (p.tensorCores && (DK === 64 || DK === 128) && DV % 64 === 0) {
     const DVT = DV % 128 === 0 ? 128 : 64;
     const t = p.tuning ?? {};
-    const hopper = !!p.hopper && t.wgmma !== false && DK === 128 && DVT === 128;
-    const ws = hopper && t.ws !== false && wsSmem() <= smemLimit, wg = hopper && !ws && wgSmem() <= smemLimit;
-    const smem = ws ? wsSmem() : wg ? wgSmem() : tcSmem(DK, DVT);
+    const ws = !!p.hopper && t.wgmma !== false && DK === 128 && DVT === 128 && wsSmem() <= smemLimit;
+    const smem = ws ? wsSmem() : tcSmem(DK, DVT);
     if (smem <= smemLimit) {
       const tiles = DV / DVT, units = B * nh * tiles;
       const L = t.seg ?? 2048;
@@ -207,7 +200,7 @@ export function lightningPlan(p: { B: number; N: number; nh: number; DK: number;
       const LG = t.lastSeg ?? lastSegment(L, 1.25, N, G);
       if (!(Number.isInteger(LG) && LG >= 64 && LG % 64 === 0)) throw new ShapeError(`lightning: last segment length ${LG} must be a positive multiple of 64`);
       const wsBytes = G > 1 ? units * (2 * G + 2) * DK * DVT * 4 : 0;
-      const kernel = (ws ? 'lightning_ws_k128_v128' : wg ? 'lightning_wg_k128_v128' : `lightning_tc_k${DK}_v${DVT}`) as TcKernel;
+      const kernel = (ws ? 'lightning_ws_k128_v128' : `lightning_tc_k${DK}_v${DVT}`) as TcKernel;
       return { kernel, C: 64, DVT, G, L: G > 1 ? L : 0, LG: G > 1 ? LG : 0, wsBytes, counters: G > 1 ? 2 * units : 0,
         grid: [tiles * G, nh, B], block: [ws ? 384 : 256, 1, 1], smem };
     }
