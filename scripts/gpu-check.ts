@@ -13,7 +13,7 @@ import { ReferenceBackend } from '../src/backends/reference/index.ts';
 import { CudaBackend, cudaAvailable } from '../src/backends/cuda/index.ts';
 import type { LightningTuning } from '../src/backends/cuda/plan.ts';
 import { SafetensorsFile } from '../src/io/safetensors.ts';
-import { loadConfig, presetConfig } from '../src/config/index.ts';
+import { loadConfig, presetConfig, slopeDecay } from '../src/config/index.ts';
 import { allocParams, exportParams, loadParams } from '../src/model/params.ts';
 import { TnlModel, decodePrefetch } from '../src/model/transnormer.ts';
 import { benchDecodeE2E, benchTrainE2E, decodePieces, deviceRandomModel, fmtProfile, fmtTable, runCudaBench, type DecodeE2ERow } from '../src/bench/cuda.ts';
@@ -151,7 +151,7 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
     }
   });
   const lightningCase = (be: CudaBackend, label: string, B: number, N: number, nh: number, dk: number, dv: number, withState: boolean, slots: Int32Array | null, tol: number, scale = 0.5,
-    decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))))) => {
+    decay = slopeDecay(nh)) => {
     const r = R();
     const q = both(r.arr(B * N * nh * dk, scale), [B, N, nh * dk]), k = both(r.arr(B * N * nh * dk, scale), [B, N, nh * dk]), v = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
     const pool = slots ? Math.max(...slots) + 2 : B;
@@ -166,7 +166,7 @@ function kernelChecks(g: CudaBackend, gtc: CudaBackend): void {
   };
   const lightningBwdCase = (be: CudaBackend, label: string, B: number, N: number, nh: number, dk: number, dv: number, tol: number) => {
     const r = R();
-    const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+    const decay = slopeDecay(nh);
     const q = both(r.arr(B * N * nh * dk, 0.5), [B, N, nh * dk]), k = both(r.arr(B * N * nh * dk, 0.5), [B, N, nh * dk]), v = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
     const dO = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
     const ref_ = new ReferenceBackend();
@@ -313,7 +313,7 @@ function bf16Checks(g: CudaBackend): void {
         }
     for (const [B, nh, dh, lrpe, slots] of [[1, 8, 128, true, null], [3, 2, 64, false, Int32Array.of(4, 0, 2)], [2, 4, 32, true, Int32Array.of(1, 3)], [1, 2, 160, true, null]] as const) {
       const r = R(), H = nh * dh, dk = lrpe ? 2 * dh : dh, rows = slots ? 5 : B;
-      const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+      const decay = slopeDecay(nh);
       const X = both(r.arr(B * 4 * H), [B, 4 * H]), S = both(r.arr(rows * nh * dk * dh, 0.5), [rows, nh, dk, dh], 'f32');
       const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh], 'f32') : null;
       const pos = Int32Array.from({ length: B }, () => r.int(0, 70000)), mask = Int32Array.from({ length: B }, (_, i) => (i === 1 ? 0 : 1));
@@ -329,7 +329,7 @@ function bf16Checks(g: CudaBackend): void {
     // the reference's matmul (normA) → glaQKV → lightningForward
     for (const [nh, D, lrpe, slots, masked, xt] of [[2, 384, true, null, false, 'f32'], [3, 1024, false, Int32Array.of(2), false, 'bf16'], [1, 256, true, Int32Array.of(0), true, 'bf16']] as const) {
       const r = R(), dh = 128, H = nh * dh, dk = lrpe ? 2 * dh : dh, rows = slots ? 3 : 1;
-      const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+      const decay = slopeDecay(nh);
       const x = both(r.arr(D, 2), [1, D], xt), W = both(r.arr(4 * H * D, 0.05), [4 * H, D], 'bf16');
       const S = both(r.arr(rows * nh * dk * dh, 0.5), [rows, nh, dk, dh], 'f32');
       const th = lrpe ? both(Float32Array.from({ length: H }, (_, i) => 10000 ** (-2 * i / H)), [nh, dh], 'f32') : null;
@@ -392,7 +392,7 @@ function bf16Checks(g: CudaBackend): void {
   guarded('bf16 lightning', () => {
     for (const [B, N, nh, dk, dv, st] of [[2, 150, 2, 128, 128, false], [1, 70, 2, 256, 128, true], [3, 1, 2, 128, 128, true]] as const) {
       const r = R();
-      const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+      const decay = slopeDecay(nh);
       const q = both(r.arr(B * N * nh * dk, 0.3), [B, N, nh * dk]), k = both(r.arr(B * N * nh * dk, 0.3), [B, N, nh * dk]), v = both(r.arr(B * N * nh * dv), [B, N, nh * dv]);
       const S = st ? both(r.arr(B * nh * dk * dv), [B, nh, dk, dv], 'f32') : null;
       const o = out([B, N, nh * dv]);

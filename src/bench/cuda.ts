@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { CudaBackend } from '../backends/cuda/index.ts';
 import type { MatmulOptions, Tensor } from '../backends/backend.ts';
 import { lastSegment, lightningPlan, type LightningTuning } from '../backends/cuda/plan.ts';
-import { presetConfig, type ModelConfig } from '../config/index.ts';
+import { presetConfig, slopeDecay, type ModelConfig } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
 import { allocParams, lrpeThetaInit, paramTensors } from '../model/params.ts';
 import { AdamW } from '../train/optimizer.ts';
@@ -53,10 +53,6 @@ export interface LightningRow {
   exactFwdMs?: number;
 }
 
-/** TNL's per-head decay at layer 0 for nh heads (slopes 2^(−8(i+1)/nh)). */
-export function benchDecay(nh: number, layerScale = 1): Float64Array {
-  return Float64Array.from({ length: nh }, (_, i) => Math.exp(-(2 ** ((-8 * (i + 1)) / nh)) * layerScale));
-}
 
 function relErrors(a: Float32Array, b: Float32Array): { rel: number; max: number } {
   let num = 0, den = 0, mx = 0, ref = 0;
@@ -71,7 +67,7 @@ function relErrors(a: Float32Array, b: Float32Array): { rel: number; max: number
 
 export function benchLightning(be: CudaBackend, opts: { B?: number; H?: number; D?: number; lengths?: number[]; reps?: number; copyTBps: number; checkUpTo?: number; exactUpTo?: number }): LightningRow[] {
   const B = opts.B ?? 4, H = opts.H ?? 32, D = opts.D ?? 128, reps = opts.reps ?? 10;
-  const decay = benchDecay(H);
+  const decay = slopeDecay(H);
   const rows: LightningRow[] = [];
   for (const n of opts.lengths ?? [512, 2048, 8192, 32768]) {
     const shape = [B, n, H * D];
@@ -142,7 +138,7 @@ export function benchLong(be: CudaBackend, opts: { B?: number; H?: number; D?: n
   const variants = opts.variants ?? (process.env.TNL_BENCH_LONG_SWEEP ? sweepVariants() : [['seq L=2048', {}], ['seq L=1024', { seg: 1024 }], ['seq L=2048, last segment L', { lastSeg: 2048 }], ['seq L=2048 G≤2', { maxG: 2 }], ['seq L=4096', { seg: 4096 }], ['seq L=2048 mma.sync', { wgmma: false }], ['one block per head', { maxG: 1 }]]);
   // layer 0's decay (TNL's slopes; the state-only passes of the fast-decaying heads are short) and the
   // last layer's (slopes × 1e-5: no head decays enough to shorten them)
-  const decays: [string, Float64Array][] = [['', benchDecay(H)], [", last layer's decay", benchDecay(H, 1e-5)]];
+  const decays: [string, Float64Array][] = [['', slopeDecay(H)], [", last layer's decay", slopeDecay(H, 1e-5)]];
   const shape = [B, n, H * D];
   const mk = (seed: number) => { const t = be.empty(shape, 'bf16'); be.randn(t, seed, 0.3); return t; };
   const q = mk(21), k = mk(22), v = mk(23), dO = mk(24);
@@ -358,7 +354,7 @@ export function decodePieces(be: CudaBackend, preset = 'tnl-385m', reps = 50): {
     for (const t of [w, c]) be.free(t);
   }
   const st = be.zeros([1, nh, dh, dh]);
-  const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+  const decay = slopeDecay(nh);
   time('glaStep (q, k, v, state update)', () => be.glaStep(o, qkvu, nh, null, null, null, decay, st), st.size * 8);
   const wq = mk([4 * H, D]);
   for (const cs of [16, 8]) {

@@ -2,7 +2,7 @@
 // steps (with and without activation checkpointing), and attention forms side by side.
 import type { Backend, DType, Tensor } from '../backends/backend.ts';
 import type { ModelConfig } from '../config/index.ts';
-import { dims } from '../config/index.ts';
+import { dims, slopeDecay } from '../config/index.ts';
 import { TnlModel } from '../model/transnormer.ts';
 import { AdamW } from '../train/optimizer.ts';
 import { Decoder } from '../generate/decoder.ts';
@@ -116,7 +116,7 @@ export function benchAttention(be: Backend, n: number, nh: number, d: number, bl
   const rand = (size: number) => Float32Array.from({ length: size }, (_, i) => Math.sin(i * 12.9898) * 0.5);
   const q = be.upload(rand(n * nh * d), [1, n, nh * d]), k = be.upload(rand(n * nh * d).reverse(), [1, n, nh * d]), v = be.upload(rand(n * nh * d), [1, n, nh * d]);
   const o = be.empty([1, n, nh * d]);
-  const decay = Float64Array.from({ length: nh }, (_, h) => Math.exp(-(2 ** (-8 * (h + 1) / nh))));
+  const decay = slopeDecay(nh);
   const rows: AttentionRow[] = [];
   const s = timeIt(() => be.lightningForward(o, q, k, v, decay, null, blockSize), 2);
   rows.push({ method: 'lightning', n, ms: s * 1000, workingBytes: 4 * nh * d * d + 4 * blockSize * blockSize });

@@ -143,6 +143,11 @@ export function baseSlopes(n: number): number[] {
   return [...pow2(p), ...baseSlopes(2 * p).filter((_, i) => i % 2 === 0).slice(0, n - p)];
 }
 
+/** λ_h = exp(−s_h·scale) for nh heads: layer 0's decay at scale 1, the last layer's at 1e-5 (benchmarks and checks). */
+export function slopeDecay(nh: number, scale = 1): Float64Array {
+  return Float64Array.from(baseSlopes(nh), (s) => Math.exp(-s * scale));
+}
+
 /** Per-layer decay λ_{l,h} = exp(−s_h·(1 − l/(L−1) + 1e-5)), with the reference's float32 rounding. */
 export function layerDecay(c: ModelConfig, layer: number): Float64Array {
   const L = c.decoder_layers;

@@ -4,7 +4,7 @@ import type { TnlModel, ModelState } from '../model/transnormer.ts';
 import { UsageError } from '../errors.ts';
 import { Sampler, type Sampled, type SamplingOptions } from './sampling.ts';
 import { Decoder } from './decoder.ts';
-import { DeviceLoop, deviceSamplingApplies } from './device-loop.ts';
+import { DeviceLoop, deviceSamplingApplies, type StepPicks } from './device-loop.ts';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most new tokens to produce (default 128). */
@@ -46,41 +46,33 @@ export async function* generateTokens(model: TnlModel, promptIds: readonly numbe
   sampler.observe(promptIds);
   const state = model.newState(1);
   let logits = prefillChunked(model, promptIds, state, opts.prefillChunk);
-  if (maxTokens > 1 && deviceSamplingApplies(model.be, opts)) {
-    // the first token from the prompt's logits, the rest picked on the device, steps queued ahead
-    const s = sampler.sample(logits, 0);
-    if (opts.signal?.aborted) return 'abort';
-    if (stop.has(s.id)) return 'stop';
-    yield { ...s, index: 0 };
-    const loop = new DeviceLoop(model, state, { temperature: opts.temperature ?? 1, ...(opts.seed !== undefined ? { seed: opts.seed } : {}) });
-    try {
-      let index = 1;
-      for (const p of loop.run(Int32Array.of(s.id), maxTokens - 1)) {
-        if (opts.signal?.aborted) return 'abort';
-        const id = p.ids[0]!;
-        if (stop.has(id)) return 'stop';
-        yield { id, logprob: p.logprobs[0]!, index: index++ };
-        await new Promise((r) => setImmediate(r));
-      }
-      return 'length';
-    } finally {
-      loop.dispose();
-    }
-  }
-  const decoder = new Decoder(model, state);
+  // The first token comes from the prompt's logits. The others are picked on the device where the
+  // options allow it (DeviceLoop: steps queued ahead, no logits to the host), else sampled here from
+  // each step's logits (Decoder).
+  const loop = maxTokens > 1 && deviceSamplingApplies(model.be, opts)
+    ? new DeviceLoop(model, state, { temperature: opts.temperature ?? 1, ...(opts.seed !== undefined ? { seed: opts.seed } : {}) }) : null;
+  const decoder = loop ? null : new Decoder(model, state);
+  let picks: Generator<StepPicks, void> | null = null;
   try {
     for (let i = 0; i < maxTokens; i++) {
       if (opts.signal?.aborted) return 'abort';
-      const s = sampler.sample(logits, opts.topLogprobs ?? 0);
+      let s: Sampled;
+      if (picks) {
+        const p = picks.next().value!;
+        s = { id: p.ids[0]!, logprob: p.logprobs[0]! };
+      } else s = sampler.sample(logits, opts.topLogprobs ?? 0);
       if (stop.has(s.id)) return 'stop';
       yield { ...s, index: i };
       if (i + 1 === maxTokens) break;
       await new Promise((r) => setImmediate(r));
-      logits = decoder.stepToHost(Int32Array.of(s.id));
+      if (loop) picks ??= loop.run(Int32Array.of(s.id), maxTokens - 1);
+      else logits = decoder!.stepToHost(Int32Array.of(s.id));
     }
     return 'length';
   } finally {
-    decoder.dispose();
+    picks?.return();  // the steps already queued finish; the state counts them
+    loop?.dispose();
+    decoder?.dispose();
   }
 }
 
